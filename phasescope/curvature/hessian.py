@@ -1,0 +1,212 @@
+"""Matrix-free Hessian of a loss summed exactly over a whole dataset.
+
+The Hessian-vector product uses ``torch.func`` forward-over-reverse (``jvp`` of ``grad``) and falls
+back to double backward for models or losses that have no forward-mode rule (in torch 2.13,
+``F.mse_loss`` fails under ``jvp(grad)`` with "ZeroTensors are immutable").
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable, Iterable, Sequence
+from contextlib import contextmanager
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+from torch.func import functional_call, grad, jvp
+
+from phasescope.curvature.operator import LinearOperator
+from phasescope.errors import PhasescopeError
+
+LossFn = Callable[[Tensor, Tensor], Tensor]
+Batch = tuple[Tensor, Tensor]
+HvpMethod = Literal["auto", "func", "double_backward"]
+
+
+def select_parameters(model: nn.Module, params: Sequence[str] | None = None) -> dict[str, Tensor]:
+    """The trainable parameters named by ``params``, in the model's order.
+
+    Each entry of ``params`` is a parameter name (``"layers.0.weight"``) or a module prefix
+    (``"layers.0"`` selects every parameter under it). ``None`` selects all trainable parameters.
+    """
+    named = {name: p for name, p in model.named_parameters() if p.requires_grad}
+    if params is None:
+        return named
+    if isinstance(params, str):
+        params = [params]
+    selected: dict[str, Tensor] = {}
+    for pattern in params:
+        matches = [name for name in named if name == pattern or name.startswith(pattern + ".")]
+        if not matches:
+            raise PhasescopeError(
+                f"no trainable parameter matches {pattern!r}; parameters are: {', '.join(named)}")
+        selected.update({name: named[name] for name in matches})
+    return {name: named[name] for name in named if name in selected}
+
+
+def split_batches(data: Batch | Iterable[Batch], chunk_size: int | None) -> list[Batch]:
+    """Turn a ``(inputs, targets)`` pair into chunks of ``chunk_size`` rows, or list an iterable of batches."""
+    if isinstance(data, tuple) and len(data) == 2 and all(isinstance(t, Tensor) for t in data):
+        inputs, targets = data
+        if inputs.shape[0] != targets.shape[0]:
+            raise PhasescopeError(
+                f"inputs and targets must have the same number of rows, got {inputs.shape[0]} and "
+                f"{targets.shape[0]}")
+        n = inputs.shape[0]
+        step = n if chunk_size is None else int(chunk_size)
+        if step < 1:
+            raise PhasescopeError(f"chunk_size must be a positive integer, got {chunk_size}")
+        return [(inputs[i:i + step], targets[i:i + step]) for i in range(0, n, step)]
+    batches = [tuple(batch) for batch in data]
+    if not batches:
+        raise PhasescopeError("the dataset is empty: at least one batch of (inputs, targets) is needed")
+    for batch in batches:
+        if len(batch) != 2:
+            raise PhasescopeError(f"each batch must be a pair (inputs, targets), got {len(batch)} items")
+    return batches  # type: ignore[return-value]
+
+
+@contextmanager
+def _eval_mode(model: nn.Module):
+    """Curvature is a property of the deterministic loss: dropout off while it is measured."""
+    was_training = model.training
+    model.eval()
+    try:
+        yield
+    finally:
+        model.train(was_training)
+
+
+class HessianOperator(LinearOperator):
+    """The Hessian of the dataset loss with respect to (a subset of) a model's parameters.
+
+    The loss over the dataset is the example-weighted mean of the per-batch losses (for
+    ``loss_reduction="mean"``, the default of torch losses) or their sum (``"sum"``), so the
+    operator is the same whatever the chunking. Parameters are read from the model when the
+    operator is built; later changes to the model are not seen.
+
+    Args:
+        model: any ``nn.Module``; it is called as ``model(inputs)``.
+        loss_fn: ``loss_fn(outputs, targets)`` returning a scalar.
+        data: a ``(inputs, targets)`` pair of tensors, or an iterable of such batches.
+        params: parameter names or module prefixes to differentiate (default: all trainable).
+        chunk_size: rows per chunk when ``data`` is a tensor pair (default: all at once).
+        method: ``"func"`` (forward-over-reverse), ``"double_backward"``, or ``"auto"``, which tries
+            the first and falls back to the second when an op has no forward-mode rule.
+    """
+
+    def __init__(self, model: nn.Module, loss_fn: LossFn, data: Batch | Iterable[Batch],
+                 params: Sequence[str] | None = None, chunk_size: int | None = None,
+                 method: HvpMethod = "auto", loss_reduction: Literal["mean", "sum"] = "mean") -> None:
+        if method not in ("auto", "func", "double_backward"):
+            raise PhasescopeError(f"method must be 'auto', 'func' or 'double_backward', got {method!r}")
+        if loss_reduction not in ("mean", "sum"):
+            raise PhasescopeError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
+        selected = select_parameters(model, params)
+        if not selected:
+            raise PhasescopeError("the model has no trainable parameters")
+        first = next(iter(selected.values()))
+        super().__init__(sum(p.numel() for p in selected.values()), first.dtype, first.device)
+        self.model = model
+        self.loss_fn = loss_fn
+        self.method = method
+        self.names = list(selected)
+        self.shapes = [p.shape for p in selected.values()]
+        self.params = {name: p.detach() for name, p in selected.items()}
+        # Everything not differentiated (other parameters, buffers) enters functional_call as constants.
+        self.constants = {name: t.detach() for name, t in
+                          [*model.named_parameters(), *model.named_buffers()] if name not in selected}
+        self.batches = [(x.to(self.device), y.to(self.device)) for x, y in split_batches(data, chunk_size)]
+        total = sum(x.shape[0] for x, _ in self.batches)
+        self.weights = [x.shape[0] / total if loss_reduction == "mean" else 1.0 for x, _ in self.batches]
+        self._check_first_batch()
+
+    # --- flat <-> dict -------------------------------------------------------------------------
+    def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
+        """Split a flat vector (n,) into tensors shaped like the selected parameters."""
+        pieces = torch.split(vector, [math.prod(s) for s in self.shapes])
+        return {name: piece.view(shape) for name, piece, shape in zip(self.names, pieces, self.shapes)}
+
+    def flatten(self, tensors: dict[str, Tensor] | Sequence[Tensor]) -> Tensor:
+        values = tensors.values() if isinstance(tensors, dict) else tensors
+        return torch.cat([t.reshape(-1) for t in values])
+
+    def parameter_vector(self) -> Tensor:
+        """The point at which the Hessian is taken, as a flat vector (n,)."""
+        return self.flatten(self.params)
+
+    # --- the loss and its derivatives --------------------------------------------------------
+    def _batch_loss(self, params: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> Tensor:
+        outputs = functional_call(self.model, {**self.constants, **params}, (inputs,))
+        return self.loss_fn(outputs, targets)
+
+    def _check_first_batch(self) -> None:
+        inputs, targets = self.batches[0]
+        try:
+            with torch.no_grad(), _eval_mode(self.model):
+                loss = self._batch_loss(self.params, inputs, targets)
+        except (RuntimeError, ValueError, IndexError) as error:
+            message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
+            raise PhasescopeError(f"the data does not fit the model or the loss: {message}") from None
+        if not isinstance(loss, Tensor) or loss.numel() != 1:
+            shape = tuple(loss.shape) if isinstance(loss, Tensor) else type(loss).__name__
+            raise PhasescopeError(f"loss_fn must return a scalar, got shape {shape}")
+        if not torch.isfinite(loss):
+            raise PhasescopeError(f"the loss is {loss.item()} at this point: curvature of a non-finite loss "
+                                  "is undefined (did training diverge?)")
+
+    def loss(self) -> float:
+        """The dataset loss at the operator's point."""
+        with torch.no_grad(), _eval_mode(self.model):
+            return float(sum(w * self._batch_loss(self.params, x, y) for w, (x, y) in
+                             zip(self.weights, self.batches)))
+
+    def gradient(self) -> Tensor:
+        """The gradient of the dataset loss, flat (n,)."""
+        total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        with _eval_mode(self.model):
+            for weight, (inputs, targets) in zip(self.weights, self.batches):
+                total += weight * self.flatten(grad(self._batch_loss)(self.params, inputs, targets))
+        return total
+
+    def _hvp_func(self, tangent: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        gradient = grad(self._batch_loss)
+        return jvp(lambda p: gradient(p, inputs, targets), (self.params,), (tangent,))[1]
+
+    def _hvp_double_backward(self, tangent: dict[str, Tensor], inputs: Tensor, targets: Tensor
+                             ) -> dict[str, Tensor]:
+        leaves = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
+        with torch.enable_grad():
+            loss = self._batch_loss(leaves, inputs, targets)
+            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
+            dot = sum((g * tangent[name]).sum() for g, name in zip(grads, leaves))
+            hvps = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)
+        return {name: torch.zeros_like(p) if h is None else h
+                for (name, p), h in zip(leaves.items(), hvps)}
+
+    def _batch_hvp(self, tangent: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+        if self.method == "double_backward":
+            return self._hvp_double_backward(tangent, inputs, targets)
+        if self.method == "func":
+            return self._hvp_func(tangent, inputs, targets)
+        try:  # "auto": decide once, on the first product
+            result = self._hvp_func(tangent, inputs, targets)
+            self.method = "func"
+        except (RuntimeError, NotImplementedError):
+            result = self._hvp_double_backward(tangent, inputs, targets)
+            self.method = "double_backward"
+        return result
+
+    def _matvec(self, vector: Tensor) -> Tensor:
+        tangent = self.unflatten(vector)
+        total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
+        with _eval_mode(self.model):
+            for weight, (inputs, targets) in zip(self.weights, self.batches):
+                total += weight * self.flatten(self._batch_hvp(tangent, inputs, targets))
+        return total
+
+    def dense(self) -> Tensor:
+        """The full Hessian (n, n), built column by column. For tests and tiny models only."""
+        eye = torch.eye(self.size, dtype=self.dtype, device=self.device)
+        return torch.stack([self.matvec(column) for column in eye], dim=1)
