@@ -1,0 +1,119 @@
+"""The ``phasescope`` command line: each command is a thin call into the package."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import typer
+from rich.table import Table
+from rich.text import Text
+
+from phasescope.errors import PhasescopeError
+from phasescope.progress import console, progress_bar
+
+app = typer.Typer(help="phasescope: training dynamics, measured densely across checkpoints and learning rates.",
+                  no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
+runs_app = typer.Typer(help="Inspect run directories.", no_args_is_help=True)
+app.add_typer(runs_app, name="runs")
+
+
+@app.command()
+def train(config: Path = typer.Argument(..., help="Run config (YAML), e.g. configs/digits-sharpness.yaml."),
+          out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<config name>)."),
+          ) -> None:
+    """Train a run from a config; rerun the same command to resume from its last checkpoint."""
+    from phasescope.run import load_config
+    from phasescope.train import GDRunConfig, train_gd
+
+    run_config = load_config(config, GDRunConfig)
+    out = out or Path("runs") / config.stem
+    with progress_bar("GD steps", run_config.train.max_steps) as advance:
+        outcome = train_gd(run_config, out, on_step=lambda step, loss: advance(info=f"loss {loss:.4g}"))
+    console.print(f"{outcome.status} after {outcome.steps} steps, train loss {outcome.final_train_loss:.4g}")
+    console.print(f"run written to {out}")
+
+
+@app.command()
+def sharpness(run: Path = typer.Argument(..., help="A run directory written by `phasescope train`."),
+              step: list[int] = typer.Option(None, "--step", help="Checkpoint step(s); default: all."),
+              k: int = typer.Option(1, help="Number of top Hessian eigenvalues."),
+              tol: float = typer.Option(1e-4, help="Relative residual tolerance of each eigenpair."),
+              params: list[str] = typer.Option(None, "--params", help="Restrict to these parameters/modules."),
+              chunk_size: int = typer.Option(None, help="Rows per HVP chunk (memory only)."),
+              cold: bool = typer.Option(False, help="Do not warm-start from the previous checkpoint."),
+              ) -> None:
+    """Top Hessian eigenvalues of the training loss at saved checkpoints, beside 2/eta."""
+    from phasescope.measures.curvature import SharpnessConfig, sharpness_rows
+    from phasescope.run import MetricStore
+    from phasescope.train import load_gd_model, open_gd_run
+
+    run_dir, run_config, data, loss_fn = open_gd_run(run)
+    measure_config = SharpnessConfig(k=k, tol=tol, params=params or None, chunk_size=chunk_size)
+    checkpoints = run_dir.select_checkpoints(step or None)
+    store = MetricStore(run_dir)
+    threshold = 2.0 / run_config.train.lr
+    table = Table("step", "sharpness", *[f"lambda_{i}" for i in range(2, k + 1)], "2/eta", "HVPs", "converged")
+    previous = None
+    with progress_bar("sharpness", len(checkpoints)) as advance:
+        for checkpoint in checkpoints:
+            model = load_gd_model(checkpoint, data.train_inputs.device)
+            rows, result = sharpness_rows(model, loss_fn, (data.train_inputs, data.train_targets), measure_config,
+                                          v0=None if cold else previous)
+            rows.append({"metric": "gd_threshold", "value": threshold})
+            store.write_shard(checkpoint.step, "sharpness", measure_config, rows, tokens=checkpoint.tokens)
+            previous = result
+            table.add_row(str(checkpoint.step), *[f"{v:.5g}" for v in result.eigenvalues.tolist()],
+                          f"{threshold:.5g}", str(result.num_hvps), "yes" if result.converged else "NO")
+            advance(info=f"step {checkpoint.step}: {result.top:.4g}")
+    console.print(table)
+
+
+@runs_app.command("show")
+def runs_show(run: Path = typer.Argument(..., help="A run directory.")) -> None:
+    """Print a run's config, its checkpoints (step, tokens) and a summary of its metrics."""
+    from phasescope.run import MetricStore, RunDir
+
+    run_dir = RunDir.open(run)
+    console.rule(f"run {run_dir.name}")
+    console.print(run_dir.config_path.read_text(encoding="utf-8").rstrip(), markup=False, highlight=False)
+    checkpoints = run_dir.list_checkpoints()
+    console.rule(f"{len(checkpoints)} checkpoints")
+    table = Table("step", "tokens", "path")
+    for checkpoint in checkpoints:
+        table.add_row(str(checkpoint.step), "-" if checkpoint.tokens is None else f"{checkpoint.tokens:,}",
+                      str(checkpoint.path))
+    console.print(table)
+    summary = MetricStore(run_dir).summary()
+    console.rule(f"metrics: {len(summary)} series")
+    table = Table(*summary.columns)
+    for row in summary.itertuples(index=False):
+        table.add_row(*[f"{v:.5g}" if isinstance(v, float) else str(v) for v in row])
+    console.print(table)
+
+
+def _print_error(message: str) -> None:
+    console.print(Text("error: ", style="red") + Text(" ".join(message.split())), soft_wrap=True)
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    try:
+        app(standalone_mode=False)
+    except PhasescopeError as error:
+        _print_error(str(error))
+        sys.exit(2)
+    except typer.Abort:
+        console.print("aborted")
+        sys.exit(130)
+    except typer.TyperException as error:  # usage errors: bad or missing arguments and options
+        if error.format_message():  # empty when the help was shown for a bare command
+            _print_error(error.format_message())
+        sys.exit(getattr(error, "exit_code", 2))
+    except KeyboardInterrupt:
+        console.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
