@@ -10,7 +10,7 @@ from rich.table import Table
 from rich.text import Text
 
 from phasescope.errors import PhasescopeError
-from phasescope.progress import console, progress_bar
+from phasescope.progress import console, output, progress_bar
 
 app = typer.Typer(help="phasescope: training dynamics, measured densely across checkpoints and learning rates.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -45,11 +45,12 @@ def sharpness(run: Path = typer.Argument(..., help="A run directory written by `
               ) -> None:
     """Top Hessian eigenvalues of the training loss at saved checkpoints, beside 2/eta."""
     from phasescope.measures.curvature import SharpnessConfig, sharpness_rows
-    from phasescope.run import MetricStore
+    from phasescope.run import MetricStore, validate_config
     from phasescope.train import load_gd_model, open_gd_run
 
+    measure_config = validate_config({"k": k, "tol": tol, "params": params or None, "chunk_size": chunk_size},
+                                     SharpnessConfig, source="options")
     run_dir, run_config, data, loss_fn = open_gd_run(run)
-    measure_config = SharpnessConfig(k=k, tol=tol, params=params or None, chunk_size=chunk_size)
     checkpoints = run_dir.select_checkpoints(step or None)
     store = MetricStore(run_dir)
     threshold = 2.0 / run_config.train.lr
@@ -66,7 +67,7 @@ def sharpness(run: Path = typer.Argument(..., help="A run directory written by `
             table.add_row(str(checkpoint.step), *[f"{v:.5g}" for v in result.eigenvalues.tolist()],
                           f"{threshold:.5g}", str(result.num_hvps), "yes" if result.converged else "NO")
             advance(info=f"step {checkpoint.step}: {result.top:.4g}")
-    console.print(table)
+    output.print(table)
 
 
 @runs_app.command("show")
@@ -75,21 +76,21 @@ def runs_show(run: Path = typer.Argument(..., help="A run directory.")) -> None:
     from phasescope.run import MetricStore, RunDir
 
     run_dir = RunDir.open(run)
-    console.rule(f"run {run_dir.name}")
-    console.print(run_dir.config_path.read_text(encoding="utf-8").rstrip(), markup=False, highlight=False)
+    output.rule(f"run {run_dir.name}")
+    output.print(run_dir.config_path.read_text(encoding="utf-8").rstrip(), markup=False, highlight=False)
     checkpoints = run_dir.list_checkpoints()
-    console.rule(f"{len(checkpoints)} checkpoints")
+    output.rule(f"{len(checkpoints)} checkpoints")
     table = Table("step", "tokens", "path")
     for checkpoint in checkpoints:
         table.add_row(str(checkpoint.step), "-" if checkpoint.tokens is None else f"{checkpoint.tokens:,}",
                       str(checkpoint.path))
-    console.print(table)
+    output.print(table)
     summary = MetricStore(run_dir).summary()
-    console.rule(f"metrics: {len(summary)} series")
+    output.rule(f"metrics: {len(summary)} series")
     table = Table(*summary.columns)
     for row in summary.itertuples(index=False):
         table.add_row(*[f"{v:.5g}" if isinstance(v, float) else str(v) for v in row])
-    console.print(table)
+    output.print(table)
 
 
 def _print_error(message: str) -> None:

@@ -1,13 +1,19 @@
-"""Rich progress bars for long work (training steps, checkpoints)."""
+"""Terminal output: rich progress bars for long work, and results.
+
+Progress and errors go to stderr (``console``); results (tables) to stdout (``output``), wide
+enough when redirected to a file that tables are not wrapped.
+"""
 
 from __future__ import annotations
 
+import sys
 from contextlib import contextmanager
 
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
 console = Console(stderr=True)
+output = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @contextmanager
@@ -21,4 +27,8 @@ def progress_bar(description: str, total: int):
         def advance(n: int = 1, info: str = "") -> None:
             progress.update(task, advance=n, info=info)
 
-        yield advance
+        try:
+            yield advance
+        except BaseException:
+            progress.live.transient = True  # an error message, not a half-done bar, is the last word
+            raise

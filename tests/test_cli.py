@@ -1,0 +1,93 @@
+"""The command line end to end on a tiny digits run: values against a dense float64 Hessian, and
+one-line errors for bad input."""
+
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from phasescope.run import MetricStore, RunDir
+from phasescope.train import load_gd_model, open_gd_run
+from tests.cases import dense_hessian
+
+TINY = """\
+kind: gd
+seed: 1
+device: cpu
+data: {name: digits, train_size: 150}
+model: {arch: mlp, depth: 1, width: 8, activation: tanh}
+loss: mse
+train: {lr: 0.3, max_steps: 20, checkpoint_every: 10}
+"""
+
+
+def phasescope(*args: str) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "phasescope.cli", *args], capture_output=True, text=True,
+                          timeout=300)
+
+
+@pytest.fixture(scope="module")
+def trained_run(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    (root / "tiny.yaml").write_text(TINY)
+    result = phasescope("train", str(root / "tiny.yaml"), "--out", str(root / "run"))
+    assert result.returncode == 0, result.stderr
+    return root / "run"
+
+
+def test_sharpness_command_matches_dense_hessian(trained_run):
+    result = phasescope("sharpness", str(trained_run), "--k", "2", "--tol", "1e-6")
+    assert result.returncode == 0, result.stderr
+    frame = MetricStore(RunDir.open(trained_run)).read("sharpness")
+    assert sorted(frame.step.unique()) == [0, 10, 20]
+    _, config, data, loss_fn = open_gd_run(trained_run)
+    for checkpoint in RunDir.open(trained_run).list_checkpoints():
+        model = load_gd_model(checkpoint).double()
+        hessian = dense_hessian(model, loss_fn, data.train_inputs.double(), data.train_targets.double())
+        expected = torch.linalg.eigvalsh(hessian).flip(0)[:2]
+        at_step = frame[frame.step == checkpoint.step].set_index("metric").value
+        assert at_step["sharpness"] == pytest.approx(float(expected[0]), rel=1e-4)
+        assert at_step["eigenvalue_2"] == pytest.approx(float(expected[1]), rel=1e-4)
+        assert at_step["gd_threshold"] == pytest.approx(2 / config.train.lr)
+    # rerunning skips the shards that exist
+    before = sorted(p.stat().st_mtime_ns for p in MetricStore(RunDir.open(trained_run)).shard_paths("sharpness"))
+    assert phasescope("sharpness", str(trained_run), "--k", "2", "--tol", "1e-6").returncode == 0
+    after = sorted(p.stat().st_mtime_ns for p in MetricStore(RunDir.open(trained_run)).shard_paths("sharpness"))
+    assert before == after
+
+
+def test_runs_show_lists_config_checkpoints_and_metrics(trained_run):
+    result = phasescope("runs", "show", str(trained_run))
+    assert result.returncode == 0, result.stderr
+    assert "lr: 0.3" in result.stdout
+    assert "3 checkpoints" in result.stdout
+    summary = {line.split("│")[2].strip(): line for line in result.stdout.splitlines() if line.count("│") > 5}
+    assert {"train_loss", "test_accuracy", "l1", "l2", "sharpness"} <= set(summary)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["sharpness", "/nonexistent/run"], "run directory /nonexistent/run does not exist"),
+    (["runs", "show", "/nonexistent/run"], "run directory /nonexistent/run does not exist"),
+    (["train", "/nonexistent.yaml"], "config file not found"),
+    (["sharpness", "RUN", "--step", "999"], "no checkpoint at step 999"),
+    (["sharpness", "RUN", "--k", "100000"], "k must be between 1 and the number of parameters"),
+    (["sharpness", "RUN", "--k", "0"], "options: k: Input should be greater than or equal to 1"),
+    (["sharpness", "RUN", "--params", "nope"], "no trainable parameter matches 'nope'"),
+    (["sharpness", "RUN", "--bogus"], "No such option: --bogus"),
+])
+def test_bad_input_is_one_line_and_non_zero(trained_run, args, message):
+    result = phasescope(*[str(trained_run) if a == "RUN" else a for a in args])
+    assert result.returncode == 2
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], result.stderr
+
+
+def test_bad_config_names_the_field_before_any_work(tmp_path):
+    (tmp_path / "bad.yaml").write_text(TINY.replace("tanh", "gelu").replace("lr: 0.3", "lr: 0.3, lrr: 1"))
+    result = phasescope("train", str(tmp_path / "bad.yaml"), "--out", str(tmp_path / "run"))
+    assert result.returncode == 2 and "Traceback" not in result.stderr
+    assert "model.mlp.activation" in result.stderr or "model.activation" in result.stderr
+    assert "'relu' or 'tanh'" in result.stderr and "train.lrr: unknown field" in result.stderr
+    assert not (tmp_path / "run").exists()
