@@ -1,6 +1,5 @@
 """Full-batch GD training against an independent plain-torch loop, resume, divergence, stopping."""
 
-import shutil
 
 import pytest
 import torch
