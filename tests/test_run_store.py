@@ -304,6 +304,14 @@ def test_duckdb_view_matches_pandas_and_summary(run: RunDir) -> None:
     }
 
 
+def test_summary_prefers_the_row_without_dimensions(run: RunDir) -> None:
+    store = MetricStore(run)
+    rows = [{"metric": "l1", "value": 10.0}, {"metric": "l1", "value": 4.0, "component": "layers.0"},
+            {"metric": "l1", "value": 6.0, "component": "layers.2"}]
+    store.write_shard(5, "train", {}, rows)
+    assert store.summary().set_index(["measure", "metric"]).loc[("train", "l1"), "last_value"] == 10.0
+
+
 def test_shard_rows_are_validated(run: RunDir) -> None:
     store = MetricStore(run)
     with pytest.raises(PhasescopeError, match=r"unknown columns \['langauge'\]; allowed columns are .*'src'"):

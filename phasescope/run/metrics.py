@@ -42,6 +42,7 @@ METRIC_SCHEMA = pa.schema(
         pa.field("config_hash", pa.string(), nullable=False),  # hash of the measure's config
     ]
 )
+DIMENSION_COLUMNS = ("src", "tgt", "layer", "component", "subset", "lr", "seed")
 FILLED_COLUMNS = ("run", "measure", "config_hash")  # set by the store, not the rows
 # Set by the store where a row leaves them out: a training log may carry the steps since the
 # previous checkpoint in one shard keyed by the checkpoint's step.
@@ -164,8 +165,9 @@ class MetricStore:
     def summary(self) -> pd.DataFrame:
         """Per (measure, metric): rows, distinct steps, first and last step, and the last value.
 
-        ``last_value`` is the mean over all dimensions (languages, layers, ...) of the values at
-        the last step, NaN values skipped.
+        ``last_value`` is the value at the last step of the row without dimensions where there is
+        one (the total l1 norm beside per-layer ones), else the mean over all dimensions
+        (languages, layers, ...), NaN values skipped.
         """
         frame = self.read()
         if frame.empty:
@@ -178,8 +180,11 @@ class MetricStore:
             first_step=("step", "min"),
             last_step=("step", "max"),
         )
-        at_last_step = frame[frame["step"] == grouped["step"].transform("max")]
-        last_value = at_last_step.groupby(keys, sort=True)["value"].mean().rename("last_value")
+        at_last_step = frame[frame["step"] == grouped["step"].transform("max")].copy()
+        at_last_step["overall"] = at_last_step[list(DIMENSION_COLUMNS)].isna().all(axis=1)
+        has_overall = at_last_step.groupby(keys)["overall"].transform("any")
+        chosen = at_last_step[at_last_step["overall"] | ~has_overall]
+        last_value = chosen.groupby(keys, sort=True)["value"].mean().rename("last_value")
         return counts.join(last_value).reset_index()[SUMMARY_COLUMNS]
 
 

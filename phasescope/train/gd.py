@@ -20,7 +20,7 @@ from torch import Tensor, nn
 from phasescope.data import DigitsConfig, SupervisedData, load_digits_data
 from phasescope.device import DeviceName, resolve_device
 from phasescope.errors import PhasescopeError
-from phasescope.measures.norms import parameter_norms
+from phasescope.measures.norms import norm_rows
 from phasescope.models import ModelConfig, build_model, model_checkpoint_config, model_from_checkpoint_config
 from phasescope.models.losses import get_loss
 from phasescope.run import (
@@ -122,7 +122,7 @@ def train_gd(config: GDRunConfig, run_path: Path | str,
             test_outputs = model(data.test_inputs)
             rows = [{"step": step, "metric": "test_loss", "value": float(loss_fn(test_outputs, data.test_targets))},
                     {"step": step, "metric": "test_accuracy", "value": accuracy(test_outputs, data.test_targets)}]
-        rows += [{"step": step, "metric": name, "value": value} for name, value in parameter_norms(model).items()]
+        rows += [{"step": step, **row} for row in norm_rows(model)]  # total, per layer, diagonal predictor
         meta = {"train_loss": train_loss, "lr": train_cfg.lr, "status": status}
         save_checkpoint(run, step, model.state_dict(), model_config, train_meta=meta)
         store.write_shard(step, "train", train_cfg, log + rows)
