@@ -12,7 +12,7 @@ from phasescope.train import GDRunConfig, initial_model, load_data, train_gd
 
 def tiny_config(**train) -> GDRunConfig:
     return GDRunConfig.model_validate({
-        "seed": 3, "device": "cpu", "data": {"train_size": 200},
+        "seed": 3, "device": "cpu", "data": {"name": "digits", "train_size": 200},
         "model": {"arch": "mlp", "depth": 1, "width": 16, "activation": "tanh"},
         "loss": "mse", "train": {"lr": 0.2, "max_steps": 40, "checkpoint_every": 10, **train}})
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 import torch
@@ -23,6 +23,10 @@ class SupervisedData:
         train_targets: (n_train, num_outputs) float32 or (n_train,) int64.
         test_inputs, test_targets: the same for the test split.
         num_outputs: the model's output width.
+        beta_star: (dim,) the true linear predictor of a linear-regression task, else None; with
+            isotropic Gaussian inputs the generalization error of beta is ``||beta - beta_star||^2 +
+            noise_std^2``.
+        noise_std: the standard deviation of the label noise of a synthetic task (0 for real data).
     """
 
     train_inputs: Tensor
@@ -30,14 +34,17 @@ class SupervisedData:
     test_inputs: Tensor
     test_targets: Tensor
     num_outputs: int
+    beta_star: Tensor | None = None
+    noise_std: float = 0.0
 
     @property
     def input_shape(self) -> tuple[int, ...]:
         return tuple(self.train_inputs.shape[1:])
 
     def to(self, device: torch.device | str) -> SupervisedData:
-        return SupervisedData(self.train_inputs.to(device), self.train_targets.to(device),
-                              self.test_inputs.to(device), self.test_targets.to(device), self.num_outputs)
+        return replace(self, train_inputs=self.train_inputs.to(device), train_targets=self.train_targets.to(device),
+                       test_inputs=self.test_inputs.to(device), test_targets=self.test_targets.to(device),
+                       beta_star=None if self.beta_star is None else self.beta_star.to(device))
 
 
 class DigitsConfig(StrictModel):
@@ -49,6 +56,16 @@ class DigitsConfig(StrictModel):
     split_seed: int = 0  # the shuffle before the split
 
 
+LOSS_NAMES = ("mse", "cross_entropy")
+
+
+def check_loss(loss: str, dataset: str, allowed: tuple[str, ...] = LOSS_NAMES) -> None:
+    """Raise a one-line error unless ``dataset`` can be trained with ``loss``."""
+    if loss not in allowed:
+        raise PhasescopeError(f"loss {loss!r} does not fit the {dataset} data; expected one of "
+                              f"{', '.join(repr(name) for name in allowed)}")
+
+
 def encode_targets(labels: Tensor, num_classes: int, loss: str) -> Tensor:
     """One-hot float targets for MSE, integer labels for cross-entropy."""
     return F.one_hot(labels, num_classes).float() if loss == "mse" else labels
@@ -56,6 +73,7 @@ def encode_targets(labels: Tensor, num_classes: int, loss: str) -> Tensor:
 
 def load_digits_data(config: DigitsConfig, loss: str) -> SupervisedData:
     """Digits scaled to [0, 1], shuffled with ``split_seed`` and split into train and test."""
+    check_loss(loss, "digits")
     from sklearn.datasets import load_digits
 
     digits = load_digits()

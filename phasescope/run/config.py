@@ -105,11 +105,11 @@ def _describe_yaml_error(error: yaml.YAMLError) -> str:
 
 def _describe_validation_problem(problem: dict[str, Any], model_cls: type[BaseModel]) -> str:
     """One pydantic error as ``dotted.path: message`` (with the bad value or a suggestion)."""
-    location = problem["loc"]
+    location, model_at = _without_union_tags(model_cls, tuple(problem["loc"]))
     dotted = ".".join(str(part) for part in location) or "(top level)"
     kind = problem["type"]
     if kind == "extra_forbidden":
-        known = _field_names_at(model_cls, location[:-1])
+        known = list(model_at.model_fields) if model_at is not None else []
         close = difflib.get_close_matches(str(location[-1]), known, n=1) if known else []
         hint = f" (did you mean '{close[0]}'?)" if close else ""
         return f"{dotted}: unknown field{hint}"
@@ -125,16 +125,38 @@ def _describe_validation_problem(problem: dict[str, Any], model_cls: type[BaseMo
     return f"{dotted}: {message} (got {shown})"
 
 
-def _field_names_at(model_cls: type[BaseModel], location: tuple) -> list[str]:
-    """Field names of the (nested) model found by following ``location``; [] if it cannot be told."""
+def _without_union_tags(model_cls: type[BaseModel], location: tuple) -> tuple[tuple, type[BaseModel] | None]:
+    """Drop the tags pydantic puts in locations inside discriminated unions (``model.mlp.width`` is
+    reported as ``model.width``), and find the model that holds the last field (None if unknown)."""
+    kept: list = []
     current: Any = model_cls
-    for part in location:
+    for index, part in enumerate(location):
         model = _model_in(current)
-        if model is None or not isinstance(part, str) or part not in model.model_fields:
-            return []
+        if model is None:
+            tagged = _union_member(current, part)
+            if tagged is not None:  # a tag, not a field
+                current = tagged
+                continue
+            return tuple(kept) + tuple(location[index:]), None
+        kept.append(part)
+        if index == len(location) - 1:
+            return tuple(kept), model
+        if not isinstance(part, str) or part not in model.model_fields:
+            return tuple(kept) + tuple(location[index + 1:]), None
         current = model.model_fields[part].annotation
-    model = _model_in(current)
-    return list(model.model_fields) if model is not None else []
+    return tuple(kept), _model_in(current)
+
+
+def _union_member(annotation: Any, tag: Any) -> type[BaseModel] | None:
+    """The member of a union of models whose literal discriminator value is ``tag``."""
+    if typing.get_origin(annotation) not in (typing.Union, types.UnionType):
+        return None
+    for member in typing.get_args(annotation):
+        if isinstance(member, type) and issubclass(member, BaseModel):
+            for info in member.model_fields.values():
+                if typing.get_origin(info.annotation) is typing.Literal and tag in typing.get_args(info.annotation):
+                    return member
+    return None
 
 
 def _model_in(annotation: Any) -> type[BaseModel] | None:

@@ -17,7 +17,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from phasescope.data import DigitsConfig, SupervisedData, load_digits_data
+from phasescope.data import DataConfig, DigitsConfig, SupervisedData, load_supervised_data
 from phasescope.device import DeviceName, resolve_device
 from phasescope.errors import PhasescopeError
 from phasescope.measures.norms import norm_rows
@@ -56,7 +56,7 @@ class GDRunConfig(StrictModel):
     kind: Literal["gd"] = "gd"
     seed: int = 0  # the initialization theta_0
     device: DeviceName = "auto"
-    data: DigitsConfig = DigitsConfig()
+    data: DataConfig = DigitsConfig()
     model: ModelConfig
     loss: Literal["mse", "cross_entropy"] = "mse"
     train: GDConfig
@@ -64,7 +64,7 @@ class GDRunConfig(StrictModel):
 
 def load_data(config: GDRunConfig) -> SupervisedData:
     """The run's dataset, targets encoded for its loss."""
-    return load_digits_data(config.data, config.loss)
+    return load_supervised_data(config.data, config.loss)
 
 
 def initial_model(config: GDRunConfig, data: SupervisedData) -> nn.Module:

@@ -1,0 +1,263 @@
+"""Learning-rate sweeps of full-batch gradient descent, trained as one vectorized computation.
+
+Every member (learning rate x seed) starts from the initialization of its seed, so all learning
+rates share theta_0. The members' parameters are stacked and updated together with ``vmap``;
+members that reached the loss threshold or diverged are masked and keep their final parameters.
+Gradient flow from each seed's theta_0 gives s_GF and the critical rate eta_c = 2 / s_GF.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Literal
+
+import torch
+from pydantic import Field, model_validator
+from torch import Tensor, nn
+
+from phasescope.curvature import SharpnessResult, sharpness
+from phasescope.data import DataConfig, SupervisedData, load_supervised_data
+from phasescope.device import DeviceName, resolve_device
+from phasescope.errors import PhasescopeError
+from phasescope.models import ModelConfig, build_model, model_checkpoint_config
+from phasescope.models.losses import get_loss
+from phasescope.run import MetricStore, RunDir, StrictModel, dump_config, save_checkpoint
+from phasescope.train.flow import GradientFlowConfig, gradient_flow
+from phasescope.train.functional import (
+    StackedObjective,
+    member,
+    stack_parameters,
+    stacked_accuracy,
+    stacked_norms,
+)
+
+
+class LearningRateGrid(StrictModel):
+    """Learning rates: ``num`` values from ``min`` to ``max`` (log or linear spacing), or ``values``."""
+
+    min: float | None = Field(None, gt=0)
+    max: float | None = Field(None, gt=0)
+    num: int = Field(16, ge=1)
+    spacing: Literal["log", "linear"] = "log"
+    values: list[float] | None = None  # an explicit list instead of min/max/num
+
+    @model_validator(mode="after")
+    def _check_range(self) -> LearningRateGrid:
+        if self.values is not None:
+            if not self.values:
+                raise ValueError("values is empty: give at least one learning rate")
+            if any(not v > 0 for v in self.values):
+                raise ValueError(f"every learning rate must be positive, got {self.values}")
+            return self
+        if self.min is None or self.max is None:
+            raise ValueError("give either values or both min and max")
+        if self.min > self.max or (self.min == self.max and self.num > 1):
+            raise ValueError(f"the range is empty or inverted: min ({self.min}) must be below max ({self.max})")
+        return self
+
+    def resolve(self) -> list[float]:
+        """The learning rates, ascending."""
+        if self.values is not None:
+            return sorted(self.values)
+        if self.num == 1:
+            return [self.min]
+        if self.spacing == "log":
+            lo, hi = math.log(self.min), math.log(self.max)
+            return [math.exp(lo + (hi - lo) * i / (self.num - 1)) for i in range(self.num)]
+        return [self.min + (self.max - self.min) * i / (self.num - 1) for i in range(self.num)]
+
+
+class SweepTrainConfig(StrictModel):
+    max_steps: int = Field(10_000, ge=1)  # per member
+    loss_threshold: float = Field(0.05, gt=0)  # epsilon: a member stops once its training loss is below it
+    divergence_bound: float = Field(1e4, gt=0)  # a loss above this (or non-finite) counts as diverged
+    record_every: int = Field(50, ge=1)  # steps between rows of losses, accuracies and norms
+    sharpness_every: int = Field(500, ge=0)  # steps between sharpness measurements (0: only at the stop)
+    sharpness_tol: float = Field(1e-3, gt=0)  # Lanczos residual tolerance
+    checkpoint_every: int = Field(1000, ge=1)  # steps between checkpoints of the stacked parameters
+    chunk_size: int | None = Field(None, ge=1)  # examples per chunk of the full-batch gradient (memory only)
+
+
+class SweepConfig(StrictModel):
+    """A learning-rate sweep: for each seed's theta_0, full-batch GD at every rate, plus gradient flow."""
+
+    kind: Literal["sweep"] = "sweep"
+    seeds: list[int] = Field(default_factory=lambda: [0], min_length=1)
+    device: DeviceName = "auto"
+    data: DataConfig
+    model: ModelConfig
+    loss: Literal["mse", "cross_entropy"] = "mse"
+    lrs: LearningRateGrid
+    train: SweepTrainConfig = SweepTrainConfig()
+    flow: GradientFlowConfig = GradientFlowConfig()
+    vectorized: bool = True  # vmap over the grid; False loops over members (same numbers, slower)
+
+
+@dataclass
+class MemberOutcome:
+    lr: float
+    seed: int
+    status: str  # reached_threshold | max_steps | diverged
+    steps: int
+    final_train_loss: float
+
+
+def initial_models(config: SweepConfig, data: SupervisedData, device: torch.device) -> dict[int, nn.Module]:
+    """theta_0 of each seed: the same for every learning rate."""
+    models = {}
+    for seed in config.seeds:
+        torch.manual_seed(seed)
+        models[seed] = build_model(config.model, data.input_shape, data.num_outputs).to(device)
+    return models
+
+
+def check_model_fits_data(model: nn.Module, data: SupervisedData, loss_fn) -> None:
+    """One forward pass on two examples, so that a shape mismatch is reported before training."""
+    try:
+        with torch.no_grad():
+            loss_fn(model(data.train_inputs[:2]), data.train_targets[:2])
+    except (RuntimeError, ValueError, IndexError) as error:
+        raise PhasescopeError(f"the model does not fit the data (inputs {tuple(data.input_shape)}, "
+                              f"{data.num_outputs} outputs): {str(error).splitlines()[0]}") from None
+
+
+def run_sweep(config: SweepConfig, run_path: Path | str,
+              on_progress: Callable[[str, int, str], None] | None = None) -> list[MemberOutcome]:
+    """Train every (learning rate, seed) member and gradient flow; write checkpoints and metrics.
+
+    Args:
+        on_progress: called as ``on_progress(phase, advance, info)`` (progress bars); phase is
+            "flow" or "sweep".
+    """
+    device = resolve_device(config.device)
+    data = load_supervised_data(config.data, config.loss).to(device)
+    loss_fn = get_loss(config.loss)
+    seeds_models = initial_models(config, data, device)
+    check_model_fits_data(next(iter(seeds_models.values())), data, loss_fn)
+    run = RunDir.create(run_path, dump_config(config), exist_ok=False)
+    store = MetricStore(run)
+    if config.flow.enabled:
+        for seed, model in seeds_models.items():
+            rows = flow_rows(model, loss_fn, data, config, seed, on_progress)
+            store.write_shard(0, "gradient_flow", config.flow, rows)
+    return _train_members(config, run, store, data, loss_fn, seeds_models, on_progress)
+
+
+def flow_rows(model: nn.Module, loss_fn, data: SupervisedData, config: SweepConfig, seed: int,
+              on_progress=None) -> list[dict]:
+    """Gradient flow from ``model`` as tidy rows: time, loss and sharpness along the way (``step`` is
+    the integrator's step), and the summary: s_gf, eta_c, final sharpness and norms."""
+    result = gradient_flow(model, loss_fn, data.train_inputs, data.train_targets, config.train.loss_threshold,
+                           config.flow, on_step=None if on_progress is None else
+                           lambda t, loss: on_progress("flow", 0, f"seed {seed}: t={t:.3g} loss={loss:.4g}"))
+    rows = []
+    for step, (time, loss) in enumerate(zip(result.times, result.losses)):
+        rows += [{"step": step, "metric": "time", "value": time, "seed": seed},
+                 {"step": step, "metric": "loss", "value": loss, "seed": seed}]
+    rows += [{"step": step, "metric": "sharpness", "value": value, "seed": seed}
+             for step, value in zip(result.sharpness_steps, result.sharpness_values)]
+    final = result.final_params
+    l1, l2 = float(final.abs().sum()), float(final.norm())
+    summary = {"s_gf": result.max_sharpness, "eta_c": result.critical_learning_rate,
+               "final_sharpness": result.final_sharpness, "final_l1": l1, "final_l2": l2,
+               "final_time": result.times[-1], "final_loss": result.losses[-1],
+               "reached_threshold": float(result.reached_threshold), "gradients": float(result.num_gradients)}
+    rows += [{"metric": name, "value": value, "seed": seed, "subset": "summary"} for name, value in summary.items()]
+    return rows
+
+
+def _member_model(template: nn.Module, params: dict[str, Tensor]) -> nn.Module:
+    """A module holding one member's parameters (for the curvature engine)."""
+    with torch.no_grad():
+        for name, p in template.named_parameters():
+            p.copy_(params[name])
+    return template
+
+
+def _train_members(config: SweepConfig, run: RunDir, store: MetricStore, data: SupervisedData, loss_fn,
+                   seeds_models: dict[int, nn.Module], on_progress) -> list[MemberOutcome]:
+    train = config.train
+    members = [(lr, seed) for seed in config.seeds for lr in config.lrs.resolve()]
+    template = copy.deepcopy(next(iter(seeds_models.values())))
+    params = stack_parameters([seeds_models[seed] for _, seed in members])
+    device = next(iter(params.values())).device
+    lrs = torch.tensor([lr for lr, _ in members], device=device)
+    objective = StackedObjective(template, loss_fn, data.train_inputs, data.train_targets, train.chunk_size,
+                                 vectorized=config.vectorized)
+    active = torch.ones(len(members), dtype=torch.bool, device=device)
+    outcomes: list[MemberOutcome | None] = [None] * len(members)
+    eigenvectors: list[SharpnessResult | None] = [None] * len(members)
+    model_config = model_checkpoint_config(config.model, data.input_shape, data.num_outputs)
+    rows: list[dict] = []
+    last_checkpoint = -1
+
+    def member_sharpness(i: int, step: int) -> None:
+        model = _member_model(template, member(params, i))
+        result = sharpness(model, loss_fn, (data.train_inputs, data.train_targets), tol=train.sharpness_tol,
+                           v0=eigenvectors[i], chunk_size=train.chunk_size)
+        eigenvectors[i] = result
+        lr, seed = members[i]
+        rows.extend([{"step": step, "metric": "sharpness", "value": result.top, "lr": lr, "seed": seed},
+                     {"step": step, "metric": "sharpness_hvps", "value": float(result.num_hvps), "lr": lr,
+                      "seed": seed}])
+
+    def write_checkpoint(step: int) -> None:
+        nonlocal last_checkpoint
+        status = [{"lr": lr, "seed": seed, "status": "running" if o is None else o.status,
+                   "steps": step if o is None else o.steps} for (lr, seed), o in zip(members, outcomes)]
+        save_checkpoint(run, step, params, {**model_config, "members": len(members)},
+                        train_meta={"members": status})
+        store.write_shard(step, "sweep", config, rows)
+        rows.clear()
+        last_checkpoint = step
+
+    for step in range(train.max_steps + 1):
+        grads, losses, outputs = objective.gradient(params)
+        finite = torch.isfinite(losses)
+        diverged = active & (~finite | (losses > train.divergence_bound))
+        done = active & ~diverged & ((losses < train.loss_threshold) | (step == train.max_steps))
+        stopping = diverged | done
+        record = active & ((step % train.record_every == 0) | stopping)
+        if record.any():
+            test_losses, test_outputs = objective.evaluate(params, data.test_inputs, data.test_targets)
+            l1, l2 = stacked_norms(params)
+            values = {"train_loss": losses, "train_accuracy": stacked_accuracy(outputs.detach(), data.train_targets),
+                      "test_loss": test_losses, "test_accuracy": stacked_accuracy(test_outputs, data.test_targets),
+                      "l1": l1, "l2": l2}
+            for i in record.nonzero().flatten().tolist():
+                lr, seed = members[i]
+                rows.extend({"step": step, "metric": name, "value": float(v[i]), "lr": lr, "seed": seed}
+                            for name, v in values.items())
+        measure_now = train.sharpness_every > 0 and step % train.sharpness_every == 0
+        for i in (active & ~diverged).nonzero().flatten().tolist():
+            if measure_now or bool(done[i]):
+                member_sharpness(i, step)
+        for i in stopping.nonzero().flatten().tolist():
+            lr, seed = members[i]
+            status = ("diverged" if bool(diverged[i]) else
+                      "reached_threshold" if float(losses[i]) < train.loss_threshold else "max_steps")
+            outcomes[i] = MemberOutcome(lr, seed, status, step, float(losses[i]))
+            rows.extend({"step": step, "metric": name, "value": value, "lr": lr, "seed": seed} for name, value in
+                        [("steps", float(step)), ("diverged", float(status == "diverged")),
+                         ("reached_threshold", float(status == "reached_threshold"))])
+            if on_progress is not None:
+                on_progress("member", 1, f"eta={lr:.3g}: {status} at step {step}")
+        active &= ~stopping
+        if not active.any():
+            break
+        with torch.no_grad():
+            for name, p in params.items():
+                shape = (-1,) + (1,) * (p.ndim - 1)
+                update = p - lrs.view(shape).to(p.dtype) * grads[name]
+                params[name] = torch.where(active.view(shape), update, p)
+        if on_progress is not None:
+            on_progress("sweep", 1, f"step {step + 1}: {int(active.sum())} running")
+        if (step + 1) % train.checkpoint_every == 0:
+            write_checkpoint(step + 1)
+    if last_checkpoint != step:
+        write_checkpoint(step)
+    return [o for o in outcomes if o is not None]
