@@ -1,17 +1,23 @@
-"""Models: MLP, CNN and diagonal linear networks, built from typed configs."""
+"""Models: MLP, CNN, ResNet, ViT and diagonal linear networks, built from typed configs."""
 
 from phasescope.models.cnn import CNN
 from phasescope.models.diagonal import DiagonalLinearNetwork
 from phasescope.models.mlp import MLP
+from phasescope.models.parameterization import Parameterization, ScaledConv2d, ScaledLayerNorm, ScaledLinear
 from phasescope.models.registry import (
     CNNConfig,
     DiagonalConfig,
     MLPConfig,
     ModelConfig,
+    ResNetConfig,
+    ViTConfig,
     build_model,
     model_checkpoint_config,
     model_from_checkpoint_config,
 )
+from phasescope.models.resnet import ResNet
+from phasescope.models.vit import ViT
 
 __all__ = ["CNN", "CNNConfig", "DiagonalConfig", "DiagonalLinearNetwork", "MLP", "MLPConfig", "ModelConfig",
-           "build_model", "model_checkpoint_config", "model_from_checkpoint_config"]
+           "Parameterization", "ResNet", "ResNetConfig", "ScaledConv2d", "ScaledLayerNorm", "ScaledLinear", "ViT",
+           "ViTConfig", "build_model", "model_checkpoint_config", "model_from_checkpoint_config"]

@@ -7,7 +7,9 @@ import math
 import torch
 from torch import Tensor, nn
 
-ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh}
+from phasescope.models.parameterization import Parameterization, ScaledLinear, layer_scaling, width_ratio
+
+ACTIVATIONS = {"relu": nn.ReLU, "tanh": nn.Tanh, "gelu": nn.GELU}
 
 
 def scale_initialization(module: nn.Module, init_scale: float) -> None:
@@ -25,16 +27,21 @@ class MLP(nn.Module):
         input_shape: shape of one example, e.g. (64,) or (1, 28, 28); it is flattened.
         num_outputs: width of the read-out (classes, or regression targets).
         activation: ``"relu"`` or ``"tanh"``.
-        init_scale: factor applied to PyTorch's default initialization.
+        init_scale: factor applied to the initialization (PyTorch's default, or muP's).
+        parameterization: ``"standard"`` or ``"mup"`` (see :mod:`phasescope.models.parameterization`).
+        base_width: the width at which muP equals standard parameterization.
     """
 
     def __init__(self, input_shape: tuple[int, ...], num_outputs: int, depth: int = 2, width: int = 200,
-                 activation: str = "tanh", init_scale: float = 1.0) -> None:
+                 activation: str = "tanh", init_scale: float = 1.0, parameterization: Parameterization = "standard",
+                 base_width: int = 200) -> None:
         super().__init__()
+        ratio = width_ratio(width, base_width)
         sizes = [math.prod(input_shape), *[width] * depth, num_outputs]
         layers: list[nn.Module] = []
         for i, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
-            layers.append(nn.Linear(fan_in, fan_out))
+            role = "input" if i == 0 else "output" if i == depth else "hidden"
+            layers.append(ScaledLinear(fan_in, fan_out, scaling=layer_scaling(role, parameterization, ratio)))
             if i < depth:
                 layers.append(ACTIVATIONS[activation]())
         self.layers = nn.Sequential(*layers)
