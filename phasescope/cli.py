@@ -35,6 +35,48 @@ def train(config: Path = typer.Argument(..., help="Run config (YAML), e.g. confi
 
 
 @app.command()
+def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. configs/digits-mlp-mse.yaml."),
+          out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<config name>)."),
+          ) -> None:
+    """Full-batch GD at every learning rate of a grid (vectorized) and gradient flow, from one theta_0."""
+    from phasescope.run import load_config
+    from phasescope.train import SweepConfig, run_sweep
+
+    sweep_config = load_config(config, SweepConfig)
+    out = out or Path("runs") / config.stem
+    members = len(sweep_config.lrs.resolve()) * len(sweep_config.seeds)
+    with progress_bar("sweep", members) as advance:
+        def on_progress(phase: str, count: int, info: str) -> None:
+            advance(count if phase == "member" else 0, info=info)
+
+        outcomes = run_sweep(sweep_config, out, on_progress=on_progress)
+    table = Table("eta", "seed", "status", "steps", "final train loss")
+    for o in outcomes:
+        table.add_row(f"{o.lr:.4g}", str(o.seed), o.status, str(o.steps), f"{o.final_train_loss:.4g}")
+    output.print(table)
+    console.print(f"run written to {out}; draw its figures with: phasescope report {out}")
+
+
+@app.command()
+def report(run: Path = typer.Argument(..., help="A sweep run directory.")) -> None:
+    """Figures (PNG and PDF) of a sweep: sharpness, norms, test loss and steps vs eta, trajectories, theory."""
+    from phasescope.report.study_a import sweep_report
+    from phasescope.run import RunDir
+
+    result = sweep_report(RunDir.open(run))
+    table = Table("eta", "seed", "regime", "steps", "sharpness", "2/eta", "l1", "l2", "test loss")
+    for row in result.table.itertuples(index=False):
+        table.add_row(f"{row.lr:.4g}", str(row.seed), row.regime, str(row.steps), f"{row.sharpness:.4g}",
+                      f"{row.two_over_eta:.4g}", f"{row.l1:.4g}", f"{row.l2:.4g}", f"{row.test_loss:.4g}")
+    output.print(table)
+    for flow in result.flow.itertuples(index=False):
+        output.print(f"seed {flow.seed}: gradient flow s_GF = {flow.s_gf:.4g}, eta_c = 2/s_GF = {flow.eta_c:.4g}")
+    output.print(f"best eta for test loss: {result.best['lr']:.4g} (test loss {result.best['test_loss']:.4g})")
+    for path in result.paths:
+        output.print(str(path))
+
+
+@app.command()
 def sharpness(run: Path = typer.Argument(..., help="A run directory written by `phasescope train`."),
               step: list[int] = typer.Option(None, "--step", help="Checkpoint step(s); default: all."),
               k: int = typer.Option(1, help="Number of top Hessian eigenvalues."),

@@ -193,7 +193,6 @@ def _train_members(config: SweepConfig, run: RunDir, store: MetricStore, data: S
     eigenvectors: list[SharpnessResult | None] = [None] * len(members)
     model_config = model_checkpoint_config(config.model, data.input_shape, data.num_outputs)
     rows: list[dict] = []
-    last_checkpoint = -1
 
     def member_sharpness(i: int, step: int) -> None:
         model = _member_model(template, member(params, i))
@@ -206,14 +205,12 @@ def _train_members(config: SweepConfig, run: RunDir, store: MetricStore, data: S
                       "seed": seed}])
 
     def write_checkpoint(step: int) -> None:
-        nonlocal last_checkpoint
         status = [{"lr": lr, "seed": seed, "status": "running" if o is None else o.status,
                    "steps": step if o is None else o.steps} for (lr, seed), o in zip(members, outcomes)]
         save_checkpoint(run, step, params, {**model_config, "members": len(members)},
                         train_meta={"members": status})
         store.write_shard(step, "sweep", config, rows)
         rows.clear()
-        last_checkpoint = step
 
     for step in range(train.max_steps + 1):
         grads, losses, outputs = objective.gradient(params)
@@ -247,6 +244,8 @@ def _train_members(config: SweepConfig, run: RunDir, store: MetricStore, data: S
             if on_progress is not None:
                 on_progress("member", 1, f"eta={lr:.3g}: {status} at step {step}")
         active &= ~stopping
+        if step % train.checkpoint_every == 0 or not active.any():
+            write_checkpoint(step)  # the parameters at this step, and every row up to it
         if not active.any():
             break
         with torch.no_grad():
@@ -256,8 +255,4 @@ def _train_members(config: SweepConfig, run: RunDir, store: MetricStore, data: S
                 params[name] = torch.where(active.view(shape), update, p)
         if on_progress is not None:
             on_progress("sweep", 1, f"step {step + 1}: {int(active.sum())} running")
-        if (step + 1) % train.checkpoint_every == 0:
-            write_checkpoint(step + 1)
-    if last_checkpoint != step:
-        write_checkpoint(step)
     return [o for o in outcomes if o is not None]

@@ -1,0 +1,135 @@
+"""Figures of a learning-rate sweep (study A), each saved as PNG and PDF at paper size."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
+
+REGIME_COLORS = {"flow_aligned": "#d8e8f5", "edge_of_stability": "#fde3c8", "diverged": "#e6e6e6"}
+STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7.5,
+         "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 150, "axes.grid": True, "grid.alpha": 0.3}
+
+
+def _save(figure, out_dir: Path, name: str) -> list[Path]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
+    figure.tight_layout()
+    for path in paths:
+        figure.savefig(path, dpi=150)
+    plt.close(figure)
+    return paths
+
+
+def _shade_regimes(axis, table: pd.DataFrame) -> None:
+    """Shade each learning rate's regime (taking the first seed's) behind the data."""
+    by_lr = table.sort_values("lr").drop_duplicates("lr")
+    lrs = by_lr["lr"].to_numpy()
+    if len(lrs) < 2:
+        return
+    edges = np.sqrt(lrs[1:] * lrs[:-1])
+    edges = np.concatenate([[lrs[0] ** 2 / edges[0]], edges, [lrs[-1] ** 2 / edges[-1]]])
+    for (lo, hi), regime in zip(zip(edges[:-1], edges[1:]), by_lr["regime"]):
+        axis.axvspan(lo, hi, color=REGIME_COLORS[regime], zorder=0, lw=0)
+
+
+def _per_lr(table: pd.DataFrame, metric: str) -> pd.DataFrame:
+    ok = table[table.status != "diverged"]
+    return ok.groupby("lr")[metric].agg(["mean", "min", "max"]).reset_index()
+
+
+def _eta_axis(axis, table: pd.DataFrame, flow: pd.DataFrame) -> None:
+    axis.set_xscale("log")
+    axis.set_xlabel(r"learning rate $\eta$")
+    for eta_c in flow["eta_c"]:
+        axis.axvline(eta_c, color="k", ls=":", lw=1)
+    _shade_regimes(axis, table)
+
+
+def draw_sweep_figures(table: pd.DataFrame, flow: pd.DataFrame, trajectories: pd.DataFrame,
+                       out_dir: Path | str) -> list[Path]:
+    """All study-A figures of one sweep.
+
+    Args:
+        table: final state per member with regimes (``classify_regimes``).
+        flow: gradient flow's summary per seed (``flow_summary``).
+        trajectories: the sweep's sharpness rows (step, lr, seed, value).
+        out_dir: where to write ``<name>.png`` and ``<name>.pdf``.
+
+    Returns:
+        The paths written.
+    """
+    out_dir = Path(out_dir)
+    paths: list[Path] = []
+    with plt.rc_context(STYLE):
+        # 1. final sharpness vs eta, with 2/eta and eta_c
+        figure, axis = plt.subplots(figsize=(3.5, 2.8))
+        data = _per_lr(table, "sharpness")
+        axis.errorbar(data["lr"], data["mean"], yerr=[data["mean"] - data["min"], data["max"] - data["mean"]],
+                      fmt="o-", ms=3.5, color="C0", label="final sharpness (GD)")
+        grid = np.geomspace(table["lr"].min(), table["lr"].max(), 200)
+        axis.plot(grid, 2 / grid, "--", color="C3", lw=1.2, label=r"$2/\eta$")
+        for s_gf in flow["s_gf"]:
+            axis.axhline(s_gf, color="C2", ls="-.", lw=1, label=r"$s_{GF}$ (gradient flow)")
+        _eta_axis(axis, table, flow)
+        axis.set_yscale("log")
+        axis.set_ylabel(r"sharpness $\lambda_{\max}$")
+        axis.set_title(r"Final sharpness ($\eta_c$ dotted)")
+        handles, labels = axis.get_legend_handles_labels()
+        unique = dict(zip(labels, handles))
+        axis.legend(unique.values(), unique.keys(), loc="best")
+        paths += _save(figure, out_dir, "final_sharpness_vs_lr")
+
+        # 2. final norms vs eta
+        figure, axes = plt.subplots(1, 2, figsize=(7.0, 2.8))
+        for axis, metric, label in [(axes[0], "l1", r"$\ell_1$"), (axes[1], "l2", r"$\ell_2$")]:
+            data = _per_lr(table, metric)
+            axis.plot(data["lr"], data["mean"], "o-", ms=3.5, color="C1", label=f"final {label} norm (GD)")
+            for value in flow[f"final_{metric}"]:
+                axis.axhline(value, color="C2", ls="-.", lw=1, label="gradient flow")
+            _eta_axis(axis, table, flow)
+            axis.set_ylabel(f"{label} norm of all parameters")
+            handles, labels = axis.get_legend_handles_labels()
+            unique = dict(zip(labels, handles))
+            axis.legend(unique.values(), unique.keys(), loc="best")
+        paths += _save(figure, out_dir, "final_norms_vs_lr")
+
+        # 3. test loss (and accuracy) vs eta
+        figure, axis = plt.subplots(figsize=(3.5, 2.8))
+        data = _per_lr(table, "test_loss")
+        axis.plot(data["lr"], data["mean"], "o-", ms=3.5, color="C4")
+        best = data.loc[data["mean"].idxmin()]
+        axis.plot([best["lr"]], [best["mean"]], "*", ms=10, color="k", label=rf"best $\eta$ = {best['lr']:.3g}")
+        _eta_axis(axis, table, flow)
+        axis.set_ylabel("test loss at the stopping step")
+        axis.legend(loc="best")
+        paths += _save(figure, out_dir, "test_loss_vs_lr")
+
+        # 4. sharpness trajectories of a few etas against their 2/eta
+        figure, axis = plt.subplots(figsize=(3.5, 2.8))
+        seed = table["seed"].min()
+        lrs = sorted(table[(table.seed == seed) & (table.status != "diverged")]["lr"].unique())
+        chosen = [lrs[i] for i in np.unique(np.linspace(0, len(lrs) - 1, min(4, len(lrs))).round().astype(int))]
+        for color, lr in zip(["C0", "C1", "C2", "C3"], chosen):
+            series = trajectories[(trajectories.lr == lr) & (trajectories.seed == seed)].sort_values("step")
+            axis.plot(series["step"], series["value"], "-", color=color, lw=1.2, label=rf"$\eta$={lr:.3g}")
+            axis.axhline(2 / lr, color=color, ls="--", lw=0.8)
+        axis.set_xlabel("step")
+        axis.set_ylabel(r"sharpness (dashed: $2/\eta$)")
+        axis.legend(loc="best")
+        paths += _save(figure, out_dir, "sharpness_trajectories")
+
+        # 5. steps to epsilon vs eta
+        figure, axis = plt.subplots(figsize=(3.5, 2.8))
+        reached = table[table.status == "reached_threshold"].groupby("lr")["steps"].mean()
+        axis.plot(reached.index, reached.values, "o-", ms=3.5, color="C5")
+        _eta_axis(axis, table, flow)
+        axis.set_yscale("log")
+        axis.set_ylabel(r"steps until loss $<\epsilon$")
+        paths += _save(figure, out_dir, "steps_to_threshold_vs_lr")
+    return paths

@@ -1,0 +1,143 @@
+"""Learning-rate sweeps and gradient flow: the study-A claims on digits, vectorized vs sequential,
+gradient flow against small-step GD, and bad input."""
+
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+import torch
+from torch.testing import assert_close
+
+from phasescope.analysis.edge_of_stability import classify_regimes, final_state, flow_summary
+from phasescope.data import DigitsConfig, load_digits_data
+from phasescope.errors import PhasescopeError
+from phasescope.models import MLP
+from phasescope.models.losses import mean_squared_error
+from phasescope.run import MetricStore, RunDir, validate_config
+from phasescope.train import GradientFlowConfig, SweepConfig, gradient_flow, run_sweep
+
+
+def sweep_config(**overrides) -> SweepConfig:
+    config = {"seeds": [0], "device": "cpu", "data": {"name": "digits", "train_size": 200},
+              "model": {"arch": "mlp", "depth": 2, "width": 32, "activation": "tanh"}, "loss": "mse",
+              "lrs": {"values": [0.035, 0.18]},
+              "train": {"max_steps": 4000, "loss_threshold": 0.1, "record_every": 100, "sharpness_every": 1000,
+                        "checkpoint_every": 2000, "sharpness_tol": 1e-4},
+              "flow": {"sharpness_every": 20, "rtol": 1e-6}}
+    for key, value in overrides.items():
+        config[key] = {**config[key], **value} if isinstance(value, dict) and key in config else value
+    return validate_config(config, SweepConfig)
+
+
+@pytest.fixture(scope="module")
+def digits_sweep(tmp_path_factory):
+    path = tmp_path_factory.mktemp("sweep") / "run"
+    run_sweep(sweep_config(), path)
+    store = MetricStore(RunDir.open(path))
+    flow = flow_summary(store.read("gradient_flow"))
+    return classify_regimes(final_state(store.read("sweep")), flow), flow
+
+
+def test_below_eta_c_final_sharpness_and_l1_match_gradient_flow(digits_sweep):
+    table, flow = digits_sweep
+    eta_c, s_gf, flow_l1 = (float(flow[name].iloc[0]) for name in ("eta_c", "s_gf", "final_l1"))
+    small = table[table.lr == 0.035].iloc[0]
+    assert small.lr < eta_c / 3  # well below the critical rate
+    assert small.status == "reached_threshold" and small.regime == "flow_aligned"
+    assert small.sharpness == pytest.approx(s_gf, rel=0.03)
+    assert small.l1 == pytest.approx(flow_l1, rel=0.03)
+
+
+def test_above_eta_c_final_sharpness_tracks_two_over_eta(digits_sweep):
+    table, flow = digits_sweep
+    large = table[table.lr == 0.18].iloc[0]
+    assert large.lr > 1.4 * float(flow["eta_c"].iloc[0])
+    assert large.status == "reached_threshold" and large.regime == "edge_of_stability"
+    assert large.sharpness == pytest.approx(2 / 0.18, rel=0.15)
+    assert large.sharpness < 0.8 * float(flow["s_gf"].iloc[0])  # well below gradient flow's sharpness
+
+
+def test_vectorized_and_sequential_sweeps_agree(tmp_path):
+    overrides = {"data": {"train_size": 100}, "model": {"width": 16}, "lrs": {"values": [0.05, 0.2, 0.8, 50.0]},
+                 "train": {"max_steps": 150, "record_every": 10, "sharpness_every": 50, "checkpoint_every": 100},
+                 "flow": {"enabled": False}}
+    tables = {}
+    for vectorized in (True, False):
+        path = tmp_path / f"vectorized-{vectorized}"
+        outcomes = run_sweep(sweep_config(**overrides, vectorized=vectorized), path)
+        assert {o.status for o in outcomes} == {"max_steps", "diverged"}
+        frame = MetricStore(RunDir.open(path)).read("sweep")
+        tables[vectorized] = frame.sort_values(["metric", "lr", "step"]).reset_index(drop=True)
+    fast, slow = tables[True], tables[False]
+    assert fast[["metric", "lr", "step"]].equals(slow[["metric", "lr", "step"]])
+    finite = np.isfinite(slow.value.to_numpy())
+    assert (np.isfinite(fast.value.to_numpy()) == finite).all()
+    assert_close(torch.tensor(fast.value.to_numpy()[finite]), torch.tensor(slow.value.to_numpy()[finite]),
+                 rtol=1e-4, atol=1e-6)
+
+
+def test_gradient_flow_matches_gd_with_a_tiny_step():
+    torch.manual_seed(0)
+    data = load_digits_data(DigitsConfig(train_size=50), "mse")
+    model = MLP((64,), 10, depth=1, width=8).double()
+    inputs, targets = data.train_inputs.double(), data.train_targets.double()
+    horizon = 2.0
+    flow = gradient_flow(model, mean_squared_error, inputs, targets, loss_threshold=1e-12,
+                         config=GradientFlowConfig(max_time=horizon, rtol=1e-9, atol=1e-12, sharpness_every=1000))
+    assert flow.times[-1] == pytest.approx(horizon)
+    start = torch.cat([p.detach().reshape(-1) for p in model.parameters()])
+    errors = []
+    for lr in (2e-3, 1e-3):  # far below 2/sharpness (sharpness ~ 10 here)
+        gd_model = MLP((64,), 10, depth=1, width=8).double()
+        gd_model.load_state_dict(model.state_dict())
+        optimizer = torch.optim.SGD(gd_model.parameters(), lr=lr)
+        for _ in range(round(horizon / lr)):
+            optimizer.zero_grad()
+            mean_squared_error(gd_model(inputs), targets).backward()
+            optimizer.step()
+        theta = torch.cat([p.detach().reshape(-1) for p in gd_model.parameters()])
+        errors.append(float((theta - flow.final_params).norm() / (flow.final_params - start).norm()))
+    assert errors[1] < 5e-3
+    assert errors[1] == pytest.approx(errors[0] / 2, rel=0.1)  # GD is first order in its step: error halves
+
+
+@pytest.mark.parametrize("replace, message", [
+    ({"lrs": {"min": 0.5, "max": 0.1}}, "inverted: min (0.5) must be below max (0.1)"),
+    ({"lrs": {"values": []}}, "values is empty"),
+    ({"data": {"name": "mnist", "path": "/nonexistent/mnist"}}, "/nonexistent/mnist"),
+    ({"data": {"name": "digits", "train_size": 5000}}, "train_size is 5000"),
+    ({"model": {"arch": "diagonal"}}, "diagonal linear network needs vector inputs and one output"),
+    ({"model": {"arch": "cnn"}, "data": {"name": "sparse_regression", "dim": 10}},
+     "a CNN needs image inputs"),
+])
+def test_bad_input_is_reported_before_training(tmp_path, replace, message):
+    try:
+        config = validate_config({**sweep_config().model_dump(mode="json"), **replace}, SweepConfig)
+        run_sweep(config, tmp_path / "run")
+    except PhasescopeError as error:
+        assert message in str(error) and "\n" not in str(error)
+    else:
+        pytest.fail("no error")
+    assert not (tmp_path / "run").exists()
+
+
+def test_sweep_and_report_commands_write_every_figure(tmp_path):
+    (tmp_path / "tiny.yaml").write_text(
+        "seeds: [0]\ndevice: cpu\ndata: {name: digits, train_size: 100}\n"
+        "model: {arch: mlp, depth: 1, width: 16}\nlrs: {min: 0.05, max: 1.0, num: 4}\n"
+        "train: {max_steps: 300, loss_threshold: 0.2, record_every: 20, sharpness_every: 100}\n"
+        "flow: {sharpness_every: 20}\n")
+    run = tmp_path / "run"
+    for args in (["sweep", str(tmp_path / "tiny.yaml"), "--out", str(run)], ["report", str(run)]):
+        result = subprocess.run([sys.executable, "-m", "phasescope.cli", *args], capture_output=True, text=True,
+                                timeout=600)
+        assert result.returncode == 0, result.stderr
+    assert "eta_c = 2/s_GF" in result.stdout
+    for name in ("final_sharpness_vs_lr", "final_norms_vs_lr", "test_loss_vs_lr", "sharpness_trajectories",
+                 "steps_to_threshold_vs_lr"):
+        assert (run / "report" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+        assert (run / "report" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
+    again = subprocess.run([sys.executable, "-m", "phasescope.cli", "sweep", str(tmp_path / "tiny.yaml"), "--out",
+                            str(run)], capture_output=True, text=True, timeout=600)
+    assert again.returncode == 2 and "already exists" in again.stderr
