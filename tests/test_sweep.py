@@ -141,3 +141,26 @@ def test_sweep_and_report_commands_write_every_figure(tmp_path):
     again = subprocess.run([sys.executable, "-m", "phasescope.cli", "sweep", str(tmp_path / "tiny.yaml"), "--out",
                             str(run)], capture_output=True, text=True, timeout=600)
     assert again.returncode == 2 and "already exists" in again.stderr
+
+
+@pytest.mark.parametrize("parameterization", ["ww", "uu-vv", "uv"])
+def test_diagonal_closed_form_sweep_equals_the_autograd_reference(tmp_path, parameterization):
+    config = {"seeds": [0, 1], "device": "cpu",
+              "data": {"name": "sparse_regression", "n_train": 10, "n_test": 50, "dim": 20, "sparsity": 3},
+              "model": {"arch": "diagonal", "parameterization": parameterization, "alpha": 0.3},
+              "lrs": {"values": [0.01, 0.1, 100.0]},
+              "train": {"max_steps": 200, "loss_threshold": 1e-4, "record_every": 10, "sharpness_every": 100,
+                        "checkpoint_every": 100},
+              "flow": {"enabled": False}}
+    frames = {}
+    for vectorized in (True, False):
+        path = tmp_path / f"vectorized-{vectorized}"
+        run_sweep(validate_config({**config, "vectorized": vectorized}, SweepConfig), path)
+        frame = MetricStore(RunDir.open(path)).read("sweep")
+        frames[vectorized] = frame.sort_values(["metric", "seed", "lr", "step"]).reset_index(drop=True)
+    fast, slow = frames[True], frames[False]
+    assert fast[["metric", "seed", "lr", "step"]].equals(slow[["metric", "seed", "lr", "step"]])
+    assert set(fast[fast.metric == "diverged"].value) == {0.0, 1.0}
+    finite = np.isfinite(slow.value.to_numpy())
+    assert_close(torch.tensor(fast.value.to_numpy()[finite]), torch.tensor(slow.value.to_numpy()[finite]),
+                 rtol=1e-4, atol=1e-6)

@@ -28,6 +28,7 @@ from phasescope.models.losses import get_loss
 from phasescope.run import MetricStore, RunDir, StrictModel, dump_config, save_checkpoint
 from phasescope.train.flow import GradientFlowConfig, gradient_flow
 from phasescope.train.functional import (
+    DiagonalObjective,
     StackedObjective,
     member,
     stack_parameters,
@@ -94,7 +95,9 @@ class SweepConfig(StrictModel):
     lrs: LearningRateGrid
     train: SweepTrainConfig = SweepTrainConfig()
     flow: GradientFlowConfig = GradientFlowConfig()
-    vectorized: bool = True  # vmap over the grid; False loops over members (same numbers, slower)
+    # vmap over the grid (closed-form batched updates for diagonal networks with MSE); False loops over
+    # members with autograd, the reference path: same numbers, slower
+    vectorized: bool = True
 
 
 @dataclass
@@ -186,8 +189,11 @@ def _train_members(config: SweepConfig, run: RunDir, store: MetricStore, data: S
     params = stack_parameters([seeds_models[seed] for _, seed in members])
     device = next(iter(params.values())).device
     lrs = torch.tensor([lr for lr, _ in members], device=device)
-    objective = StackedObjective(template, loss_fn, data.train_inputs, data.train_targets, train.chunk_size,
-                                 vectorized=config.vectorized)
+    if config.vectorized and config.model.arch == "diagonal" and config.loss == "mse":
+        objective = DiagonalObjective(config.model.parameterization, data.train_inputs, data.train_targets)
+    else:
+        objective = StackedObjective(template, loss_fn, data.train_inputs, data.train_targets, train.chunk_size,
+                                     vectorized=config.vectorized)
     active = torch.ones(len(members), dtype=torch.bool, device=device)
     outcomes: list[MemberOutcome | None] = [None] * len(members)
     eigenvectors: list[SharpnessResult | None] = [None] * len(members)
