@@ -21,7 +21,7 @@ from phasescope.errors import PhasescopeError
 
 LossFn = Callable[[Tensor, Tensor], Tensor]
 Batch = tuple[Tensor, Tensor]
-HvpMethod = Literal["auto", "func", "double_backward"]
+HvpMethod = Literal["auto", "graph", "func", "double_backward"]
 
 
 def select_parameters(model: nn.Module, params: Sequence[str] | None = None) -> dict[str, Tensor]:
@@ -92,15 +92,22 @@ class HessianOperator(LinearOperator):
         data: a ``(inputs, targets)`` pair of tensors, or an iterable of such batches.
         params: parameter names or module prefixes to differentiate (default: all trainable).
         chunk_size: rows per chunk when ``data`` is a tensor pair (default: all at once).
-        method: ``"func"`` (forward-over-reverse), ``"double_backward"``, or ``"auto"``, which tries
-            the first and falls back to the second when an op has no forward-mode rule.
+        method: how a Hessian-vector product is computed:
+
+            - ``"graph"``: the gradient's autograd graph is built once (``create_graph=True``) and
+              every product is one backward pass through it (PyHessian's trick): the fastest, at
+              the memory of that graph for every chunk, held while the operator lives;
+            - ``"func"``: ``torch.func`` forward-over-reverse, recomputed per product: the leanest;
+            - ``"double_backward"``: reverse-over-reverse, recomputed per product;
+            - ``"auto"`` (default): ``"graph"`` when the data is a single chunk, else ``"func"``,
+              falling back to ``"double_backward"`` where an op has no forward-mode rule.
     """
 
     def __init__(self, model: nn.Module, loss_fn: LossFn, data: Batch | Iterable[Batch],
                  params: Sequence[str] | None = None, chunk_size: int | None = None,
                  method: HvpMethod = "auto", loss_reduction: Literal["mean", "sum"] = "mean") -> None:
-        if method not in ("auto", "func", "double_backward"):
-            raise PhasescopeError(f"method must be 'auto', 'func' or 'double_backward', got {method!r}")
+        if method not in ("auto", "graph", "func", "double_backward"):
+            raise PhasescopeError(f"method must be 'auto', 'graph', 'func' or 'double_backward', got {method!r}")
         if loss_reduction not in ("mean", "sum"):
             raise PhasescopeError(f"loss_reduction must be 'mean' or 'sum', got {loss_reduction!r}")
         selected = select_parameters(model, params)
@@ -121,6 +128,9 @@ class HessianOperator(LinearOperator):
         total = sum(x.shape[0] for x, _ in self.batches)
         self.weights = [x.shape[0] / total if loss_reduction == "mean" else 1.0 for x, _ in self.batches]
         self._check_first_batch()
+        if self.method == "auto" and len(self.batches) == 1:
+            self.method = "graph"
+        self._graphs: list[tuple[list[Tensor], tuple[Tensor, ...]]] = []  # per chunk: leaves, gradient
 
     # --- flat <-> dict -------------------------------------------------------------------------
     def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
@@ -185,6 +195,22 @@ class HessianOperator(LinearOperator):
         return {name: torch.zeros_like(p) if h is None else h
                 for (name, p), h in zip(leaves.items(), hvps)}
 
+    def _hvp_graph(self, tangent: dict[str, Tensor], index: int) -> dict[str, Tensor]:
+        if len(self._graphs) <= index:
+            inputs, targets = self.batches[index]
+            leaves = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
+            with torch.enable_grad():
+                loss = self._batch_loss(leaves, inputs, targets)
+                grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
+            self._graphs.append((list(leaves.values()), grads))
+        leaves, grads = self._graphs[index]
+        connected = [(g, tangent[name]) for g, name in zip(grads, self.names) if g.requires_grad]
+        if not connected:  # the gradient does not depend on the parameters: a zero Hessian
+            return {name: torch.zeros_like(leaf) for name, leaf in zip(self.names, leaves)}
+        hvps = torch.autograd.grad([g for g, _ in connected], leaves, grad_outputs=[t for _, t in connected],
+                                   retain_graph=True, allow_unused=True)
+        return {name: torch.zeros_like(leaf) if h is None else h for name, leaf, h in zip(self.names, leaves, hvps)}
+
     def _batch_hvp(self, tangent: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
         if self.method == "double_backward":
             return self._hvp_double_backward(tangent, inputs, targets)
@@ -202,8 +228,11 @@ class HessianOperator(LinearOperator):
         tangent = self.unflatten(vector)
         total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
         with _eval_mode(self.model):
-            for weight, (inputs, targets) in zip(self.weights, self.batches):
-                total += weight * self.flatten(self._batch_hvp(tangent, inputs, targets))
+            for index, (weight, (inputs, targets)) in enumerate(zip(self.weights, self.batches)):
+                if self.method == "graph":
+                    total += weight * self.flatten(self._hvp_graph(tangent, index))
+                else:
+                    total += weight * self.flatten(self._batch_hvp(tangent, inputs, targets))
         return total
 
     def dense(self) -> Tensor:

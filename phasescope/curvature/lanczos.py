@@ -51,7 +51,8 @@ def _start_vector(size: int, v0: Tensor | None, seed: int, dtype: torch.dtype, d
 def lanczos(operator: LinearOperator | Tensor | Callable[[Tensor], Tensor], k: int = 1,
             which: Literal["largest", "smallest"] = "largest", tol: float = 1e-4,
             max_iter: int | None = None, v0: Tensor | None = None, seed: int = 0,
-            size: int | None = None, basis_dtype: torch.dtype = torch.float64) -> EigenResult:
+            size: int | None = None, basis_dtype: torch.dtype = torch.float64,
+            min_iter: int | None = None) -> EigenResult:
     """Top-k (or bottom-k) eigenpairs by Lanczos with full reorthogonalization.
 
     Stops when every wanted Ritz pair has residual ``||A y - theta y|| <= tol * scale``, where the
@@ -60,14 +61,20 @@ def lanczos(operator: LinearOperator | Tensor | Callable[[Tensor], Tensor], k: i
     tridiagonal matrix at no extra cost (Paige 1971; Golub & Van Loan, Matrix Computations, 10.1).
     A warm start ``v0`` near the wanted eigenvector (the previous checkpoint's) cuts the count.
 
+    A small residual cannot tell that a larger eigenvalue has not entered the Krylov space yet
+    (the top Ritz value may sit, converged, on the second eigenvalue), so at least ``min_iter``
+    steps are taken: by default 20 from a random start (ARPACK's default subspace) and 5 from a
+    warm start, whose space already holds the previous top directions.
+
     Args:
         operator: a LinearOperator, a dense symmetric matrix, or a matvec callable with ``size``.
         k: number of eigenpairs.
         which: ``"largest"`` (algebraic) or ``"smallest"`` (the most negative).
         tol: relative residual tolerance.
         max_iter: Krylov dimension cap (default ``min(n, max(200, 4k))``); the basis is kept, so
-            memory is ``max_iter * n`` numbers of ``basis_dtype``.
+            memory grows to ``steps * n`` numbers of ``basis_dtype``.
         v0: start vector (n,); random (seeded) when omitted.
+        min_iter: steps before convergence may be declared (see above).
     """
     op = as_operator(operator, size)
     n = op.size
@@ -80,8 +87,11 @@ def lanczos(operator: LinearOperator | Tensor | Callable[[Tensor], Tensor], k: i
     max_iter = min(n, max(200, 4 * k)) if max_iter is None else min(int(max_iter), n)
     if max_iter < k:
         raise PhasescopeError(f"max_iter ({max_iter}) must be at least k ({k})")
+    if min_iter is None:
+        min_iter = 20 if v0 is None else 5
+    min_iter = min(max(int(min_iter), k), max_iter)
     device = op.device
-    basis = torch.zeros(max_iter, n, dtype=basis_dtype, device=device)
+    basis = torch.empty(min(max_iter, 32), n, dtype=basis_dtype, device=device)  # grown on demand
     alphas: list[float] = []
     betas: list[float] = []  # betas[j] couples basis[j] and basis[j + 1]
     q = _start_vector(n, v0, seed, basis_dtype, device)
@@ -89,6 +99,10 @@ def lanczos(operator: LinearOperator | Tensor | Callable[[Tensor], Tensor], k: i
     matvecs_before = op.num_matvecs
     converged = False
     for j in range(max_iter):
+        if j == basis.shape[0]:
+            grown = torch.empty(min(max_iter, 2 * j), n, dtype=basis_dtype, device=device)
+            grown[:j] = basis
+            basis = grown
         basis[j] = q
         w = op.matvec(q)
         alpha = float(q @ w)
@@ -103,7 +117,7 @@ def lanczos(operator: LinearOperator | Tensor | Callable[[Tensor], Tensor], k: i
         wanted = np.argsort(theta)[::-1][:k] if which == "largest" else np.argsort(theta)[:k]
         residuals = np.abs(beta * ritz_vectors[-1, wanted])
         scale = np.abs(theta[wanted]) if which == "largest" else np.full(len(wanted), np.abs(theta).max())
-        if len(wanted) == k and np.all(residuals <= tol * np.maximum(scale, np.finfo(float).tiny)):
+        if j + 1 >= min_iter and np.all(residuals <= tol * np.maximum(scale, np.finfo(float).tiny)):
             converged = True
             break
         if j + 1 == max_iter:

@@ -1,0 +1,544 @@
+"""Benchmark: the top Hessian eigenvalue (sharpness) by phasescope against two peers, on one checkpoint
+and along a training trajectory, every method held to the same accuracy.
+
+Peers, run in this process on the same model, loss and data:
+  * PyHessian (Yao et al., "PyHessian: Neural Networks Through the Lens of the Hessian", 2020):
+    power iteration on a gradient graph built once in ``hessian.__init__`` (timed with it);
+    its ``tol`` bounds the relative change of the eigenvalue between iterations.
+  * eigsh over double backward, as in the edge-of-stability code (Cohen et al., "Gradient Descent on
+    Neural Networks Typically Occurs at the Edge of Stability", ICLR 2021; locuslab/edge-of-stability,
+    ``src/utilities.py``: ``compute_hvp`` + ``lanczos``): a float32 HVP per call, numpy in between.
+phasescope's ``sharpness`` runs cold and warm-started from the previous checkpoint's result.
+
+Each method gets one tolerance, the loosest on a ladder that keeps the relative error of the top
+eigenvalue within 1e-4 of a float64 reference on every checkpoint. Run from the repository root:
+
+    python benchmarks/sharpness.py            # 20 checkpoints, about 2-3 minutes on 2 cores
+    python benchmarks/sharpness.py --quick    # smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import importlib
+import os
+import platform
+import statistics
+import time
+import warnings
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from importlib.metadata import version
+from typing import Any
+
+import numpy as np
+import torch
+from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
+from threadpoolctl import threadpool_limits  # comes with scikit-learn
+from torch import Tensor, nn
+from torch.nn.utils import parameters_to_vector
+
+import phasescope
+from phasescope.curvature import HessianOperator
+from phasescope.data import DigitsConfig, load_digits_data
+from phasescope.models import MLP
+from phasescope.models.losses import mean_squared_error
+
+TARGET_RELATIVE_ERROR = 1e-4
+# Loosest first: each method keeps the first rung that meets the target on every checkpoint.
+TOLERANCE_LADDER = (1e-2, 3e-3, 1e-3, 3e-4, 1e-4, 3e-5, 1e-5, 3e-6, 1e-6, 3e-7, 1e-7, 3e-8, 1e-8, 1e-9)
+REFERENCE_TOLERANCE = 1e-12  # eigsh in float64; cross-checked by phasescope in float64 at 1e-10
+
+
+# --- problem: model, data, trajectory ---------------------------------------------------------------
+
+@dataclass
+class Checkpoint:
+    step: int
+    state: dict[str, Tensor]  # an in-memory copy of the model's state_dict
+    loss: float
+
+
+def train_checkpoints(model: nn.Module, inputs: Tensor, targets: Tensor, lr: float, num_checkpoints: int,
+                      spacing: int) -> list[Checkpoint]:
+    """Full-batch gradient descent, keeping the weights every ``spacing`` steps from step 0."""
+    optimizer = torch.optim.SGD(model.parameters(), lr=lr)
+    checkpoints = []
+    for step in range((num_checkpoints - 1) * spacing + 1):
+        loss = mean_squared_error(model(inputs), targets)
+        if step % spacing == 0:
+            state = {name: t.detach().clone() for name, t in model.state_dict().items()}
+            checkpoints.append(Checkpoint(step, state, loss.item()))
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+    model.zero_grad(set_to_none=True)
+    if not all(np.isfinite(c.loss) for c in checkpoints) or checkpoints[-1].loss >= checkpoints[0].loss:
+        raise RuntimeError(f"training did not reduce the loss (losses {[c.loss for c in checkpoints]}): "
+                           f"lower --lr")
+    return checkpoints
+
+
+# --- peer 1: eigsh over double backward, in the style of the edge-of-stability code ------------------
+
+def eos_compute_hvp(network: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                    dataset: tuple[Tensor, Tensor], vector: Tensor, physical_batch_size: int) -> Tensor:
+    """Hessian-vector product by double backward over physical batches (Cohen et al. 2021).
+
+    The reference divides a summed loss by n; ``loss_fn`` here is a batch mean, so each batch is
+    weighted by its share of the rows instead. Batches are tensor slices (the reference uses a
+    DataLoader, whose per-example collation would only slow the peer down).
+    """
+    inputs, targets = dataset
+    p = len(parameters_to_vector(network.parameters()))
+    n = len(inputs)
+    hvp = torch.zeros(p, dtype=vector.dtype)
+    for start in range(0, n, physical_batch_size):
+        X, y = inputs[start:start + physical_batch_size], targets[start:start + physical_batch_size]
+        loss = loss_fn(network(X), y) * len(X) / n
+        grads = torch.autograd.grad(loss, inputs=network.parameters(), create_graph=True)
+        dot = parameters_to_vector(grads).mul(vector).sum()
+        grads = [g.contiguous() for g in torch.autograd.grad(dot, network.parameters(), retain_graph=True)]
+        hvp += parameters_to_vector(grads)
+    return hvp
+
+
+def eos_top_eigenvalue(network: nn.Module, loss_fn: Callable[[Tensor, Tensor], Tensor],
+                       dataset: tuple[Tensor, Tensor], tol: float, seed: int,
+                       physical_batch_size: int) -> tuple[float, int]:
+    """The reference's ``lanczos``: scipy ``eigsh`` (ARPACK) on a LinearOperator whose matvec converts
+    numpy -> torch, runs ``eos_compute_hvp`` in the parameters' dtype, and converts back.
+
+    Differences from the reference, all per the benchmark's setup: ``which="LA"`` and ``tol`` are
+    passed, the operator is declared float64 (the reference lets scipy infer float32 from one extra
+    product), and ``v0`` is seeded so that runs repeat. Returns (eigenvalue, HVPs used).
+    """
+    dtype = next(network.parameters()).dtype
+    dim = len(parameters_to_vector(network.parameters()))
+    calls = 0
+
+    def mv(vec: np.ndarray) -> np.ndarray:
+        nonlocal calls
+        calls += 1
+        vector = torch.tensor(vec.reshape(-1), dtype=dtype)
+        hvp = eos_compute_hvp(network, loss_fn, dataset, vector, physical_batch_size).detach()
+        return hvp.numpy().astype(np.float64)
+
+    operator = LinearOperator((dim, dim), matvec=mv, dtype=np.float64)
+    v0 = np.random.default_rng(seed).standard_normal(dim)
+    evals = eigsh(operator, k=1, which="LA", tol=tol, v0=v0, return_eigenvectors=False)
+    return float(evals[-1]), calls
+
+
+# --- peer 2: PyHessian ---------------------------------------------------------------------------
+
+@contextmanager
+def counting_pyhessian_hvps() -> Iterator[list[int]]:
+    """Count calls of PyHessian's ``hessian_vector_product`` (one per power iteration)."""
+    pyhessian_module = importlib.import_module("pyhessian.hessian")  # the module; the package re-exports a class
+    original = pyhessian_module.hessian_vector_product
+    counter = [0]
+
+    def counted(*args, **kwargs):
+        counter[0] += 1
+        return original(*args, **kwargs)
+
+    pyhessian_module.hessian_vector_product = counted
+    try:
+        yield counter
+    finally:
+        pyhessian_module.hessian_vector_product = original
+
+
+def pyhessian_top_eigenvalue(model: nn.Module, inputs: Tensor, targets: Tensor, tol: float,
+                             max_iter: int, seed: int) -> tuple[float, int, bool]:
+    """PyHessian's power iteration, the gradient graph built in ``hessian.__init__`` included.
+
+    Returns (eigenvalue, HVPs, converged); converged is False when it ran all ``max_iter`` iterations.
+    """
+    import pyhessian
+
+    model.zero_grad(set_to_none=True)  # __init__ accumulates into .grad
+    torch.manual_seed(seed)  # its start vector comes from the global generator
+    with counting_pyhessian_hvps() as counter, warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # backward(create_graph=True) warns of a reference cycle
+        hessian = pyhessian.hessian(model, mean_squared_error, data=(inputs, targets), cuda=False)
+        eigenvalues, _ = hessian.eigenvalues(top_n=1, maxIter=max_iter, tol=tol)
+    model.zero_grad(set_to_none=True)  # drop the graph held by .grad
+    return float(eigenvalues[0]), counter[0], counter[0] < max_iter
+
+
+# --- the methods under test, one interface --------------------------------------------------------
+
+@dataclass
+class Solve:
+    """One top-eigenvalue solve at one checkpoint."""
+
+    eigenvalue: float
+    num_hvps: int
+    converged: bool
+    seconds: float
+    warm_start: Any = None  # what the next checkpoint needs to warm-start (phasescope's result)
+
+
+@dataclass
+class Method:
+    """A way to get the top eigenvalue; ``solve(model, inputs, targets, tol, previous)``."""
+
+    name: str
+    solve: Callable[[nn.Module, Tensor, Tensor, float, Any], Solve]
+    warm: bool = False  # whether ``previous`` (the last checkpoint's Solve) is passed on
+
+
+def timed(function: Callable[[], tuple[float, int, bool, Any]]) -> Solve:
+    start = time.perf_counter()
+    eigenvalue, num_hvps, converged, warm_start = function()
+    return Solve(eigenvalue, num_hvps, converged, time.perf_counter() - start, warm_start)
+
+
+PYHESSIAN, EOS = "PyHessian (power iteration)", "eigsh + double backward (EoS code)"
+
+
+def phasescope_name(hvp_method: str, warm: bool) -> str:
+    return f"phasescope {hvp_method}, {'warm' if warm else 'cold'}"
+
+
+def build_methods(seed: int, pyhessian_max_iter: int) -> list[Method]:
+    def pyhessian_solve(model, inputs, targets, tol, previous):
+        return timed(lambda: (*pyhessian_top_eigenvalue(model, inputs, targets, tol, pyhessian_max_iter, seed),
+                              None))
+
+    def eos_solve(model, inputs, targets, tol, previous):
+        return timed(lambda: (*eos_top_eigenvalue(model, mean_squared_error, (inputs, targets), tol, seed,
+                                                  physical_batch_size=len(inputs)), True, None))
+
+    def phasescope_solve(hvp_method: str):
+        def solve(model, inputs, targets, tol, previous):
+            v0 = None if previous is None else previous.warm_start
+
+            def run():
+                result = phasescope.sharpness(model, mean_squared_error, (inputs, targets), tol=tol, v0=v0,
+                                              method=hvp_method)
+                return result.top, result.num_hvps, result.converged, result
+            return timed(run)
+        return solve
+
+    methods = [Method(PYHESSIAN, pyhessian_solve), Method(EOS, eos_solve)]
+    for hvp_method in ("graph", "func", "double_backward"):  # "auto" is one of these, decided per operator
+        methods.append(Method(phasescope_name(hvp_method, warm=False), phasescope_solve(hvp_method)))
+        methods.append(Method(phasescope_name(hvp_method, warm=True), phasescope_solve(hvp_method), warm=True))
+    return methods
+
+
+# --- reference, tolerance selection, timing -------------------------------------------------------
+
+def reference_eigenvalues(model: nn.Module, checkpoints: list[Checkpoint], inputs: Tensor, targets: Tensor,
+                          seed: int) -> tuple[list[float], float]:
+    """Top eigenvalue per checkpoint in float64 by eigsh at ``REFERENCE_TOLERANCE`` over the
+    EoS-style HVP (independent of phasescope), cross-checked by phasescope in float64 at 1e-10 on the
+    first, middle and last checkpoints.
+
+    Returns the eigenvalues and the largest relative disagreement of the two solvers.
+    """
+    model64 = copy.deepcopy(model).double()
+    inputs64, targets64 = inputs.double(), targets.double()
+    cross_checked = {0, len(checkpoints) // 2, len(checkpoints) - 1}
+    values, disagreement = [], 0.0
+    for i, checkpoint in enumerate(checkpoints):
+        model64.load_state_dict(checkpoint.state)  # copies into the float64 parameters
+        try:
+            value, _ = eos_top_eigenvalue(model64, mean_squared_error, (inputs64, targets64),
+                                          REFERENCE_TOLERANCE, seed, physical_batch_size=len(inputs64))
+        except ArpackNoConvergence as error:
+            raise RuntimeError(f"the float64 reference did not converge at step {checkpoint.step}") from error
+        if i in cross_checked:
+            check = phasescope.sharpness(model64, mean_squared_error, (inputs64, targets64), tol=1e-10)
+            assert check.converged, f"float64 phasescope cross-check did not converge at step {checkpoint.step}"
+            disagreement = max(disagreement, abs(check.top - value) / abs(value))
+        values.append(value)
+    return values, disagreement
+
+
+def relative_error(value: float, reference: float) -> float:
+    return abs(value - reference) / abs(reference)
+
+
+@dataclass
+class Selection:
+    """The tolerance kept for a method, with the rungs it missed as (tol, step, relative error)."""
+
+    tol: float
+    met_target: bool
+    missed: list[tuple[float, int, float]] = field(default_factory=list)
+
+    @property
+    def label(self) -> str:
+        return f"{self.tol:.0e}" if self.met_target else f"{self.tol:.0e} (target missed)"
+
+
+def select_tolerance(method: Method, model: nn.Module, checkpoints: list[Checkpoint], inputs: Tensor,
+                     targets: Tensor, references: list[float]) -> Selection:
+    """The loosest tolerance on the ladder meeting the target on every checkpoint (the tightest if none).
+
+    A rung's pass over the trajectory stops at the first checkpoint that misses the target.
+    """
+    missed = []
+    for tol in TOLERANCE_LADDER:
+        solves: list[Solve] = []
+        for checkpoint, reference in zip(checkpoints, references, strict=True):
+            model.load_state_dict(checkpoint.state)
+            previous = solves[-1] if (method.warm and solves) else None
+            solves.append(method.solve(model, inputs, targets, tol, previous))
+            error = relative_error(solves[-1].eigenvalue, reference)
+            if error > TARGET_RELATIVE_ERROR:
+                missed.append((tol, checkpoint.step, error))
+                break
+        else:
+            return Selection(tol, True, missed)
+    return Selection(TOLERANCE_LADDER[-1], False, missed)
+
+
+@dataclass
+class Timing:
+    """A method at one checkpoint over repeated runs."""
+
+    solve: Solve  # the run of median time
+    fastest: float  # the least seconds of the runs
+
+
+def time_trajectories(methods: list[Method], tolerances: dict[str, float], model: nn.Module,
+                      checkpoints: list[Checkpoint], inputs: Tensor, targets: Tensor,
+                      repeats: int) -> dict[str, list[Timing]]:
+    """Every method at every checkpoint ``repeats`` times, keeping the median-time run.
+
+    The methods are interleaved round by round, so that load from other processes on a shared
+    machine falls on all of them alike. Warm methods start from their previous checkpoint's result.
+    """
+    timings: dict[str, list[Timing]] = {method.name: [] for method in methods}
+    for checkpoint in checkpoints:
+        model.load_state_dict(checkpoint.state)
+        runs: dict[str, list[Solve]] = {method.name: [] for method in methods}
+        for _ in range(repeats):
+            for method in methods:
+                chain = timings[method.name]
+                previous = chain[-1].solve if (method.warm and chain) else None
+                runs[method.name].append(method.solve(model, inputs, targets, tolerances[method.name], previous))
+        for name, solves in runs.items():
+            ordered = sorted(solves, key=lambda solve: solve.seconds)
+            timings[name].append(Timing(ordered[(len(ordered) - 1) // 2], ordered[0].seconds))
+    return timings
+
+
+def seconds_per_call(function: Callable[[], Any], repeats: int) -> float:
+    """Median wall time of ``function`` after two untimed calls."""
+    function()
+    function()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        function()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+GRADIENT = "gradient, torch.autograd (forward + backward)"
+
+
+def hvp_label(hvp_method: str) -> str:
+    return f"phasescope HVP, {hvp_method} (float64 in and out, as in Lanczos)"
+
+
+def hvp_and_gradient_seconds(model: nn.Module, inputs: Tensor, targets: Tensor, repeats: int
+                             ) -> dict[str, float]:
+    """Seconds of one full-batch HVP by each implementation and of one full-batch gradient."""
+    import pyhessian
+    from pyhessian.utils import hessian_vector_product
+
+    seconds = {}
+    parameters = list(model.parameters())
+    vector64 = torch.randn(sum(p.numel() for p in parameters), dtype=torch.float64,
+                           generator=torch.Generator().manual_seed(0))
+    vector32 = vector64.float()
+    for hvp_method in ("graph", "func", "double_backward"):
+        operator = HessianOperator(model, mean_squared_error, (inputs, targets), method=hvp_method)
+        seconds[hvp_label(hvp_method)] = seconds_per_call(
+            lambda operator=operator: operator.matvec(vector64), repeats)
+    seconds["EoS-code HVP (forward + double backward)"] = seconds_per_call(
+        lambda: eos_compute_hvp(model, mean_squared_error, (inputs, targets), vector32, len(inputs)), repeats)
+    model.zero_grad(set_to_none=True)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        hessian = pyhessian.hessian(model, mean_squared_error, data=(inputs, targets), cuda=False)
+    tangent = [piece.view_as(p) for piece, p in
+               zip(torch.split(vector32, [p.numel() for p in parameters]), parameters, strict=True)]
+    seconds["PyHessian HVP (backward through the gradient graph kept from __init__)"] = seconds_per_call(
+        lambda: hessian_vector_product(hessian.gradsH, hessian.params, tangent), repeats)
+    model.zero_grad(set_to_none=True)  # drop the graph held by .grad
+    seconds[GRADIENT] = seconds_per_call(
+        lambda: torch.autograd.grad(mean_squared_error(model(inputs), targets), parameters), repeats)
+    operator = HessianOperator(model, mean_squared_error, (inputs, targets))
+    seconds["gradient, phasescope HessianOperator.gradient (torch.func)"] = seconds_per_call(
+        operator.gradient, repeats)
+    return seconds
+
+
+# --- printing ---------------------------------------------------------------------------------------
+
+def markdown_table(headers: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(headers) + " |", "|" + "|".join("---" for _ in headers) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def hvp_cell(solve: Solve) -> str:
+    return str(solve.num_hvps) + ("" if solve.converged else " (not converged)")
+
+
+def load_average() -> str:
+    return "/".join(f"{load:.1f}" for load in os.getloadavg())
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--checkpoints", type=int, default=None, help="checkpoints on the trajectory (20; 3 quick)")
+    parser.add_argument("--spacing", type=int, default=20, help="GD steps between checkpoints")
+    parser.add_argument("--lr", type=float, default=0.1, help="GD learning rate (2/lr is the stability edge)")
+    parser.add_argument("--seed", type=int, default=0, help="model initialization, the peers' start vectors")
+    parser.add_argument("--pyhessian-max-iter", type=int, default=2000, help="cap on PyHessian's power iterations")
+    parser.add_argument("--repeats", type=int, default=None, help="timed runs per method and checkpoint (3; 1 quick)")
+    parser.add_argument("--quick", action="store_true", help="a small smoke run")
+    args = parser.parse_args()
+    num_checkpoints = args.checkpoints or (3 if args.quick else 20)
+    repeats = args.repeats or (1 if args.quick else 3)
+    hvp_repeats = 5 if args.quick else 20
+    if num_checkpoints < 2:
+        parser.error(f"--checkpoints must be at least 2 (a warm start needs a previous one), got {num_checkpoints}")
+
+    torch.set_num_threads(2)
+    # scipy's OpenBLAS pool would otherwise spin beside torch's two threads after every ARPACK call and
+    # slow the eigsh peer's HVPs down several times on a 2-core machine; one BLAS thread is its best setting.
+    threadpool_limits(1, user_api="blas")
+    start = time.perf_counter()
+    data = load_digits_data(DigitsConfig(), "mse")
+    inputs, targets = data.train_inputs, data.train_targets  # (1438, 64), (1438, 10) one-hot
+    torch.manual_seed(args.seed)
+    model = MLP(input_shape=(64,), num_outputs=10, depth=2, width=200, activation="tanh")
+    num_parameters = sum(p.numel() for p in model.parameters())
+
+    print("# Sharpness benchmark\n")
+    print(f"- machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, "
+          f"{platform.platform()}; load average at start {load_average()}")
+    print(f"- software: python {platform.python_version()}, torch {torch.__version__} "
+          f"({torch.get_num_threads()} threads), scipy {version('scipy')} (OpenBLAS limited to 1 thread), "
+          f"pyhessian {version('pyhessian')}")
+    print(f"- problem: MLP 64-200-200-10 tanh ({num_parameters} parameters), digits train set "
+          f"{tuple(inputs.shape)}, mean squared error, seed {args.seed}")
+
+    checkpoints = train_checkpoints(model, inputs, targets, args.lr, num_checkpoints, args.spacing)
+    references, disagreement = reference_eigenvalues(model, checkpoints, inputs, targets, args.seed)
+    print(f"- trajectory: full-batch GD at lr {args.lr} (2/lr = {2 / args.lr:g}), {num_checkpoints} "
+          f"checkpoints every {args.spacing} steps (steps 0..{checkpoints[-1].step}); loss "
+          f"{checkpoints[0].loss:.4f} -> {checkpoints[-1].loss:.4f}; sharpness {references[0]:.4f} -> "
+          f"{references[-1]:.4f} (max {max(references):.4f})")
+    print(f"- reference: eigsh over a float64 HVP at tol {REFERENCE_TOLERANCE:g}; phasescope in float64 at "
+          f"tol 1e-10 agrees to {disagreement:.1e} relative")
+    if max(references) >= 2 / args.lr:
+        print(f"- note: the sharpness reached 2/lr = {2 / args.lr:g}: the trajectory is at the edge of stability")
+    model.load_state_dict(checkpoints[0].state)
+    auto_choice = phasescope.sharpness(model, mean_squared_error, (inputs, targets), max_iter=1).method
+    default_cold, default_warm = phasescope_name(auto_choice, warm=False), phasescope_name(auto_choice, warm=True)
+    print(f"- phasescope's default method='auto' takes {auto_choice} on this model; ratios are against it")
+
+    methods = build_methods(args.seed, args.pyhessian_max_iter)
+    selections = {method.name: select_tolerance(method, model, checkpoints, inputs, targets, references)
+                  for method in methods}
+    tolerances = {name: selection.tol for name, selection in selections.items()}
+
+    print("\n## Tolerance per method\n")
+    print(f"The loosest of {', '.join(f'{t:.0e}' for t in TOLERANCE_LADDER)} whose top eigenvalue is within "
+          f"{TARGET_RELATIVE_ERROR:g} relative of the reference on every checkpoint (PyHessian: relative "
+          f"change of the eigenvalue, at most {args.pyhessian_max_iter} iterations; eigsh: ARPACK's tol; "
+          "phasescope: relative Ritz residual). A rung's pass stops at the first checkpoint it misses.\n")
+    print(markdown_table(
+        ["method", "tolerance", "rungs missed (tol: first step missed, its relative error)"],
+        [[name, selection.label, "; ".join(f"{t:.0e}: step {s}, {e:.1e}" for t, s, e in selection.missed) or "-"]
+         for name, selection in selections.items()]))
+
+    # One timed measurement serves (a) and (b): the tolerance ladder's last pass was the untimed warm-up.
+    timings = time_trajectories(methods, tolerances, model, checkpoints, inputs, targets, repeats)
+
+    last = checkpoints[-1]
+    baseline = timings[default_cold][-1].solve.seconds
+    print(f"\n## (a) One checkpoint (step {last.step}, sharpness {references[-1]:.4f})\n")
+    print(f"Cold starts (and, last row, phasescope warm from the previous checkpoint); median of {repeats} timed "
+          "runs after one untimed run, methods interleaved; PyHessian's seconds include the gradient graph its "
+          f"__init__ builds; ratio = seconds / phasescope {auto_choice} cold seconds.\n")
+    rows = []
+    for method in [*[m for m in methods if not m.warm], next(m for m in methods if m.name == default_warm)]:
+        timing = timings[method.name][-1]
+        name = method.name + (" from the previous checkpoint" if method.warm else "")
+        rows.append([name, hvp_cell(timing.solve), f"{timing.solve.seconds:.3f}", f"{timing.fastest:.3f}",
+                     f"{relative_error(timing.solve.eigenvalue, references[-1]):.1e}", selections[method.name].label,
+                     f"{timing.solve.seconds / baseline:.2f}"])
+    print(markdown_table(["method", "HVPs", "seconds", "fastest run", "relative error", "tolerance", "ratio"], rows))
+
+    warm_total = sum(timing.solve.seconds for timing in timings[default_warm])
+    print(f"\n## (b) Trajectory of {num_checkpoints} checkpoints\n")
+    print("Peers start cold at every checkpoint, as the EoS code does; phasescope cold, and warm from the "
+          "previous checkpoint's result (the first checkpoint cold). Seconds: sum over checkpoints of the median "
+          f"of {repeats} runs (fastest runs: sum of the least); ratio = seconds / phasescope {auto_choice} warm "
+          "seconds.\n")
+    rows = []
+    for method in methods:
+        method_timings = timings[method.name]
+        seconds = sum(timing.solve.seconds for timing in method_timings)
+        errors = [relative_error(timing.solve.eigenvalue, reference)
+                  for timing, reference in zip(method_timings, references, strict=True)]
+        rows.append([method.name, str(sum(timing.solve.num_hvps for timing in method_timings)), f"{seconds:.2f}",
+                     f"{sum(timing.fastest for timing in method_timings):.2f}", f"{max(errors):.1e}",
+                     selections[method.name].label, f"{seconds / warm_total:.2f}",
+                     str(sum(not timing.solve.converged for timing in method_timings))])
+    print(markdown_table(["method", "total HVPs", "total seconds", "fastest runs", "max relative error",
+                          "tolerance", "ratio", "solves not converged"], rows))
+
+    print("\nHVPs per checkpoint:\n")
+    short_names = [method.name.replace("phasescope ", "ps ").split(" (")[0] for method in methods]
+    print(markdown_table(
+        ["step", "loss", "sharpness", *short_names],
+        [[str(checkpoint.step), f"{checkpoint.loss:.4f}", f"{reference:.4f}",
+          *[str(timings[method.name][i].solve.num_hvps) for method in methods]]
+         for i, (checkpoint, reference) in enumerate(zip(checkpoints, references, strict=True))]))
+
+    # (c) One HVP against one gradient, at the last checkpoint.
+    model.load_state_dict(last.state)
+    costs = hvp_and_gradient_seconds(model, inputs, targets, hvp_repeats)
+    print(f"\n## (c) One HVP against one gradient (full batch of {len(inputs)}, median of {hvp_repeats} calls)\n")
+    print(markdown_table(["operation", "milliseconds", "/ gradient"],
+                         [[name, f"{1e3 * seconds:.2f}", f"{seconds / costs[GRADIENT]:.2f}"]
+                          for name, seconds in costs.items()]))
+
+    # The targets, reported rather than asserted.
+    peers = (PYHESSIAN, EOS)
+    single_speedup = min(timings[peer][-1].solve.seconds for peer in peers) / baseline
+    trajectory_speedup = min(sum(t.solve.seconds for t in timings[peer]) for peer in peers) / warm_total
+    default_hvp = costs[hvp_label(auto_choice)]
+    fastest_hvp = min(costs[hvp_label(hvp_method)] for hvp_method in ("graph", "func", "double_backward"))
+
+    def verdict(met: bool) -> str:
+        return "met" if met else "NOT met"
+
+    print("\n## Targets (reported, not asserted)\n")
+    print(f"- one checkpoint, phasescope (default, cold) >= 3x faster than the fastest peer: "
+          f"{single_speedup:.2f}x, {verdict(single_speedup >= 3)}")
+    print(f"- trajectory, phasescope (default, warm) >= 10x faster than the fastest peer: "
+          f"{trajectory_speedup:.2f}x, {verdict(trajectory_speedup >= 10)}")
+    print(f"- one HVP <= 3x one gradient: the default ({auto_choice}) {default_hvp / costs[GRADIENT]:.2f}x, "
+          f"{verdict(default_hvp <= 3 * costs[GRADIENT])}; the fastest phasescope HVP "
+          f"{fastest_hvp / costs[GRADIENT]:.2f}x, {verdict(fastest_hvp <= 3 * costs[GRADIENT])}")
+    print(f"\ntotal wall time {time.perf_counter() - start:.0f} s, load average at the end {load_average()}")
+
+
+if __name__ == "__main__":
+    main()
