@@ -1,9 +1,12 @@
 #!/usr/bin/env bash
-# The main job: full-batch GD on digits with checkpoints, then the Hessian's top eigenvalues at every
-# checkpoint (warm-started Lanczos) beside 2/eta, then a summary of the run.
+# The main job: study A's smallest learning-rate sweep on digits (16 rates trained as one vectorized
+# computation, plus gradient flow for eta_c), then its figures and the headline numbers.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-run="${1:-runs/digits-sharpness}"
-phasescope train configs/digits-sharpness.yaml --out "$run"
-phasescope sharpness "$run" --k 2
-phasescope runs show "$run"
+run="${1:-runs/digits-mlp-mse}"
+if [ -e "$run" ]; then
+  echo "demo: $run exists, drawing its report again (delete it to train again)" >&2
+else
+  phasescope sweep configs/digits-mlp-mse.yaml --out "$run"
+fi
+phasescope report "$run"

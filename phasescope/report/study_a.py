@@ -27,7 +27,11 @@ def sweep_report(run: RunDir) -> SweepReport:
     """Draw every study-A figure of a sweep run into ``run/report`` and return the numbers behind them."""
     from phasescope.train.sweep import SweepConfig
 
-    config = validate_config(run.read_config_dict(), SweepConfig, source=str(run.config_path))
+    raw = run.read_config_dict()
+    if raw.get("kind") != "sweep":
+        raise PhasescopeError(f"{run.path} is a {raw.get('kind')!r} run; the report draws learning-rate sweeps "
+                              "(runs of `phasescope sweep`)")
+    config = validate_config(raw, SweepConfig, source=str(run.config_path))
     store = MetricStore(run)
     sweep_rows = store.read("sweep")
     flow_rows = store.read("gradient_flow")

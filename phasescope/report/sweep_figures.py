@@ -8,6 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
@@ -38,13 +39,25 @@ def _shade_regimes(axis, table: pd.DataFrame) -> None:
         axis.axvspan(lo, hi, color=REGIME_COLORS[regime], zorder=0, lw=0)
 
 
-def _per_lr(table: pd.DataFrame, metric: str) -> pd.DataFrame:
-    ok = table[table.status != "diverged"]
-    return ok.groupby("lr")[metric].agg(["mean", "min", "max"]).reset_index()
+def _per_lr(table: pd.DataFrame, metric: str, status: str = "reached_threshold") -> pd.DataFrame:
+    """Mean, min and max over seeds of ``metric`` for the members with ``status``."""
+    return table[table.status == status].groupby("lr")[metric].agg(["mean", "min", "max"]).reset_index()
+
+
+def _plot_final(axis, table: pd.DataFrame, metric: str, color: str, label: str) -> None:
+    """Members that reached epsilon as filled markers; those whose step budget ended first, hollow."""
+    data = _per_lr(table, metric)
+    axis.errorbar(data["lr"], data["mean"], yerr=[data["mean"] - data["min"], data["max"] - data["mean"]],
+                  fmt="o-", ms=3.5, color=color, label=label)
+    unfinished = _per_lr(table, metric, "max_steps")
+    if not unfinished.empty:
+        axis.plot(unfinished["lr"], unfinished["mean"], "o", ms=4, mfc="none", color=color,
+                  label=r"step budget ended before $\epsilon$")
 
 
 def _eta_axis(axis, table: pd.DataFrame, flow: pd.DataFrame) -> None:
     axis.set_xscale("log")
+    axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide on short ranges
     axis.set_xlabel(r"learning rate $\eta$")
     for eta_c in flow["eta_c"]:
         axis.axvline(eta_c, color="k", ls=":", lw=1)
@@ -69,9 +82,7 @@ def draw_sweep_figures(table: pd.DataFrame, flow: pd.DataFrame, trajectories: pd
     with plt.rc_context(STYLE):
         # 1. final sharpness vs eta, with 2/eta and eta_c
         figure, axis = plt.subplots(figsize=(3.5, 2.8))
-        data = _per_lr(table, "sharpness")
-        axis.errorbar(data["lr"], data["mean"], yerr=[data["mean"] - data["min"], data["max"] - data["mean"]],
-                      fmt="o-", ms=3.5, color="C0", label="final sharpness (GD)")
+        _plot_final(axis, table, "sharpness", "C0", "final sharpness (GD)")
         grid = np.geomspace(table["lr"].min(), table["lr"].max(), 200)
         axis.plot(grid, 2 / grid, "--", color="C3", lw=1.2, label=r"$2/\eta$")
         for s_gf in flow["s_gf"]:
@@ -88,8 +99,7 @@ def draw_sweep_figures(table: pd.DataFrame, flow: pd.DataFrame, trajectories: pd
         # 2. final norms vs eta
         figure, axes = plt.subplots(1, 2, figsize=(7.0, 2.8))
         for axis, metric, label in [(axes[0], "l1", r"$\ell_1$"), (axes[1], "l2", r"$\ell_2$")]:
-            data = _per_lr(table, metric)
-            axis.plot(data["lr"], data["mean"], "o-", ms=3.5, color="C1", label=f"final {label} norm (GD)")
+            _plot_final(axis, table, metric, "C1", f"final {label} norm (GD)")
             for value in flow[f"final_{metric}"]:
                 axis.axhline(value, color="C2", ls="-.", lw=1, label="gradient flow")
             _eta_axis(axis, table, flow)
@@ -101,8 +111,8 @@ def draw_sweep_figures(table: pd.DataFrame, flow: pd.DataFrame, trajectories: pd
 
         # 3. test loss (and accuracy) vs eta
         figure, axis = plt.subplots(figsize=(3.5, 2.8))
+        _plot_final(axis, table, "test_loss", "C4", "test loss (GD)")
         data = _per_lr(table, "test_loss")
-        axis.plot(data["lr"], data["mean"], "o-", ms=3.5, color="C4")
         best = data.loc[data["mean"].idxmin()]
         axis.plot([best["lr"]], [best["mean"]], "*", ms=10, color="k", label=rf"best $\eta$ = {best['lr']:.3g}")
         _eta_axis(axis, table, flow)
@@ -115,10 +125,13 @@ def draw_sweep_figures(table: pd.DataFrame, flow: pd.DataFrame, trajectories: pd
         seed = table["seed"].min()
         lrs = sorted(table[(table.seed == seed) & (table.status != "diverged")]["lr"].unique())
         chosen = [lrs[i] for i in np.unique(np.linspace(0, len(lrs) - 1, min(4, len(lrs))).round().astype(int))]
+        top = 0.0
         for color, lr in zip(["C0", "C1", "C2", "C3"], chosen):
             series = trajectories[(trajectories.lr == lr) & (trajectories.seed == seed)].sort_values("step")
-            axis.plot(series["step"], series["value"], "-", color=color, lw=1.2, label=rf"$\eta$={lr:.3g}")
+            axis.plot(series["step"], series["value"], ".-", ms=3, color=color, lw=1.2, label=rf"$\eta$={lr:.3g}")
             axis.axhline(2 / lr, color=color, ls="--", lw=0.8)
+            top = max(top, float(series["value"].max()))
+        axis.set_ylim(0, 1.4 * top)  # the 2/eta of small rates would squash the trajectories
         axis.set_xlabel("step")
         axis.set_ylabel(r"sharpness (dashed: $2/\eta$)")
         axis.legend(loc="best")

@@ -160,7 +160,11 @@ def train_gd(config: GDRunConfig, run_path: Path | str,
 def open_gd_run(path: Path | str) -> tuple[RunDir, GDRunConfig, SupervisedData, Callable]:
     """A GD run directory with its config, dataset (on the run's device) and loss function."""
     run = RunDir.open(path)
-    config = validate_config(run.read_config_dict(), GDRunConfig, source=str(run.config_path))
+    raw = run.read_config_dict()
+    if raw.get("kind", "gd") != "gd":
+        raise PhasescopeError(f"{run.path} is a {raw.get('kind')!r} run; this needs a run of `phasescope train` "
+                              "(kind 'gd'); a sweep records its sharpness while it trains")
+    config = validate_config(raw, GDRunConfig, source=str(run.config_path))
     data = load_data(config).to(resolve_device(config.device))
     return run, config, data, get_loss(config.loss)
 
