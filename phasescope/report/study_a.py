@@ -49,9 +49,9 @@ def sweep_report(run: RunDir) -> SweepReport:
 def _theory_figure(run: RunDir, config, table: pd.DataFrame) -> list[Path]:
     """The diagonal-network theory figure, with the GD solution of every rate from the last checkpoint."""
     import torch
-    from phasescope.report.theory_figure import draw_theory_figure
 
     from phasescope.data import load_supervised_data
+    from phasescope.report.theory_figure import draw_theory_figure
     from phasescope.run import load_checkpoint
 
     data = load_supervised_data(config.data, config.loss)

@@ -1,0 +1,1 @@
+"""Figures and reports drawn from metric rows and analyses (matplotlib, Agg backend)."""

@@ -1,0 +1,106 @@
+"""The diagonal-network theory figure of study A: norm versus sharpness of interpolators.
+
+Panel (a) places interpolators by l1 norm and sharpness, GD solutions coloured by learning rate,
+with the min-l1 and the min-sharpness interpolators marked; panel (b) shows their generalization
+error against the learning rate (arXiv 2505.21423, section on diagonal linear networks).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.colors  # noqa: E402
+import matplotlib.legend_handler  # noqa: E402
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+from phasescope.analysis.diagonal_theory import (  # noqa: E402
+    generalization_error,
+    interpolator_sharpness,
+    min_l1_interpolator,
+    min_sharpness_interpolator,
+)
+from phasescope.errors import PhasescopeError  # noqa: E402
+
+STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 9,
+         "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.grid": True, "grid.alpha": 0.3}
+MARKERS = {"min_l1": ("*", "#d62728", r"min-$\ell_1$ interpolator"),
+           "min_sharpness": ("D", "#1f77b4", "min-sharpness interpolator")}
+
+
+def draw_theory_figure(X, y, beta_star, noise_std: float, gd_solutions: dict[float, np.ndarray] | None,
+                       out_stem: Path | str, parameterization: str = "ww") -> list[Path]:
+    """Draw the figure to ``out_stem.png`` (dpi 150) and ``out_stem.pdf``, 7 x 3 inches.
+
+    Args:
+        X, y: the training set (n, d), (n,) that every solution interpolates.
+        beta_star: (d,) the teacher; noise_std: the label noise of the test distribution.
+        gd_solutions: learning rate -> predictor beta (d,) where GD stopped, or None to draw the two
+            interpolators alone, with the segment between them (its convex combinations, which
+            interpolate too) in both panels.
+        parameterization: "ww", "uu-vv" or "uv"; sets the sharpness of a beta, that of its flattest
+            parameters (``interpolator_sharpness``): for uu-vv a lower bound on the sharpness of
+            the parameters a run holds, exact as the initialization scale goes to 0.
+
+    Returns:
+        The PNG and PDF paths.
+    """
+    X = np.asarray(X, dtype=np.float64)
+    interpolators = {"min_l1": min_l1_interpolator(X, y, nonnegative=parameterization == "ww"),
+                     "min_sharpness": min_sharpness_interpolator(X, y, parameterization)}
+    rates = np.array(sorted(gd_solutions)) if gd_solutions else np.array([])
+    if gd_solutions is not None and np.any(rates <= 0):
+        raise PhasescopeError(f"learning rates must be positive for a log colour scale, got {rates.min()}")
+
+    def place(beta) -> tuple[float, float, float]:
+        beta = np.asarray(beta, dtype=np.float64)
+        return (float(np.abs(beta).sum()), interpolator_sharpness(X, beta, parameterization),
+                generalization_error(beta, beta_star, noise_std))
+
+    with plt.rc_context(STYLE):
+        figure, (norm_axis, error_axis) = plt.subplots(1, 2, figsize=(7, 3), layout="constrained")
+        if len(rates):
+            points = np.array([place(gd_solutions[rate]) for rate in rates])  # (rates, 3)
+            colours = matplotlib.colors.LogNorm(vmin=rates.min(), vmax=max(rates.max(), rates.min() * 1.0001))
+            scatter = norm_axis.scatter(points[:, 1], points[:, 0], c=rates, norm=colours, cmap="viridis", s=18,
+                                        zorder=3)
+            handles, labels = [scatter], ["GD solutions"]
+            figure.colorbar(scatter, ax=error_axis, label=r"learning rate $\eta$")
+            error_axis.plot(rates, points[:, 2], color="0.5", lw=1, zorder=2)
+            error_axis.scatter(rates, points[:, 2], c=rates, norm=colours, cmap="viridis", s=18, zorder=3)
+            error_axis.set_xscale("log")
+            error_axis.set_xlabel(r"learning rate $\eta$")
+        else:
+            # Without GD runs, both panels follow the segment between the two interpolators.
+            weights = np.linspace(0.0, 1.0, 101)
+            segment = np.array([place((1 - w) * interpolators["min_l1"] + w * interpolators["min_sharpness"])
+                                for w in weights])  # (101, 3)
+            norm_axis.plot(segment[:, 1], segment[:, 0], color="0.3", lw=1.2, zorder=2)
+            handles = error_axis.plot(weights, segment[:, 2], color="0.3", lw=1.2)
+            labels = ["convex combinations of the two"]
+            error_axis.set_xlabel(r"weight on the min-sharpness interpolator")
+        for name, beta in interpolators.items():
+            marker, colour, label = MARKERS[name]
+            l1_norm, sharpness, error = place(beta)
+            point = norm_axis.scatter([sharpness], [l1_norm], marker=marker, s=90, color=colour, edgecolor="k",
+                                      lw=0.6, zorder=4)
+            level = error_axis.axhline(error, color=colour, ls="--", lw=1.2)
+            handles.append((point, level))  # one legend entry: the marker in (a), the level in (b)
+            labels.append(label)
+        norm_axis.set_xlabel(r"sharpness $\lambda_{\max}(\nabla^2 L)$ at the interpolator")
+        norm_axis.set_ylabel(r"$\|\beta\|_1$")
+        norm_axis.set_title(r"(a) norm versus sharpness", loc="left")
+        error_axis.set_ylabel(r"generalization error $\|\beta-\beta^*\|^2+\sigma^2$")
+        error_axis.set_title("(b) generalization", loc="left")
+        figure.legend(handles, labels, loc="outside lower center", ncol=len(handles), frameon=False,
+                      handler_map={tuple: matplotlib.legend_handler.HandlerTuple(ndivide=None)})
+        out_stem = Path(out_stem)
+        out_stem.parent.mkdir(parents=True, exist_ok=True)
+        paths = [out_stem.with_name(out_stem.name + ".png"), out_stem.with_name(out_stem.name + ".pdf")]
+        for path in paths:
+            figure.savefig(path, dpi=150)
+        plt.close(figure)
+    return paths
