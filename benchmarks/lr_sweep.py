@@ -42,7 +42,7 @@ def diagonal_config() -> SweepConfig:
         "seeds": [0], "device": "cpu",
         "data": {"name": "sparse_regression", "n_train": 100, "n_test": 1000, "dim": 1000, "sparsity": 10},
         "model": {"arch": "diagonal", "parameterization": "ww", "alpha": 0.1},
-        "lrs": {"min": 0.01, "max": 1.0, "num": 16}}, SweepConfig)
+        "lrs": {"min": 0.001, "max": 0.1, "num": 16}}, SweepConfig)
 
 
 def gd_loop(objective, params: dict, lrs: torch.Tensor, steps: int) -> dict:
@@ -81,8 +81,11 @@ def bench_core(name: str, config: SweepConfig, steps: int, repeats: int) -> list
     fast, loop, params, lrs = core_objectives(config)
     a = gd_loop(fast, dict(params), lrs, 20)
     b = gd_loop(loop, dict(params), lrs, 20)
-    worst = max(float((a[k] - b[k]).abs().max() / b[k].abs().max().clamp_min(1e-12)) for k in a)
-    assert worst < 1e-4, f"{name}: vectorized and sequential parameters differ by {worst:.2e}"
+    for k in a:  # members that blew up do so on both paths; the others agree to float tolerance
+        finite = torch.isfinite(b[k])
+        assert torch.equal(finite, torch.isfinite(a[k])), f"{name}: the two paths diverge differently"
+        worst = float((a[k] - b[k])[finite].abs().max() / b[k][finite].abs().max().clamp_min(1e-12))
+        assert worst < 1e-4, f"{name}: vectorized and sequential parameters differ by {worst:.2e}"
     vectorized = timed(lambda: gd_loop(fast, dict(params), lrs, steps), repeats)
     sequential = timed(lambda: gd_loop(loop, dict(params), lrs, steps), repeats)
     return [(name, f"GD loop, {steps} steps", sequential, vectorized)]
