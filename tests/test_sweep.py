@@ -164,3 +164,25 @@ def test_diagonal_closed_form_sweep_equals_the_autograd_reference(tmp_path, para
     finite = np.isfinite(slow.value.to_numpy())
     assert_close(torch.tensor(fast.value.to_numpy()[finite]), torch.tensor(slow.value.to_numpy()[finite]),
                  rtol=1e-4, atol=1e-6)
+
+
+def test_diagonal_sweep_report_draws_the_theory_figure(tmp_path):
+    from phasescope.report.study_a import sweep_report
+
+    config = validate_config({
+        "seeds": [0], "device": "cpu",
+        "data": {"name": "sparse_regression", "n_train": 8, "n_test": 100, "dim": 30, "sparsity": 3},
+        "model": {"arch": "diagonal", "parameterization": "ww", "alpha": 0.1},
+        "lrs": {"min": 0.05, "max": 0.5, "num": 4},
+        "train": {"max_steps": 3000, "loss_threshold": 1e-4, "record_every": 100, "sharpness_every": 500}},
+        SweepConfig)
+    run_sweep(config, tmp_path / "run")
+    report = sweep_report(RunDir.open(tmp_path / "run"))
+    assert (tmp_path / "run" / "report" / "diagonal_theory.png").read_bytes()[:4] == b"\x89PNG"
+    assert (tmp_path / "run" / "report" / "diagonal_theory.pdf").read_bytes()[:5] == b"%PDF-"
+    # below eta_c, GD from a small initialization ends at gradient flow's sharpness
+    flow_aligned = report.table[report.table.regime == "flow_aligned"]
+    assert len(flow_aligned) >= 1
+    s_gf = float(report.flow.s_gf.iloc[0])
+    assert flow_aligned.sharpness.iloc[0] == pytest.approx(s_gf, rel=0.02)  # the smallest rate
+    assert flow_aligned.sharpness.to_numpy() == pytest.approx(s_gf, rel=0.03)

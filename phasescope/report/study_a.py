@@ -64,8 +64,10 @@ def _theory_figure(run: RunDir, config, table: pd.DataFrame) -> list[Path]:
     parameterization = config.model.parameterization
     beta = {"ww": lambda: u * u, "uu-vv": lambda: u * u - v.double() ** 2, "uv": lambda: u * v.double()}[
         parameterization]()
+    # only members that reached epsilon are (near) interpolators, where the theory applies
     solutions = {m["lr"]: beta[i].numpy() for i, m in enumerate(members)
-                 if m["status"] != "diverged" and m["seed"] == config.seeds[0] and torch.isfinite(beta[i]).all()}
+                 if m["status"] == "reached_threshold" and m["seed"] == config.seeds[0]
+                 and torch.isfinite(beta[i]).all()}
     return draw_theory_figure(data.train_inputs.double().numpy(), data.train_targets.double().numpy().ravel(),
                               data.beta_star.double().numpy(), data.noise_std, solutions,
                               run.report_dir / "diagonal_theory", parameterization=parameterization)

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 import matplotlib
+import matplotlib.ticker
 
 matplotlib.use("Agg")
 import matplotlib.colors  # noqa: E402
@@ -72,6 +73,7 @@ def draw_theory_figure(X, y, beta_star, noise_std: float, gd_solutions: dict[flo
             error_axis.plot(rates, points[:, 2], color="0.5", lw=1, zorder=2)
             error_axis.scatter(rates, points[:, 2], c=rates, norm=colours, cmap="viridis", s=18, zorder=3)
             error_axis.set_xscale("log")
+            error_axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())  # minor labels collide
             error_axis.set_xlabel(r"learning rate $\eta$")
         else:
             # Without GD runs, both panels follow the segment between the two interpolators.
