@@ -195,6 +195,10 @@ def _kill_writers(server: subprocess.Popen, kind: str, run: RunDir, kills: int) 
 
 def test_killed_checkpoint_writer_never_leaves_incomplete_step_dir(run: RunDir, writer_server) -> None:
     left_temporaries = _kill_writers(writer_server, "checkpoints", run, kills=5)
+    kills = 5
+    while not left_temporaries and kills < 20:  # until a kill has landed mid-write (most do)
+        left_temporaries = _kill_writers(writer_server, "checkpoints", run, kills=1)
+        kills += 1
     checkpoints = run.list_checkpoints()
     assert len(checkpoints) >= 3
     assert [c.step for c in checkpoints] == list(range(len(checkpoints)))  # resumed where it stopped
@@ -206,7 +210,7 @@ def test_killed_checkpoint_writer_never_leaves_incomplete_step_dir(run: RunDir, 
         torch.testing.assert_close(loaded.model_state["weight"], base + info.step, rtol=0, atol=0)
         torch.testing.assert_close(loaded.train_state["momentum"], base - info.step, rtol=0, atol=0)
         assert (info.path / "tokenizer.json").read_bytes() == bytes(range(256)) * (1 << 14)
-    assert 1 <= len(left_temporaries) <= 5  # the kills landed mid-write, at most one temporary each
+    assert 1 <= len(left_temporaries) <= kills  # kills landed mid-write, at most one temporary each
     assert all(p.parent == run.checkpoints_dir and p.is_dir() for p in left_temporaries)
     assert set(remove_stale_temporaries(run.path)) == left_temporaries
     assert _temporaries(run.path) == set()
