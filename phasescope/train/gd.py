@@ -33,6 +33,7 @@ from phasescope.run import (
     save_checkpoint,
     validate_config,
 )
+from phasescope.train.functional import stacked_accuracy
 
 
 class GDConfig(StrictModel):
@@ -75,10 +76,7 @@ def initial_model(config: GDRunConfig, data: SupervisedData) -> nn.Module:
 
 def accuracy(outputs: Tensor, targets: Tensor) -> float:
     """Classification accuracy for one-hot or integer targets (NaN for regression)."""
-    if outputs.shape[-1] < 2:
-        return float("nan")
-    labels = targets.argmax(-1) if targets.ndim == outputs.ndim else targets
-    return float((outputs.argmax(-1) == labels).double().mean())
+    return float(stacked_accuracy(outputs.unsqueeze(0), targets)[0])
 
 
 @dataclass
