@@ -170,7 +170,7 @@ def test_diagonal_sweep_report_draws_the_theory_figure(tmp_path):
     from phasescope.report.study_a import sweep_report
 
     config = validate_config({
-        "seeds": [0], "device": "cpu",
+        "seeds": [0, 1], "device": "cpu",
         "data": {"name": "sparse_regression", "n_train": 8, "n_test": 100, "dim": 30, "sparsity": 3},
         "model": {"arch": "diagonal", "parameterization": "ww", "alpha": 0.1},
         "lrs": {"min": 0.05, "max": 0.5, "num": 4},
@@ -180,9 +180,11 @@ def test_diagonal_sweep_report_draws_the_theory_figure(tmp_path):
     report = sweep_report(RunDir.open(tmp_path / "run"))
     assert (tmp_path / "run" / "report" / "diagonal_theory.png").read_bytes()[:4] == b"\x89PNG"
     assert (tmp_path / "run" / "report" / "diagonal_theory.pdf").read_bytes()[:5] == b"%PDF-"
+    assert sorted(report.flow.seed) == [0, 1]  # gradient flow from every seed's theta_0
+    assert len(report.table) == 8
     # below eta_c, GD from a small initialization ends at gradient flow's sharpness
-    flow_aligned = report.table[report.table.regime == "flow_aligned"]
+    flow_aligned = report.table[(report.table.regime == "flow_aligned") & (report.table.seed == 0)]
     assert len(flow_aligned) >= 1
-    s_gf = float(report.flow.s_gf.iloc[0])
+    s_gf = float(report.flow[report.flow.seed == 0].s_gf.iloc[0])
     assert flow_aligned.sharpness.iloc[0] == pytest.approx(s_gf, rel=0.02)  # the smallest rate
     assert flow_aligned.sharpness.to_numpy() == pytest.approx(s_gf, rel=0.03)

@@ -134,7 +134,7 @@ def run_sweep(config: SweepConfig, run_path: Path | str,
 
     Args:
         on_progress: called as ``on_progress(phase, advance, info)`` (progress bars); phase is
-            "flow" or "sweep".
+            "flow" (a flow step), "sweep" (a GD step) or "member" (a member stopped).
     """
     device = resolve_device(config.device)
     data = load_supervised_data(config.data, config.loss).to(device)
@@ -143,10 +143,10 @@ def run_sweep(config: SweepConfig, run_path: Path | str,
     check_model_fits_data(next(iter(seeds_models.values())), data, loss_fn)
     run = RunDir.create(run_path, dump_config(config), exist_ok=False)
     store = MetricStore(run)
-    if config.flow.enabled:
-        for seed, model in seeds_models.items():
-            rows = flow_rows(model, loss_fn, data, config, seed, on_progress)
-            store.write_shard(0, "gradient_flow", config.flow, rows)
+    if config.flow.enabled:  # one shard for every seed's flow
+        rows = [row for seed, model in seeds_models.items()
+                for row in flow_rows(model, loss_fn, data, config, seed, on_progress)]
+        store.write_shard(0, "gradient_flow", config.flow, rows)
     return _train_members(config, run, store, data, loss_fn, seeds_models, on_progress)
 
 
