@@ -184,55 +184,48 @@ class HessianOperator(LinearOperator):
         gradient = grad(self._batch_loss)
         return jvp(lambda p: gradient(p, inputs, targets), (self.params,), (tangent,))[1]
 
-    def _hvp_double_backward(self, tangent: dict[str, Tensor], inputs: Tensor, targets: Tensor
-                             ) -> dict[str, Tensor]:
-        leaves = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
+    def _gradient_graph(self, inputs: Tensor, targets: Tensor) -> tuple[list[Tensor], tuple[Tensor, ...]]:
+        """Leaf parameters and the batch gradient with its autograd graph (``create_graph=True``)."""
+        leaves = [p.detach().requires_grad_(True) for p in self.params.values()]
         with torch.enable_grad():
-            loss = self._batch_loss(leaves, inputs, targets)
-            grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
-            dot = sum((g * tangent[name]).sum() for g, name in zip(grads, leaves))
-            hvps = torch.autograd.grad(dot, list(leaves.values()), allow_unused=True)
-        return {name: torch.zeros_like(p) if h is None else h
-                for (name, p), h in zip(leaves.items(), hvps)}
+            loss = self._batch_loss(dict(zip(self.names, leaves)), inputs, targets)
+            grads = torch.autograd.grad(loss, leaves, create_graph=True)
+        return leaves, grads
 
-    def _hvp_graph(self, tangent: dict[str, Tensor], index: int) -> dict[str, Tensor]:
-        if len(self._graphs) <= index:
-            inputs, targets = self.batches[index]
-            leaves = {name: p.detach().requires_grad_(True) for name, p in self.params.items()}
-            with torch.enable_grad():
-                loss = self._batch_loss(leaves, inputs, targets)
-                grads = torch.autograd.grad(loss, list(leaves.values()), create_graph=True)
-            self._graphs.append((list(leaves.values()), grads))
-        leaves, grads = self._graphs[index]
+    def _backward_through(self, leaves: list[Tensor], grads: tuple[Tensor, ...], tangent: dict[str, Tensor],
+                          keep_graph: bool) -> dict[str, Tensor]:
+        """Hv as the vector-Jacobian product of the gradient with the tangent."""
         connected = [(g, tangent[name]) for g, name in zip(grads, self.names) if g.requires_grad]
         if not connected:  # the gradient does not depend on the parameters: a zero Hessian
             return {name: torch.zeros_like(leaf) for name, leaf in zip(self.names, leaves)}
         hvps = torch.autograd.grad([g for g, _ in connected], leaves, grad_outputs=[t for _, t in connected],
-                                   retain_graph=True, allow_unused=True)
+                                   retain_graph=keep_graph, allow_unused=True)
         return {name: torch.zeros_like(leaf) if h is None else h for name, leaf, h in zip(self.names, leaves, hvps)}
 
-    def _batch_hvp(self, tangent: dict[str, Tensor], inputs: Tensor, targets: Tensor) -> dict[str, Tensor]:
+    def _batch_hvp(self, tangent: dict[str, Tensor], index: int) -> dict[str, Tensor]:
+        inputs, targets = self.batches[index]
+        if self.method == "graph":  # built on the first product, then reused
+            if len(self._graphs) <= index:
+                self._graphs.append(self._gradient_graph(inputs, targets))
+            return self._backward_through(*self._graphs[index], tangent, keep_graph=True)
         if self.method == "double_backward":
-            return self._hvp_double_backward(tangent, inputs, targets)
+            return self._backward_through(*self._gradient_graph(inputs, targets), tangent, keep_graph=False)
         if self.method == "func":
             return self._hvp_func(tangent, inputs, targets)
-        try:  # "auto": decide once, on the first product
+        try:  # "auto" over several chunks: decide once, on the first product
             result = self._hvp_func(tangent, inputs, targets)
             self.method = "func"
         except (RuntimeError, NotImplementedError):
-            result = self._hvp_double_backward(tangent, inputs, targets)
             self.method = "double_backward"
+            result = self._batch_hvp(tangent, index)
         return result
 
     def _matvec(self, vector: Tensor) -> Tensor:
         tangent = self.unflatten(vector)
         total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
         with _eval_mode(self.model):
-            for index, (weight, (inputs, targets)) in enumerate(zip(self.weights, self.batches)):
-                if self.method == "graph":
-                    total += weight * self.flatten(self._hvp_graph(tangent, index))
-                else:
-                    total += weight * self.flatten(self._batch_hvp(tangent, inputs, targets))
+            for index, weight in enumerate(self.weights):
+                total += weight * self.flatten(self._batch_hvp(tangent, index))
         return total
 
     def dense(self) -> Tensor:
