@@ -68,10 +68,22 @@ def load_data(config: GDRunConfig) -> SupervisedData:
     return load_supervised_data(config.data, config.loss)
 
 
+def seeded_model(model_config: ModelConfig, seed: int, data: SupervisedData) -> nn.Module:
+    """theta_0 of ``seed``: the same for every learning rate, and checked to fit the data."""
+    torch.manual_seed(seed)
+    model = build_model(model_config, data.input_shape, data.num_outputs)
+    try:  # one forward pass on two examples, so that a shape mismatch is reported before training
+        with torch.no_grad():
+            model(data.train_inputs[:2].cpu())
+    except (RuntimeError, ValueError, IndexError) as error:
+        raise PhasescopeError(f"the model does not fit the data (inputs {tuple(data.input_shape)}, "
+                              f"{data.num_outputs} outputs): {str(error).splitlines()[0]}") from None
+    return model
+
+
 def initial_model(config: GDRunConfig, data: SupervisedData) -> nn.Module:
-    """theta_0: the same for every learning rate with the same seed."""
-    torch.manual_seed(config.seed)
-    return build_model(config.model, data.input_shape, data.num_outputs)
+    """theta_0 of the run's seed."""
+    return seeded_model(config.model, config.seed, data)
 
 
 def accuracy(outputs: Tensor, targets: Tensor) -> float:

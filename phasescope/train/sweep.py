@@ -22,8 +22,7 @@ from torch import Tensor, nn
 from phasescope.curvature import SharpnessResult, sharpness
 from phasescope.data import DataConfig, SupervisedData, load_supervised_data
 from phasescope.device import DeviceName, resolve_device
-from phasescope.errors import PhasescopeError
-from phasescope.models import ModelConfig, build_model, model_checkpoint_config
+from phasescope.models import ModelConfig, model_checkpoint_config
 from phasescope.models.losses import get_loss
 from phasescope.run import MetricStore, RunDir, StrictModel, dump_config, save_checkpoint
 from phasescope.train.flow import GradientFlowConfig, gradient_flow
@@ -35,6 +34,7 @@ from phasescope.train.functional import (
     stacked_accuracy,
     stacked_norms,
 )
+from phasescope.train.gd import seeded_model
 
 
 class LearningRateGrid(StrictModel):
@@ -111,21 +111,7 @@ class MemberOutcome:
 
 def initial_models(config: SweepConfig, data: SupervisedData, device: torch.device) -> dict[int, nn.Module]:
     """theta_0 of each seed: the same for every learning rate."""
-    models = {}
-    for seed in config.seeds:
-        torch.manual_seed(seed)
-        models[seed] = build_model(config.model, data.input_shape, data.num_outputs).to(device)
-    return models
-
-
-def check_model_fits_data(model: nn.Module, data: SupervisedData, loss_fn) -> None:
-    """One forward pass on two examples, so that a shape mismatch is reported before training."""
-    try:
-        with torch.no_grad():
-            loss_fn(model(data.train_inputs[:2]), data.train_targets[:2])
-    except (RuntimeError, ValueError, IndexError) as error:
-        raise PhasescopeError(f"the model does not fit the data (inputs {tuple(data.input_shape)}, "
-                              f"{data.num_outputs} outputs): {str(error).splitlines()[0]}") from None
+    return {seed: seeded_model(config.model, seed, data).to(device) for seed in config.seeds}
 
 
 def run_sweep(config: SweepConfig, run_path: Path | str,
@@ -140,7 +126,6 @@ def run_sweep(config: SweepConfig, run_path: Path | str,
     data = load_supervised_data(config.data, config.loss).to(device)
     loss_fn = get_loss(config.loss)
     seeds_models = initial_models(config, data, device)
-    check_model_fits_data(next(iter(seeds_models.values())), data, loss_fn)
     run = RunDir.create(run_path, dump_config(config), exist_ok=False)
     store = MetricStore(run)
     if config.flow.enabled:  # one shard for every seed's flow
