@@ -59,8 +59,10 @@ def test_above_eta_c_final_sharpness_tracks_two_over_eta(digits_sweep):
 
 
 def test_vectorized_and_sequential_sweeps_agree(tmp_path):
+    # 100 steps: at lr 0.2 the run enters the edge of stability, whose chaotic dynamics amplify the
+    # rounding differences of batched and plain matmuls past any tolerance after ~130 steps.
     overrides = {"data": {"train_size": 100}, "model": {"width": 16}, "lrs": {"values": [0.05, 0.2, 0.8, 50.0]},
-                 "train": {"max_steps": 150, "record_every": 10, "sharpness_every": 50, "checkpoint_every": 100},
+                 "train": {"max_steps": 100, "record_every": 10, "sharpness_every": 50, "checkpoint_every": 50},
                  "flow": {"enabled": False}}
     tables = {}
     for vectorized in (True, False):
