@@ -1,5 +1,6 @@
 """Models: MLP, CNN, ResNet, ViT and diagonal linear networks, built from typed configs."""
 
+from phasescope.models.adapters import ModelAdapter, get_adapter, parameter_groups
 from phasescope.models.cnn import CNN
 from phasescope.models.diagonal import DiagonalLinearNetwork
 from phasescope.models.mlp import MLP
@@ -20,4 +21,5 @@ from phasescope.models.vit import ViT
 
 __all__ = ["CNN", "CNNConfig", "DiagonalConfig", "DiagonalLinearNetwork", "MLP", "MLPConfig", "ModelConfig",
            "Parameterization", "ResNet", "ResNetConfig", "ScaledConv2d", "ScaledLayerNorm", "ScaledLinear", "ViT",
-           "ViTConfig", "build_model", "model_checkpoint_config", "model_from_checkpoint_config"]
+           "ViTConfig", "build_model", "model_checkpoint_config", "model_from_checkpoint_config",
+           "ModelAdapter", "get_adapter", "parameter_groups"]
