@@ -1,0 +1,268 @@
+"""Ablations of a causal LM, done in place and undone exactly: layer swaps between checkpoints,
+scaling a parameter group, zeroing one attention head.
+
+The reference ("Copy First, Translate Later", arXiv 2604.17633) dates when the translation
+mechanisms form by placing the middle layers of one checkpoint into another and by scaling
+parameter groups, and scores each edited model on word-level translation (WLT) and copying. Every
+edit here is a context manager that touches only the parameters it edits, keeps a copy of just
+those, and puts them back bit for bit on exit: no deep copy of the model.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from contextlib import contextmanager
+from pathlib import Path
+
+import torch
+from torch import Tensor, nn
+
+from phasescope.errors import PhasescopeError
+
+Edit = Callable[[Tensor], None]  # edits a parameter in place (under no_grad)
+
+
+# --- reading another checkpoint's weights lazily --------------------------------------------------
+class CheckpointWeights(Mapping[str, Tensor]):
+    """A checkpoint's weights by the model's parameter names, read one tensor at a time.
+
+    Backed by the checkpoint's safetensors files (``series.weight_files(cp)``) opened with
+    ``safetensors.safe_open``: only the tensors asked for are read, so a donor checkpoint costs the
+    memory of the layers taken from it. Names are the model's ``named_parameters()`` names; a file
+    key saved under another name (transformers' checkpoint renamings, e.g. GPT-NeoX's
+    ``embed_out`` for ``lm_head``) is found through the model's conversion mapping.
+
+    Args:
+        files: the checkpoint's ``*.safetensors`` weight files.
+        model: a model of the same architecture (for the parameter names and dtypes).
+        device: where tensors are returned (default: the CPU).
+    """
+
+    def __init__(self, files: Iterable[Path | str], model: nn.Module | None = None,
+                 device: torch.device | str = "cpu") -> None:
+        from safetensors import safe_open
+
+        self.files = [Path(f) for f in files]
+        if not self.files:
+            raise PhasescopeError("no safetensors weight files given")
+        self.device = torch.device(device)
+        self._handles = {}
+        self._key_file: dict[str, Path] = {}
+        for file in self.files:
+            try:
+                handle = safe_open(str(file), framework="pt", device="cpu")
+            except Exception as error:  # safetensors raises its own error types for corrupt headers
+                raise PhasescopeError(f"{file}: cannot read safetensors weights ({error})") from None
+            self._handles[file] = handle
+            self._key_file.update({key: file for key in handle.keys()})
+        self._names = _file_key_by_parameter_name(list(self._key_file), model)
+
+    def __getitem__(self, name: str) -> Tensor:
+        key = self._names.get(name)
+        if key is None:
+            raise KeyError(name)
+        return self._handles[self._key_file[key]].get_tensor(key).to(self.device)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._names)
+
+    def __len__(self) -> int:
+        return len(self._names)
+
+    def read(self, name: str, like: Tensor) -> Tensor:
+        """The tensor ``name`` with the dtype and device of ``like``; a one-line error if absent or misshapen."""
+        if name not in self._names:
+            raise PhasescopeError(f"the checkpoint {self.files[0].parent} has no weight for parameter {name!r}")
+        tensor = self[name]
+        if tensor.shape != like.shape:
+            raise PhasescopeError(f"weight {name!r} of {self.files[0].parent} has shape {tuple(tensor.shape)}, "
+                                  f"the model expects {tuple(like.shape)} (a different architecture?)")
+        return tensor.to(device=like.device, dtype=like.dtype)
+
+
+def _file_key_by_parameter_name(keys: list[str], model: nn.Module | None) -> dict[str, str]:
+    """Parameter name -> file key: identity, then transformers' renamings, then the base-model prefix."""
+    mapping = {key: key for key in keys}
+    if model is None:
+        return mapping
+    renamings = _weight_renamings(model)
+    prefix = getattr(model, "base_model_prefix", "") or ""
+    for key in keys:
+        renamed = key
+        for pattern, replacement in renamings:
+            renamed = pattern.sub(replacement, renamed)
+        mapping.setdefault(renamed, key)
+        if prefix:  # a base-model checkpoint read into a ...ForCausalLM, or the opposite
+            mapping.setdefault(f"{prefix}.{renamed}", key)
+            mapping.setdefault(renamed.removeprefix(prefix + "."), key)
+    return mapping
+
+
+def _weight_renamings(model: nn.Module) -> list[tuple[re.Pattern, str]]:
+    try:
+        from transformers.conversion_mapping import get_model_conversion_mapping
+        from transformers.core_model_loading import WeightRenaming
+    except ImportError:  # another transformers version: identity names only
+        return []
+    try:
+        transforms = get_model_conversion_mapping(model)
+    except Exception:  # not a PreTrainedModel
+        return []
+    return [(re.compile(t.source_patterns[0]), t.target_patterns[0]) for t in transforms
+            if type(t) is WeightRenaming and len(t.source_patterns) == 1]
+
+
+# --- in-place edits, undone exactly --------------------------------------------------------------
+def named_parameters_with_aliases(model: nn.Module) -> dict[str, nn.Parameter]:
+    """Every parameter by every name it has (a tied unembedding under both of its names)."""
+    return dict(model.named_parameters(remove_duplicate=False))
+
+
+@contextmanager
+def edited_parameters(model: nn.Module, edits: Mapping[str, Edit]):
+    """Apply ``edits[name](parameter)`` in place inside the block; restore the originals bit for bit after.
+
+    Only the edited parameters are copied (on their device). Tied parameters are one tensor: the
+    edit of either name edits both, and it is applied once.
+    """
+    parameters = named_parameters_with_aliases(model)
+    unknown = [name for name in edits if name not in parameters]
+    if unknown:
+        raise PhasescopeError(f"the model has no parameter {unknown[0]!r} (it has e.g. "
+                              f"{', '.join(list(parameters)[:4])})")
+    saved: dict[int, tuple[nn.Parameter, Tensor]] = {}
+    try:
+        with torch.no_grad():
+            for name, edit in edits.items():
+                parameter = parameters[name]
+                if id(parameter) in saved:
+                    continue
+                saved[id(parameter)] = (parameter, parameter.detach().clone())
+                edit(parameter)
+        yield model
+    finally:
+        with torch.no_grad():
+            for parameter, original in saved.values():
+                parameter.copy_(original)
+
+
+@contextmanager
+def swapped_parameters(model: nn.Module, donor: Mapping[str, Tensor], names: Iterable[str]):
+    """The parameters ``names`` taken from ``donor`` (another checkpoint's weights) inside the block."""
+    def take(name: str) -> Edit:
+        def edit(parameter: Tensor) -> None:
+            source = donor.read(name, parameter) if isinstance(donor, CheckpointWeights) else donor[name]
+            if source.shape != parameter.shape:
+                raise PhasescopeError(f"donor weight {name!r} has shape {tuple(source.shape)}, "
+                                      f"the model {tuple(parameter.shape)}")
+            parameter.copy_(source)
+        return edit
+    with edited_parameters(model, {name: take(name) for name in names}) as edited:
+        yield edited
+
+
+@contextmanager
+def scaled_parameters(model: nn.Module, names: Iterable[str], factor: float):
+    """The parameters ``names`` multiplied by ``factor`` inside the block."""
+    def scale(parameter: Tensor) -> None:
+        parameter.mul_(factor)
+    with edited_parameters(model, {name: scale for name in names}) as edited:
+        yield edited
+
+
+@contextmanager
+def zeroed_input_slice(model: nn.Module, weight_name: str, start: int, stop: int, input_dim: int):
+    """Columns ``start:stop`` of the input dimension of a projection weight set to zero inside the block.
+
+    For an attention output projection whose input is the concatenation of the heads' outputs,
+    zeroing head ``h``'s slice removes exactly that head's contribution to the residual stream.
+    ``input_dim`` is 1 for ``nn.Linear`` (out, in) and 0 for GPT-2's ``Conv1D`` (in, out).
+    """
+    def zero(parameter: Tensor) -> None:
+        if not 0 <= start < stop <= parameter.shape[input_dim]:
+            raise PhasescopeError(f"input slice {start}:{stop} is outside {weight_name!r}'s input size "
+                                  f"{parameter.shape[input_dim]}")
+        parameter.narrow(input_dim, start, stop - start).zero_()
+    with edited_parameters(model, {weight_name: zero}) as edited:
+        yield edited
+
+
+# --- the edits the reference uses, by architecture-neutral names --------------------------------
+LAYER_RANGE = re.compile(r"^layers\.(\d+)(?:-(\d+))?(?:\.(attention|mlp|norms))?$")
+
+
+def parse_layer_range(text: str, num_layers: int) -> tuple[int, int]:
+    """``"I-J"`` or ``"I"`` (inclusive, 0-based) as (first, last), checked against the model's layers."""
+    match = re.fullmatch(r"\s*(\d+)\s*(?:-\s*(\d+)\s*)?", text)
+    if not match:
+        raise PhasescopeError(f"layer range {text!r}: expected I or I-J (0-based, inclusive)")
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) is not None else first
+    check_layer_range(first, last, num_layers)
+    return first, last
+
+
+def check_layer_range(first: int, last: int, num_layers: int) -> None:
+    """One-line error unless ``0 <= first <= last < num_layers``."""
+    if not 0 <= first <= last < num_layers:
+        raise PhasescopeError(f"layers {first}-{last} out of range: the model has {num_layers} layers, "
+                              f"valid indices 0..{num_layers - 1} (first <= last)")
+
+
+def group_parameter_names(model: nn.Module, spec: str) -> list[str]:
+    """Parameter names of a group given by name.
+
+    ``spec`` is a group of :func:`~phasescope.models.adapters.parameter_groups` (``embedding``,
+    ``layers.3.mlp``, ``final_norm``, ``unembedding``), a whole block or range of blocks
+    (``layers.3``, ``layers.2-5``), or one kind of sub-group over a range (``layers.2-5.attention``).
+    """
+    from phasescope.models.adapters import get_adapter
+
+    adapter = get_adapter(model)
+    groups = adapter.parameter_groups()
+    if spec in groups:
+        return list(groups[spec])
+    match = LAYER_RANGE.match(spec)
+    if not match:
+        raise PhasescopeError(f"unknown parameter group {spec!r}; expected one of {', '.join(list(groups)[:3])}, ..., "
+                              "layers.I, layers.I-J or layers.I-J.attention|mlp|norms")
+    first = int(match.group(1))
+    last = int(match.group(2)) if match.group(2) is not None else first
+    check_layer_range(first, last, adapter.num_layers)
+    kinds = [match.group(3)] if match.group(3) else ["attention", "mlp", "norms"]
+    return [name for layer in range(first, last + 1) for kind in kinds
+            for name in groups.get(f"layers.{layer}.{kind}", [])]
+
+
+@contextmanager
+def swapped_layers(model: nn.Module, donor: Mapping[str, Tensor], first: int, last: int):
+    """Blocks ``first..last`` (inclusive) of ``model`` replaced by the donor checkpoint's inside the block."""
+    with swapped_parameters(model, donor, group_parameter_names(model, f"layers.{first}-{last}")) as edited:
+        yield edited
+
+
+@contextmanager
+def scaled_group(model: nn.Module, spec: str, factor: float):
+    """The parameters of group ``spec`` (see :func:`group_parameter_names`) times ``factor`` inside the block."""
+    with scaled_parameters(model, group_parameter_names(model, spec), factor) as edited:
+        yield edited
+
+
+@contextmanager
+def zeroed_head(model: nn.Module, layer: int, head: int):
+    """Attention head ``head`` of block ``layer`` ablated inside the block: its slice of the input of the
+    attention output projection is zeroed, so the head adds nothing to the residual stream while every
+    other head's contribution and everything before that projection stay as they were."""
+    from phasescope.models.adapters import get_adapter
+
+    adapter = get_adapter(model)
+    check_layer_range(layer, layer, adapter.num_layers)
+    if not 0 <= head < adapter.num_heads:
+        raise PhasescopeError(f"head {head} out of range: the model has {adapter.num_heads} heads per layer, "
+                              f"valid indices 0..{adapter.num_heads - 1}")
+    weight_name = f"{adapter.layer_path(layer)}.{adapter.spec.attention_output}.weight"
+    input_dim = 0 if adapter.spec.transposed_output else 1
+    size = adapter.head_dim
+    with zeroed_input_slice(model, weight_name, head * size, (head + 1) * size, input_dim) as edited:
+        yield edited

@@ -1,0 +1,162 @@
+"""Curvature of a causal LM's loss at a checkpoint: sharpness and Adam-preconditioned sharpness.
+
+The top Hessian eigenvalue of the next-token loss on a fixed held-out batch (Lanczos on exact
+Hessian-vector products, :mod:`phasescope.curvature`), and the top eigenvalue of
+``P^{-1/2} H P^{-1/2}`` with AdamW's preconditioner ``P = sqrt(v_hat) + eps`` read from the
+optimizer state saved with the checkpoint (Cohen et al., "Adaptive Gradient Methods at the Edge of
+Stability", 2022), compared with Adam's threshold ``(2 + 2 beta1) / ((1 - beta1) lr)``. Each
+checkpoint's solve is warm-started from the previous checkpoint's top eigenvector.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from phasescope.curvature import (
+    PreconditionedSharpness,
+    SharpnessResult,
+    adam_preconditioner_from_state,
+    preconditioned_sharpness,
+    sharpness,
+)
+from phasescope.errors import PhasescopeError
+
+IGNORE_INDEX = -100  # label of padded positions, as in transformers
+
+
+class LogitsModule(nn.Module):
+    """A Hugging Face causal LM as a module ``input_ids -> logits`` (batch, seq, vocab), the form the
+    curvature engine calls (``model(inputs)``). Its parameter names are the LM's with ``lm.`` in front."""
+
+    prefix = "lm."
+
+    def __init__(self, lm: nn.Module) -> None:
+        super().__init__()
+        self.lm = lm
+
+    def forward(self, input_ids: Tensor) -> Tensor:
+        return self.lm(input_ids=input_ids).logits
+
+
+def shifted_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
+    """Mean next-token cross-entropy: position i predicts ``labels[:, i + 1]``; ``-100`` labels are skipped.
+
+    Args:
+        logits: (batch, seq, vocab).
+        labels: (batch, seq) token ids, ``-100`` where nothing is predicted (padding).
+    """
+    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
+
+
+def wrapped_parameter_names(names: Sequence[str] | None) -> list[str] | None:
+    """The LM's parameter names (or module prefixes) as :class:`LogitsModule` names them."""
+    return None if names is None else [LogitsModule.prefix + name for name in names]
+
+
+@dataclass
+class SavedAdamState:
+    """AdamW's second moments and hyper-parameters as saved with a checkpoint."""
+
+    exp_avg_sq: dict[str, Tensor]  # per parameter name
+    steps: dict[str, int]  # optimizer steps taken per parameter
+    beta1: float
+    beta2: float
+    eps: float
+    lr: float  # the learning rate of the last step (after the scheduler)
+
+    def preconditioner(self) -> dict[str, Tensor]:
+        """``P = sqrt(v / (1 - beta2^t)) + eps`` per parameter name."""
+        return adam_preconditioner_from_state(self.exp_avg_sq, self.steps, self.beta2, self.eps)
+
+
+def read_adam_state(state_file: Path, meta: dict, names: Sequence[str]) -> SavedAdamState:
+    """AdamW's ``exp_avg_sq`` and ``step`` of the parameters ``names`` from a checkpoint's
+    ``state.safetensors``, with betas, eps and lr from its ``state.json``.
+
+    The LM trainer stores ``optimizer.<parameter name>.{step,exp_avg,exp_avg_sq}`` tensors and the
+    param groups (betas, eps, lr after the scheduler's last step) in ``optimizer_param_groups``.
+    """
+    from safetensors import safe_open
+
+    groups = meta.get("optimizer_param_groups") or []
+    if not groups or "betas" not in groups[0] or "eps" not in groups[0]:
+        raise PhasescopeError(f"{state_file.parent}/state.json: no AdamW param groups (betas, eps) recorded")
+    hyper = {(tuple(g["betas"]), g["eps"]) for g in groups}
+    if len(hyper) > 1:
+        raise PhasescopeError(f"{state_file.parent}: param groups with different betas or eps are not supported")
+    (beta1, beta2), eps = next(iter(hyper))
+    lr = meta.get("lr", groups[0].get("lr"))
+    if lr is None:
+        raise PhasescopeError(f"{state_file.parent}/state.json: no learning rate recorded")
+    exp_avg_sq, steps = {}, {}
+    with safe_open(str(state_file), framework="pt", device="cpu") as handle:
+        keys = set(handle.keys())
+        for name in names:
+            key = f"optimizer.{name}.exp_avg_sq"
+            if key not in keys:
+                raise PhasescopeError(f"{state_file}: no AdamW state {key!r} (expected exp_avg_sq for every "
+                                      "parameter measured)")
+            exp_avg_sq[name] = handle.get_tensor(key)
+            step_key = f"optimizer.{name}.step"
+            steps[name] = int(handle.get_tensor(step_key).item()) if step_key in keys else int(meta.get("step", 0))
+    return SavedAdamState(exp_avg_sq, steps, float(beta1), float(beta2), float(eps), float(lr))
+
+
+@contextmanager
+def _differentiable_twice():
+    """Attention through the math kernel: torch's fused SDPA kernels have no double backward."""
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+
+    with sdpa_kernel(SDPBackend.MATH):
+        yield
+
+
+def _labels(input_ids: Tensor, labels: Tensor | None) -> Tensor:
+    if input_ids.ndim != 2 or input_ids.shape[1] < 2:
+        raise PhasescopeError(f"expected token ids (rows, seq_len >= 2), got shape {tuple(input_ids.shape)}")
+    if labels is not None and labels.shape != input_ids.shape:
+        raise PhasescopeError(f"labels have shape {tuple(labels.shape)}, the token ids {tuple(input_ids.shape)}")
+    return input_ids if labels is None else labels
+
+
+def lm_sharpness(model: nn.Module, input_ids: Tensor, labels: Tensor | None = None, *,
+                 params: Sequence[str] | None = None, k: int = 1, tol: float = 1e-4,
+                 v0: Tensor | SharpnessResult | None = None, chunk_size: int | None = None,
+                 max_iter: int | None = None) -> SharpnessResult:
+    """The top-k Hessian eigenvalues of a causal LM's mean next-token loss on a fixed batch.
+
+    Args:
+        model: a Hugging Face causal LM.
+        input_ids: (rows, seq_len) token ids.
+        labels: (rows, seq_len) ids to predict, ``-100`` where nothing is (default: ``input_ids``).
+        params: the LM's parameter names or module prefixes to restrict to (default: all).
+        v0: warm start (the previous checkpoint's result or its top eigenvector).
+        chunk_size: rows per Hessian-vector product chunk (memory only).
+    """
+    data = (input_ids, _labels(input_ids, labels))
+    with _differentiable_twice():
+        return sharpness(LogitsModule(model), shifted_cross_entropy, data, k=k, tol=tol, v0=v0,
+                         params=wrapped_parameter_names(params), chunk_size=chunk_size, max_iter=max_iter)
+
+
+def lm_preconditioned_sharpness(model: nn.Module, input_ids: Tensor, labels: Tensor | None = None, *,
+                                preconditioner: Mapping[str, Tensor], lr: float, beta1: float = 0.9,
+                                params: Sequence[str] | None = None, tol: float = 1e-4,
+                                v0: Tensor | SharpnessResult | None = None, chunk_size: int | None = None,
+                                max_iter: int | None = None) -> PreconditionedSharpness:
+    """The largest eigenvalue of ``P^{-1/2} H P^{-1/2}`` (Cohen et al. 2022) of the same loss, with Adam's
+    diagonal ``P`` per LM parameter name (:meth:`SavedAdamState.preconditioner`), beside the
+    thresholds ``38 / lr`` (for beta1 = 0.9) and ``2 / lr``."""
+    data = (input_ids, _labels(input_ids, labels))
+    wrapped = {LogitsModule.prefix + name: value.to(next(model.parameters()).device)
+               for name, value in preconditioner.items()}
+    with _differentiable_twice():
+        return preconditioned_sharpness(LogitsModule(model), shifted_cross_entropy, data, wrapped, lr=lr,
+                                        beta1=beta1, tol=tol, v0=v0, params=wrapped_parameter_names(params),
+                                        chunk_size=chunk_size, max_iter=max_iter)

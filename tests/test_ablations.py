@@ -1,0 +1,140 @@
+"""Ablations: in-place edits that do exactly what they say and are undone bit for bit."""
+
+import pytest
+import torch
+
+from phasescope.errors import PhasescopeError
+from phasescope.measures.ablations import (
+    CheckpointWeights,
+    group_parameter_names,
+    scaled_group,
+    swapped_layers,
+    swapped_parameters,
+    zeroed_head,
+)
+from phasescope.models.adapters import get_adapter, parameter_groups
+from tests.lm_fixtures import tiny_gpt2, tiny_llama, tiny_neox
+
+VOCAB = 97
+FACTORIES = {"llama": tiny_llama, "gpt2": tiny_gpt2, "gpt_neox": tiny_neox}
+
+
+def _ids(seed: int = 0) -> torch.Tensor:
+    return torch.randint(0, VOCAB, (3, 11), generator=torch.Generator().manual_seed(seed))
+
+
+def _logits(model, ids):
+    with torch.no_grad():
+        return model(ids).logits
+
+
+def _saved(model, path):
+    model.save_pretrained(path)
+    return CheckpointWeights(sorted(path.glob("*.safetensors")), model)
+
+
+@pytest.mark.parametrize("family", list(FACTORIES))
+def test_swapping_everything_from_a_reproduces_a_exactly_and_is_undone(family, tmp_path):
+    a, b = FACTORIES[family](VOCAB, seed=0, layers=3), FACTORIES[family](VOCAB, seed=1, layers=3)
+    donor = _saved(a, tmp_path / "a")  # lazily read from safetensors, names mapped (GPT-NeoX: embed_out)
+    ids = _ids()
+    logits_a, logits_b = _logits(a, ids), _logits(b, ids)
+    everything = [name for names in parameter_groups(b).values() for name in names]
+    with swapped_parameters(b, donor, everything):
+        assert torch.equal(_logits(b, ids), logits_a)
+    assert torch.equal(_logits(b, ids), logits_b)
+    with swapped_layers(b, donor, 0, 2):  # every block but not the embeddings and head: neither model
+        mixed = _logits(b, ids)
+        assert not torch.allclose(mixed, logits_a) and not torch.allclose(mixed, logits_b)
+    assert torch.equal(_logits(b, ids), logits_b)
+
+
+def test_a_layer_swap_changes_only_the_swapped_blocks(tmp_path):
+    a, b = tiny_llama(VOCAB, seed=0, layers=4), tiny_llama(VOCAB, seed=1, layers=4)
+    donor = _saved(a, tmp_path / "a")
+    before = {name: p.clone() for name, p in b.named_parameters()}
+    with swapped_layers(b, donor, 1, 2):
+        for name, parameter in b.named_parameters():
+            inside = name.startswith(("model.layers.1.", "model.layers.2."))
+            expected = dict(a.named_parameters())[name] if inside else before[name]
+            assert torch.equal(parameter, expected), name
+    assert all(torch.equal(p, before[name]) for name, p in b.named_parameters())
+
+
+def test_scaling_by_one_changes_nothing_and_other_factors_are_undone():
+    model = tiny_llama(VOCAB, seed=2, layers=3)
+    ids = _ids(1)
+    reference = _logits(model, ids)
+    with scaled_group(model, "layers.0-2", 1.0):
+        assert torch.equal(_logits(model, ids), reference)
+    with scaled_group(model, "layers.1.mlp", 0.5):
+        names = group_parameter_names(model, "layers.1.mlp")
+        assert names == ["model.layers.1.mlp.gate_proj.weight", "model.layers.1.mlp.up_proj.weight",
+                         "model.layers.1.mlp.down_proj.weight"]
+        assert not torch.allclose(_logits(model, ids), reference)
+    with scaled_group(model, "embedding", 3.0):
+        pass
+    assert torch.equal(_logits(model, ids), reference)
+
+
+@pytest.mark.parametrize("family", list(FACTORIES))
+def test_zeroing_a_head_removes_exactly_its_contribution(family):
+    model = FACTORIES[family](VOCAB, seed=3, layers=3)
+    adapter = get_adapter(model)
+    layer, head, size = 1, 2, adapter.head_dim
+    ids = _ids(2)
+    captured = {}
+
+    def capture(name):
+        def hook(module, inputs, output):
+            captured[name] = (inputs[0].detach().clone(), output.detach().clone())
+        return hook
+
+    hooks = [adapter.attention_output(layer).register_forward_hook(capture("projection")),
+             adapter.layers[0].register_forward_hook(
+                 lambda m, i, o: captured.__setitem__("block0", (o[0] if isinstance(o, tuple) else o).clone()))]
+    try:
+        reference = _logits(model, ids)
+        heads_in, projected = captured["projection"]
+        block0 = captured["block0"]
+        with zeroed_head(model, layer, head):
+            ablated = _logits(model, ids)
+            ablated_in, ablated_out = captured["projection"]
+            assert torch.equal(captured["block0"], block0)  # nothing before the layer moves
+        weight = adapter.attention_output_weight(layer).detach()  # (hidden, heads * head_dim)
+        bias = getattr(adapter.attention_output(layer), "bias", None)
+        torch.testing.assert_close(ablated_in, heads_in)  # the heads' outputs are as they were...
+        by_hand = heads_in.clone()
+        by_hand[..., head * size:(head + 1) * size] = 0
+        expected = by_hand @ weight.T + (0 if bias is None else bias)
+        torch.testing.assert_close(ablated_out, expected, rtol=1e-5, atol=1e-6)  # ...and only head 2 is gone
+        own_contribution = heads_in[..., head * size:(head + 1) * size] @ weight[:, head * size:(head + 1) * size].T
+        torch.testing.assert_close(projected - ablated_out, own_contribution, rtol=1e-4, atol=1e-6)
+        assert not torch.allclose(ablated, reference)
+        assert torch.equal(_logits(model, ids), reference)
+    finally:
+        for hook in hooks:
+            hook.remove()
+
+
+def test_out_of_range_layers_and_heads_name_the_valid_range():
+    model = tiny_llama(VOCAB, layers=3)
+    with pytest.raises(PhasescopeError, match=r"layers 2-5 out of range: the model has 3 layers, valid indices 0\.\.2"):
+        group_parameter_names(model, "layers.2-5")
+    with pytest.raises(PhasescopeError, match=r"valid indices 0\.\.2"):
+        with swapped_layers(model, {}, 3, 3):
+            pass
+    with pytest.raises(PhasescopeError, match=r"head 4 out of range: the model has 4 heads per layer, valid .* 0\.\.3"):
+        with zeroed_head(model, 0, 4):
+            pass
+    with pytest.raises(PhasescopeError, match="unknown parameter group 'attention'"):
+        group_parameter_names(model, "attention")
+
+
+def test_an_error_inside_the_block_still_restores_the_model():
+    model = tiny_llama(VOCAB, seed=4)
+    before = {name: p.clone() for name, p in model.named_parameters()}
+    with pytest.raises(RuntimeError, match="boom"):
+        with scaled_group(model, "layers.0", 0.0):
+            raise RuntimeError("boom")
+    assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())

@@ -1,0 +1,66 @@
+"""Linguistic ability: batched, padded scoring against a plain transformers computation, one sentence at a time."""
+
+import numpy as np
+import pytest
+import torch
+
+from phasescope.measures.lm_quality import (
+    heldout_scores,
+    minimal_pair_correct,
+    sentence_token_ids,
+    sequence_log_probs,
+)
+from tests.lm_fixtures import SENTENCES, tiny_gpt2, tiny_llama, tiny_tokenizer
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+def one_sentence_log_prob(model, ids: list[int]) -> float:
+    """transformers' own mean loss on one unpadded sentence, times the number of predicted tokens."""
+    with torch.no_grad():
+        loss = model(input_ids=torch.tensor([ids]), labels=torch.tensor([ids])).loss
+    return -float(loss) * (len(ids) - 1)
+
+
+@pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2])
+def test_batched_padded_sentence_scores_equal_one_at_a_time(tokenizer, factory):
+    model = factory(len(tokenizer), seed=5)
+    ids = sentence_token_ids(tokenizer, SENTENCES)
+    assert all(row[0] == tokenizer.bos_token_id for row in ids)
+    batched = sequence_log_probs(model, ids, batch_size=5, pad_id=tokenizer.pad_token_id)  # lengths differ
+    reference = [one_sentence_log_prob(model, row) for row in ids]
+    np.testing.assert_allclose(batched, reference, rtol=1e-5, atol=1e-4)
+
+
+def test_minimal_pair_accuracy_follows_the_scores(tokenizer):
+    model = tiny_llama(len(tokenizer), seed=6)
+    good = SENTENCES[:6]
+    bad = SENTENCES[6:12]
+    correct = minimal_pair_correct(model, tokenizer, good, bad, batch_size=4)
+    scores = [one_sentence_log_prob(model, row) for row in sentence_token_ids(tokenizer, good + bad)]
+    assert correct.tolist() == [scores[i] > scores[i + 6] for i in range(6)]
+    assert minimal_pair_correct(model, tokenizer, good, good).sum() == 0  # a tie is not a success
+
+
+def test_heldout_loss_and_accuracy_equal_the_plain_computation(tokenizer):
+    model = tiny_llama(len(tokenizer), seed=7)
+    ids = torch.randint(3, len(tokenizer), (5, 13), generator=torch.Generator().manual_seed(0))
+    scores = heldout_scores(model, ids, batch_size=2)
+    with torch.no_grad():
+        outputs = model(input_ids=ids, labels=ids)
+    assert scores["loss"] == pytest.approx(float(outputs.loss), rel=1e-5)
+    predictions = outputs.logits[:, :-1].argmax(-1)
+    assert scores["accuracy"] == pytest.approx(float((predictions == ids[:, 1:]).float().mean()))
+    assert scores["tokens"] == 5 * 12
+    mask = torch.ones_like(ids)
+    mask[1, 8:] = 0  # padding at the end of row 1: its last 5 targets do not count
+    padded = heldout_scores(model, ids, attention_mask=mask, batch_size=3)
+    labels = ids.clone()
+    labels[1, 8:] = -100
+    with torch.no_grad():
+        reference = model(input_ids=ids, attention_mask=mask, labels=labels).loss
+    assert padded["tokens"] == 5 * 12 - 5
+    assert padded["loss"] == pytest.approx(float(reference), rel=1e-5)
