@@ -24,11 +24,14 @@ output = Console(width=None if sys.stdout.isatty() else 160)
 
 
 @contextmanager
-def progress_bar(description: str, total: int):
-    """A progress bar on stderr; yields ``advance(n=1, **fields)``. Fields appear after the bar."""
+def progress_bar(description: str, total: int, transient: bool = False):
+    """A progress bar on stderr; yields ``advance(n=1, **fields)``. Fields appear after the bar.
+
+    ``transient`` bars vanish when done (a measure's inner loop under the executor's bar).
+    """
     columns = [TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
                TimeElapsedColumn(), TextColumn("left"), TimeRemainingColumn(), TextColumn("{task.fields[info]}")]
-    with Progress(*columns, console=console, transient=False) as progress:
+    with Progress(*columns, console=console, transient=transient) as progress:
         task = progress.add_task(description, total=total, info="")
 
         def advance(n: int = 1, info: str = "") -> None:
