@@ -1,5 +1,25 @@
 """Datasets: in-memory supervised data for full-batch training."""
 
+from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpusConfig, GeneratedDocument
+from phasescope.data.corpora import (
+    CorpusConfig,
+    CorpusSource,
+    HuggingFaceCorpus,
+    HuggingFaceCorpusConfig,
+    HuggingFaceLanguage,
+    LocalCorpus,
+    LocalCorpusConfig,
+    build_corpus,
+    sample_documents,
+)
+from phasescope.data.lexicon_sources import (
+    build_cldr_lexicon,
+    combine_lexicons,
+    lexicon_summary,
+    load_muse_lexicon,
+    load_wlt_lexicon,
+)
+from phasescope.data.mixture import MixtureConfig, PackedStream, heldout_batches, mixture_probabilities
 from phasescope.data.registry import DataConfig, load_supervised_data
 from phasescope.data.regression import (
     SparseRegressionConfig,
@@ -18,6 +38,14 @@ from phasescope.data.supervised import (
     encode_targets,
     load_digits_data,
 )
+from phasescope.data.tokenizer import (
+    TokenizerConfig,
+    build_tokenizer,
+    check_tokenizer_coverage,
+    load_tokenizer,
+    train_bpe_tokenizer,
+    unknown_token_rates,
+)
 from phasescope.data.vision import (
     CIFAR10Config,
     ImageSplits,
@@ -31,6 +59,33 @@ from phasescope.data.vision import (
 )
 
 __all__ = [
+    "ControlledCorpus",
+    "ControlledCorpusConfig",
+    "CorpusConfig",
+    "CorpusSource",
+    "GeneratedDocument",
+    "HuggingFaceCorpus",
+    "HuggingFaceCorpusConfig",
+    "HuggingFaceLanguage",
+    "LocalCorpus",
+    "LocalCorpusConfig",
+    "MixtureConfig",
+    "PackedStream",
+    "TokenizerConfig",
+    "build_cldr_lexicon",
+    "build_corpus",
+    "build_tokenizer",
+    "check_tokenizer_coverage",
+    "combine_lexicons",
+    "heldout_batches",
+    "lexicon_summary",
+    "load_muse_lexicon",
+    "load_tokenizer",
+    "load_wlt_lexicon",
+    "mixture_probabilities",
+    "sample_documents",
+    "train_bpe_tokenizer",
+    "unknown_token_rates",
     "LOSS_NAMES",
     "CIFAR10Config",
     "DataConfig",

@@ -1,0 +1,398 @@
+"""Multilingual corpus sources behind one interface: documents per language and split, resumable.
+
+Three sources, picked by a config's ``source:`` field (:data:`CorpusConfig`, :func:`build_corpus`):
+
+- ``controlled``: the built-in templated corpus (:mod:`phasescope.data.controlled_corpus`), offline;
+- ``local``: a folder per language code, ``root/en/*.txt|*.jsonl|*.parquet``;
+- ``huggingface``: Hugging Face datasets in streaming mode, e.g. FineWeb-2's ``deu_Latn`` config.
+
+Held-out documents of a source without a held-out split are a deterministic share of its
+documents: with share p/q (an exact fraction), document ``k`` of the stream is held out when
+``floor((k+1) p/q) > floor(k p/q)``, i.e. evenly spread, one in q/p. Train documents are the
+others, and ``documents(start=n)`` starts at the n-th *train* document.
+
+A source may yield empty documents (an empty Parquet cell or dataset row): they keep their index,
+so that resuming at an index is exact, and consumers skip them.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from fractions import Fraction
+from pathlib import Path
+from typing import Annotated, Literal, Protocol, runtime_checkable
+
+from pydantic import Field, field_validator
+
+from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpusConfig
+from phasescope.data.languages import LANGUAGES, check_language_codes
+from phasescope.errors import PhasescopeError
+from phasescope.run.config import StrictModel
+
+Split = Literal["train", "heldout"]
+LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
+
+
+@runtime_checkable
+class CorpusSource(Protocol):
+    """Documents (plain text) per language and split; ``start`` resumes at a document index."""
+
+    languages: list[str]
+
+    def documents(self, language: str, split: Split = "train", start: int = 0) -> Iterator[str]:
+        """The documents of ``language`` in ``split`` from index ``start`` on."""
+        ...
+
+    def size_hint(self, language: str) -> float | None:
+        """Documents or bytes available in ``language`` (relative sizes for temperature sampling), or None."""
+        ...
+
+
+# ---- held-out share arithmetic -----------------------------------------------------------------
+
+
+def heldout_fraction(share: float) -> Fraction:
+    """The share as an exact fraction (denominator at most 10^6), so positions never depend on rounding."""
+    return Fraction(share).limit_denominator(1_000_000)
+
+
+def is_heldout_position(position: int, share: Fraction) -> bool:
+    """Whether raw document ``position`` belongs to the held-out split."""
+    p, q = share.numerator, share.denominator
+    return (position + 1) * p // q > position * p // q
+
+
+def train_documents_before(position: int, share: Fraction) -> int:
+    """How many train documents precede raw position ``position``."""
+    return position - position * share.numerator // share.denominator
+
+
+def raw_position_of_train(start: int, share: Fraction) -> int:
+    """The smallest raw position preceded by ``start`` train documents (where train document ``start`` is)."""
+    low, high = start, start + start * share.numerator // max(share.denominator - share.numerator, 1) + 2
+    while train_documents_before(high, share) < start:
+        high *= 2
+    while low < high:  # train_documents_before is non-decreasing: bisect
+        middle = (low + high) // 2
+        if train_documents_before(middle, share) < start:
+            low = middle + 1
+        else:
+            high = middle
+    while is_heldout_position(low, share):  # the positions right before the next train document
+        low += 1
+    return low
+
+
+def _split_positions(raw_documents: Iterable[tuple[int, str]], split: Split, share: Fraction) -> Iterator[str]:
+    """Keep the documents of ``split`` from (raw position, text) pairs."""
+    want_heldout = split == "heldout"
+    for position, text in raw_documents:
+        if share and is_heldout_position(position, share) == want_heldout:
+            yield text
+        elif not share and not want_heldout:
+            yield text
+
+
+# ---- local files -------------------------------------------------------------------------------
+
+
+class LocalCorpusConfig(StrictModel):
+    """A folder per language code: ``root/en/*.txt|*.jsonl|*.parquet`` (files read in name order)."""
+
+    source: Literal["local"] = "local"
+    root: Path
+    languages: list[str] | None = None  # None: every language folder under root
+    text_field: str = "text"  # the text field of jsonl records and the text column of parquet files
+    txt_unit: Literal["file", "line", "paragraph"] = "file"  # one document per .txt file, line, or blank-line block
+    heldout_share: float = Field(0.01, ge=0, lt=1)  # documents held out (evenly spread, deterministic)
+
+
+class LocalCorpus:
+    """Documents from local files; see :class:`LocalCorpusConfig`."""
+
+    def __init__(self, config: LocalCorpusConfig) -> None:
+        self.config = config
+        root = Path(config.root).expanduser()
+        if not root.is_dir():
+            raise PhasescopeError(f"corpus root {root} is not a folder (expected one folder per language code)")
+        if config.languages is None:
+            found = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+            unknown = [name for name in found if name not in LANGUAGES]
+            if unknown:
+                raise PhasescopeError(f"{root}: folder(s) {', '.join(unknown)} are not supported language codes "
+                                      f"({', '.join(LANGUAGES)}); list the corpus languages under `languages:`")
+            if not found:
+                raise PhasescopeError(f"{root}: no language folders (expected e.g. {root}/en/*.txt)")
+            languages = found
+        else:
+            languages = check_language_codes(config.languages, "corpus languages")
+        self.languages = languages
+        self.root = root
+        self._share = heldout_fraction(config.heldout_share)
+        self._files = {language: self._language_files(language) for language in languages}
+        for language in languages:  # an empty corpus fails here, before any training
+            if next(self._raw_documents(language, 0), None) is None:
+                raise PhasescopeError(f"{root / language}: the files hold no documents")
+
+    def _language_files(self, language: str) -> list[Path]:
+        folder = self.root / language
+        if not folder.is_dir():
+            raise PhasescopeError(f"{folder}: no folder for language {language!r} "
+                                  f"(expected {folder}/*.txt|*.jsonl|*.parquet)")
+        entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+        files = [p for p in entries if p.suffix in LOCAL_SUFFIXES]
+        if not files:
+            other = ", ".join(p.name for p in entries[:3]) or "nothing"
+            raise PhasescopeError(f"{folder}: no *.txt, *.jsonl or *.parquet files (found {other})")
+        return files
+
+    def documents(self, language: str, split: Split = "train", start: int = 0) -> Iterator[str]:
+        """Documents of ``language`` in ``split`` from index ``start`` on (raw order: files by name)."""
+        self._check(language)
+        if split == "train":
+            raw_start = raw_position_of_train(start, self._share) if self._share else start
+            yield from _split_positions(self._raw_documents(language, raw_start), split, self._share)
+        else:
+            held = _split_positions(self._raw_documents(language, 0), split, self._share)
+            for _ in range(start):
+                if next(held, None) is None:
+                    return
+            yield from held
+
+    def size_hint(self, language: str) -> float:
+        """Bytes of the language's files."""
+        self._check(language)
+        return float(sum(path.stat().st_size for path in self._files[language]))
+
+    def _check(self, language: str) -> None:
+        if language not in self._files:
+            raise PhasescopeError(f"the local corpus has no language {language!r}; it has {', '.join(self.languages)}")
+
+    def _raw_documents(self, language: str, start: int) -> Iterator[tuple[int, str]]:
+        """(raw position, text) from raw position ``start`` on; skipped documents are not parsed."""
+        position = 0
+        for path in self._files[language]:
+            if path.suffix == ".parquet":
+                rows = _parquet_rows(path)
+                if position + rows <= start:
+                    position += rows
+                    continue
+                skip = max(start - position, 0)
+                for offset, text in enumerate(_parquet_texts(path, self.config.text_field, skip)):
+                    yield position + skip + offset, text
+                position += rows
+                continue
+            for raw in self._file_units(path):
+                if position >= start:
+                    yield position, self._text_of(raw, path) if path.suffix == ".jsonl" else raw
+                position += 1
+
+    def _file_units(self, path: Path) -> Iterator[str]:
+        """The raw document strings of one txt or jsonl file (jsonl: the undecoded line)."""
+        if path.suffix == ".jsonl":
+            with open(path, encoding="utf-8") as handle:
+                yield from (line for line in handle if line.strip())
+            return
+        text = path.read_text(encoding="utf-8")
+        if self.config.txt_unit == "file":
+            if text.strip():
+                yield text
+        elif self.config.txt_unit == "line":
+            yield from (line for line in text.splitlines() if line.strip())
+        else:
+            yield from (block.strip() for block in text.split("\n\n") if block.strip())
+
+    def _text_of(self, line: str, path: Path) -> str:
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as error:
+            raise PhasescopeError(f"{path}: a line is not JSON ({error.msg}): {line[:60]!r}") from None
+        if not isinstance(record, dict) or self.config.text_field not in record:
+            fields = ", ".join(record) if isinstance(record, dict) else type(record).__name__
+            raise PhasescopeError(f"{path}: a record has no field {self.config.text_field!r} (it has {fields}); "
+                                  f"set text_field")
+        return str(record[self.config.text_field])
+
+
+def _parquet_rows(path: Path) -> int:
+    import pyarrow.parquet as pq
+
+    try:
+        return pq.ParquetFile(path).metadata.num_rows
+    except Exception as error:  # pyarrow raises several types for a broken file
+        raise PhasescopeError(f"{path}: not a Parquet file ({' '.join(str(error).split())[:100]})") from None
+
+
+def _parquet_texts(path: Path, column: str, skip: int) -> Iterator[str]:
+    """The column's values from row ``skip`` on, reading only the row groups needed."""
+    import pyarrow.parquet as pq
+
+    file = pq.ParquetFile(path)
+    if column not in file.schema_arrow.names:
+        raise PhasescopeError(f"{path}: no column {column!r} (it has {', '.join(file.schema_arrow.names)}); "
+                              f"set text_field")
+    for group in range(file.num_row_groups):
+        rows = file.metadata.row_group(group).num_rows
+        if skip >= rows:
+            skip -= rows
+            continue
+        values = file.read_row_group(group, columns=[column]).column(0).to_pylist()
+        for value in values[skip:]:
+            yield "" if value is None else str(value)
+        skip = 0
+
+
+# ---- Hugging Face datasets (streaming) ---------------------------------------------------------
+
+
+class HuggingFaceLanguage(StrictModel):
+    """Where one language's documents are: a config of the dataset, or another dataset or files."""
+
+    name: str | None = None  # the dataset config, e.g. "deu_Latn" for FineWeb-2
+    path: str | None = None  # a different dataset (hub id, builder such as "parquet", or local folder)
+    data_files: str | list[str] | dict[str, str | list[str]] | None = None  # for builders like "parquet"/"json"
+    split: str | None = None  # overrides the corpus's split
+
+
+class HuggingFaceCorpusConfig(StrictModel):
+    """Hugging Face datasets streamed per language, e.g. ``path: HuggingFaceFW/fineweb-2`` with
+    ``languages: {de: deu_Latn, fr: fra_Latn}`` (a string is the config name)."""
+
+    source: Literal["huggingface"] = "huggingface"
+    path: str  # hub dataset id, a builder ("parquet", "json", "text") with data_files, or a local dataset folder
+    languages: dict[str, HuggingFaceLanguage | str]
+    split: str = "train"
+    heldout_split: str | None = None  # a split for held-out documents (e.g. "test"); None: a share of `split`
+    heldout_share: float = Field(0.001, ge=0, lt=1)  # used when heldout_split is None
+    text_field: str = "text"
+    revision: str | None = None  # a commit, tag or branch of the dataset repo
+    # documents or bytes per language for temperature sampling; None: the dataset's own split info
+    size_hints: dict[str, float] | None = None
+
+    @field_validator("languages")
+    @classmethod
+    def _known_codes(cls, value: dict) -> dict:
+        try:
+            check_language_codes(list(value), "languages")
+        except PhasescopeError as error:
+            raise ValueError(str(error).removeprefix("languages: ")) from None
+        return value
+
+
+class HuggingFaceCorpus:
+    """Documents streamed with ``datasets.load_dataset(..., streaming=True)``; resume with ``.skip(n)``."""
+
+    def __init__(self, config: HuggingFaceCorpusConfig) -> None:
+        self.config = config
+        self.languages = list(config.languages)
+        self._specs = {code: spec if isinstance(spec, HuggingFaceLanguage) else HuggingFaceLanguage(name=spec)
+                       for code, spec in config.languages.items()}
+        self._share = heldout_fraction(config.heldout_share) if config.heldout_split is None else Fraction(0)
+
+    def documents(self, language: str, split: Split = "train", start: int = 0) -> Iterator[str]:
+        """Documents of ``language`` in ``split`` from index ``start`` on, streamed."""
+        self._check(language)
+        if split == "heldout" and self.config.heldout_split is not None:
+            yield from self._texts(self._stream(language, self.config.heldout_split).skip(start), language)
+            return
+        if split == "train":
+            raw_start = raw_position_of_train(start, self._share) if self._share else start
+            stream = self._stream(language).skip(raw_start)
+            yield from _split_positions(enumerate(self._texts(stream, language), start=raw_start), split, self._share)
+        else:
+            held = _split_positions(enumerate(self._texts(self._stream(language), language)), split, self._share)
+            for _ in range(start):
+                if next(held, None) is None:
+                    return
+            yield from held
+
+    def size_hint(self, language: str) -> float | None:
+        """``size_hints[language]``, else the split's example count (or bytes) from the dataset's info."""
+        self._check(language)
+        if self.config.size_hints is not None:
+            return self.config.size_hints.get(language)
+        info = self._stream(language).info
+        split = self._specs[language].split or self.config.split
+        splits = info.splits or {}
+        if split in splits and splits[split].num_examples:
+            return float(splits[split].num_examples)
+        return float(info.dataset_size) if info.dataset_size else None
+
+    def _check(self, language: str) -> None:
+        if language not in self._specs:
+            raise PhasescopeError(f"the Hugging Face corpus has no language {language!r}; "
+                                  f"it has {', '.join(self.languages)}")
+
+    def _stream(self, language: str, split: str | None = None):
+        datasets = _import_datasets()
+        spec = self._specs[language]
+        path = spec.path or self.config.path
+        split = split or spec.split or self.config.split
+        try:
+            return datasets.load_dataset(path, name=spec.name, data_files=spec.data_files, split=split,
+                                         streaming=True, revision=self.config.revision)
+        except Exception as error:  # datasets raises many types (FileNotFoundError, ValueError, hub errors)
+            where = f"{path}" + (f" config {spec.name}" if spec.name else "") + f" split {split}"
+            raise PhasescopeError(f"cannot stream {where} for language {language!r}: "
+                                  f"{' '.join(str(error).split())[:200]}") from None
+
+    def _texts(self, stream, language: str) -> Iterator[str]:
+        field = self.config.text_field
+        examples = iter(stream)
+        while True:
+            try:
+                example = next(examples)
+            except StopIteration:
+                return
+            except Exception as error:  # a broken file, a schema mismatch, a dropped connection
+                raise PhasescopeError(f"while streaming {self.config.path} ({language}): "
+                                      f"{' '.join(str(error).split())[:200]}") from None
+            if field not in example:
+                raise PhasescopeError(f"{self.config.path} ({language}): examples have no field {field!r} "
+                                      f"(they have {', '.join(example)}); set text_field")
+            text = example[field]
+            yield "" if text is None else str(text)
+
+
+def _import_datasets():
+    try:
+        import datasets
+    except ImportError:
+        raise PhasescopeError("the huggingface corpus source needs the datasets package: "
+                              "pip install phasescope[datasets]") from None
+    return datasets
+
+
+# ---- one config, one builder -------------------------------------------------------------------
+
+# A config's ``source`` field picks the corpus, e.g. ``corpus: {source: local, root: ~/corpus}``.
+CorpusConfig = Annotated[ControlledCorpusConfig | LocalCorpusConfig | HuggingFaceCorpusConfig,
+                         Field(discriminator="source")]
+
+
+def build_corpus(config: ControlledCorpusConfig | LocalCorpusConfig | HuggingFaceCorpusConfig) -> CorpusSource:
+    """The corpus a config describes; local folders are checked (languages, files) right away."""
+    if isinstance(config, ControlledCorpusConfig):
+        return ControlledCorpus(config)
+    if isinstance(config, LocalCorpusConfig):
+        return LocalCorpus(config)
+    if isinstance(config, HuggingFaceCorpusConfig):
+        return HuggingFaceCorpus(config)
+    raise PhasescopeError(f"unknown corpus config {type(config).__name__}; expected source controlled, local or "
+                          f"huggingface")
+
+
+def sample_documents(corpus: CorpusSource, documents_per_language: int, split: Split = "train",
+                     languages: Iterable[str] | None = None) -> dict[str, list[str]]:
+    """The first ``documents_per_language`` documents of each language (fewer if a language has fewer)."""
+    sample = {}
+    for language in list(languages) if languages is not None else corpus.languages:
+        documents = []
+        for text in corpus.documents(language, split):
+            documents.append(text)
+            if len(documents) >= documents_per_language:
+                break
+        sample[language] = documents
+    return sample
+
