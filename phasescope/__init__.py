@@ -7,7 +7,8 @@ from phasescope.curvature import (
     sharpness,
 )
 from phasescope.errors import PhasescopeError
+from phasescope.measures.translation import wlt_scores
 
 __version__ = "0.1.0"
 __all__ = ["PhasescopeError", "hessian_trace", "most_negative_eigenvalue", "preconditioned_sharpness",
-           "sharpness", "__version__"]
+           "sharpness", "wlt_scores", "__version__"]
