@@ -27,7 +27,7 @@ Rows = list[dict[str, Any]] | pd.DataFrame
 
 # Modules whose import registers the built-in measures (each calls register_measure at import).
 BUILTIN_MEASURE_MODULES: list[str] = []
-BUILTIN_MEASURE_MODULES += ["phasescope.measures.translation"]
+BUILTIN_MEASURE_MODULES += ["phasescope.measures.translation", "phasescope.measures.logit_lens"]
 
 
 @dataclass

@@ -1,0 +1,121 @@
+"""The logit lens on WLT prompts: how much each layer's residual stream already says the translation.
+
+The logit lens (nostalgebraist, "interpreting GPT: the logit lens", 2020; used layer by layer on
+translation prompts by Wendler et al., "Do Llamas Work in English?", arXiv 2402.10588) decodes
+the residual stream after the embeddings and after each block with the model's own final norm and
+unembedding. At the last prompt position of every WLT item it gives, per layer, the probability
+mass and best rank of the valid target first tokens and of the source's (copying), as in
+"Copy First, Translate Later" (arXiv 2604.17633).
+
+Layer ``l`` is the stream after ``l`` blocks: 0 = embeddings, L = the last block, whose lens is the
+model's real next-token distribution (the final norm applied once). All layers come from one
+forward pass per batch.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import pandas as pd
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from phasescope.data.wlt import EncodedWLT
+from phasescope.measures.registry import Measure, MeasureContext, register_measure
+from phasescope.measures.translation import (
+    WLTDataConfig,
+    answer_log_probs,
+    best_rank,
+    item_subsets,
+    last_position_states,
+    shared_wlt_encoding,
+    unembed,
+)
+from phasescope.models.adapters import get_adapter
+
+
+@dataclass
+class LogitLens:
+    """Per item and layer (n_items, num_layers + 1), on the CPU: probability mass and best rank (1 = top)
+    of the target's valid first tokens and of the source's."""
+
+    p_target: Tensor
+    rank_target: Tensor
+    p_source: Tensor
+    rank_source: Tensor
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks of the model (the lens has one more column: the embeddings)."""
+        return self.p_target.shape[1] - 1
+
+    def frame(self) -> pd.DataFrame:
+        """Long table: one row per (item, layer) with the four values; ``item`` indexes the WLT items."""
+        n_items, n_layers = self.p_target.shape
+        return pd.DataFrame({
+            "item": torch.arange(n_items).repeat_interleave(n_layers).numpy(),
+            "layer": torch.arange(n_layers).repeat(n_items).numpy(),
+            **{name: getattr(self, name).reshape(-1).numpy()
+               for name in ("p_target", "rank_target", "p_source", "rank_source")},
+        })
+
+
+@torch.inference_mode()
+def logit_lens(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32) -> LogitLens:
+    """The logit lens of every WLT item at every layer (see the module doc).
+
+    Args:
+        model: a causal LM with an adapter; bf16 autocast on CUDA.
+        encoded: the prompts (:func:`phasescope.data.wlt.encode_wlt`).
+        batch_size: prompts per forward pass.
+    """
+    n, layers = len(encoded), get_adapter(model).num_layers + 1
+    values = {name: torch.zeros((n, layers), dtype=dtype) for name, dtype in
+              (("p_target", torch.float64), ("rank_target", torch.long), ("p_source", torch.float64),
+               ("rank_source", torch.long))}
+    for batch in encoded.batches(batch_size):
+        final, streams = last_position_states(model, encoded, batch, all_layers=True)
+        for layer in range(layers):
+            logits = unembed(model, final, normed=True) if layer == layers - 1 else unembed(model, streams[layer],
+                                                                                             normed=False)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            for answer in ("target", "source"):
+                ids, mask = getattr(encoded, f"{answer}_ids")[batch], getattr(encoded, f"{answer}_mask")[batch]
+                values[f"p_{answer}"][batch, layer] = answer_log_probs(log_probs, ids, mask).exp().double().cpu()
+                values[f"rank_{answer}"][batch, layer] = best_rank(logits, ids, mask).cpu()
+    return LogitLens(**values)
+
+
+def logit_lens_rows(encoded: EncodedWLT, lens: LogitLens) -> list[dict]:
+    """Tidy rows per (layer, subset) over all directions: mean ``p_target``/``p_source``, median ranks."""
+    subsets = item_subsets(encoded.pairs)
+    rows = []
+    for subset, mask in subsets.items():
+        chosen = torch.tensor(mask.to_numpy(dtype=bool))
+        if not chosen.any():
+            continue
+        for layer in range(lens.num_layers + 1):
+            for metric, how in (("p_target", "mean"), ("rank_target", "median"), ("p_source", "mean"),
+                                ("rank_source", "median")):
+                column = getattr(lens, metric)[chosen, layer].double()
+                value = column.mean() if how == "mean" else column.quantile(0.5)
+                rows.append({"metric": metric, "value": float(value), "layer": layer, "subset": subset})
+    return rows
+
+
+class LogitLensConfig(WLTDataConfig):
+    """Config of the ``logit_lens`` measure (the WLT prompts, and how many run at once)."""
+
+    batch_size: int = Field(64, ge=1)  # prompts per forward pass
+
+
+def compute_logit_lens(context: MeasureContext, config: LogitLensConfig) -> list[dict]:
+    encoded = shared_wlt_encoding(context, config)
+    return logit_lens_rows(encoded, logit_lens(context.model, encoded, config.batch_size))
+
+
+LOGIT_LENS_MEASURE = register_measure(Measure(
+    name="logit_lens", config_cls=LogitLensConfig, compute=compute_logit_lens,
+    description="logit lens on WLT prompts: target and source first-token mass and rank after every layer",
+))

@@ -1,0 +1,157 @@
+"""Logit lens against a hand-applied final norm and unembedding on hooked residual streams."""
+
+import pandas as pd
+import pytest
+import torch
+
+from phasescope.data.wlt import build_wlt_pairs, encode_wlt
+from phasescope.measures.logit_lens import LogitLensConfig, logit_lens, logit_lens_rows
+from phasescope.measures.registry import MeasureContext, get_measure
+from phasescope.measures.translation import wlt_scores
+from phasescope.models.adapters import get_adapter
+from phasescope.run.config import validate_config
+from phasescope.run.series import open_series
+from tests.lm_fixtures import tiny_gpt2, tiny_llama, tiny_tokenizer, write_local_run
+from tests.test_adapters import FAMILIES
+from tests.test_wlt import wlt_lexicon
+
+
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """Tiny models run fastest on one thread, and a second one stalls when other processes load the CPU."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
+
+
+@pytest.fixture(scope="module")
+def tokenizer():
+    return tiny_tokenizer()
+
+
+@pytest.fixture(scope="module")
+def encoded(tokenizer):
+    return encode_wlt(build_wlt_pairs(wlt_lexicon(["en", "fr", "ja"]), shots=2, seed=1), tokenizer)
+
+
+def with_random_norms(model, seed=0):
+    """Norm gains (and biases) away from 1 (and 0), so a norm applied twice would show."""
+    generator = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, parameter in model.named_parameters():
+            if "norm" in name or ".ln_" in name:
+                parameter.copy_(torch.rand(parameter.shape, generator=generator) * 1.5 + 0.5)
+    return model
+
+
+def hooked_streams(model, input_ids):
+    """Residual streams (layers + 1, seq, hidden) from hooks: block 0's input, then each block's output."""
+    adapter = get_adapter(model)
+    streams = []
+
+    def before(module, args, kwargs):
+        streams.append(args[0] if args else kwargs["hidden_states"])
+
+    def after(module, args, output):
+        streams.append(output[0] if isinstance(output, tuple) else output)
+
+    hooks = [adapter.layers[0].register_forward_pre_hook(before, with_kwargs=True)]
+    hooks += [block.register_forward_hook(after) for block in adapter.layers]
+    try:
+        with torch.no_grad():
+            logits = model(input_ids).logits
+    finally:
+        for hook in hooks:
+            hook.remove()
+    return torch.stack([s[0] for s in streams]), logits[0]
+
+
+def reference_lens(model, tokenizer, row):
+    """Per layer: softmax(unembedding(final_norm(stream))) at the last position, one prompt alone."""
+    adapter = get_adapter(model)
+    streams, logits = hooked_streams(model, torch.tensor([tokenizer(row.prompt)["input_ids"]]))
+    with torch.no_grad():
+        lens_logits = adapter.unembedding(adapter.final_norm(streams[:, -1])).double()  # (layers + 1, vocab)
+    result = {}
+    for answer, ids in (("target", row.target_first_ids), ("source", row.source_first_ids)):
+        probs = lens_logits.softmax(-1)
+        result[f"p_{answer}"] = probs[:, ids].sum(-1)
+        order = torch.argsort(lens_logits, dim=-1, descending=True)
+        positions = torch.stack([(order == i).nonzero()[:, 1] for i in ids], dim=1)
+        result[f"rank_{answer}"] = 1 + positions.min(dim=1).values
+    return result, lens_logits[-1], logits[-1].double()
+
+
+@pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+def test_lens_equals_hand_applied_norm_and_unembedding(factory, tokenizer, encoded):
+    model = with_random_norms(factory(len(tokenizer), seed=3, layers=3))
+    lens = logit_lens(model, encoded, batch_size=16)
+    assert lens.p_target.shape == (len(encoded), 4)
+    for item, row in enumerate(encoded.pairs.itertuples()):
+        expected, last_layer, real = reference_lens(model, tokenizer, row)
+        torch.testing.assert_close(last_layer, real, rtol=1e-4, atol=1e-4)  # the lens's last layer is the output
+        for name in ("p_target", "p_source"):
+            torch.testing.assert_close(getattr(lens, name)[item], expected[name], rtol=1e-4, atol=1e-8)
+        for name in ("rank_target", "rank_source"):
+            assert getattr(lens, name)[item].tolist() == expected[name].tolist()
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_last_layer_is_the_real_output_distribution_in_every_family(family, tokenizer, encoded):
+    build, _ = FAMILIES[family]
+    model = build()
+    model.resize_token_embeddings(len(tokenizer))
+    with_random_norms(model, seed=4)
+    few = encoded.subset([0, 5, 11])
+    lens = logit_lens(model, few, batch_size=3)
+    scores = wlt_scores(model, tokenizer, few, batch_size=3)
+    torch.testing.assert_close(lens.p_target[:, -1], torch.tensor(scores["p_target"].to_numpy()), rtol=1e-4,
+                               atol=1e-8)
+    torch.testing.assert_close(lens.p_source[:, -1], torch.tensor(scores["p_source"].to_numpy()), rtol=1e-4,
+                               atol=1e-8)
+    for item, row in enumerate(few.pairs.itertuples()):
+        expected, _, real = reference_lens(model, tokenizer, row)
+        assert torch.allclose(expected["p_target"][-1], real.softmax(-1)[row.target_first_ids].sum(), rtol=1e-4)
+        torch.testing.assert_close(lens.p_target[item], expected["p_target"], rtol=1e-4, atol=1e-8)
+
+
+def test_batched_equals_unbatched_with_either_padding(tokenizer, encoded):
+    model = with_random_norms(tiny_llama(len(tokenizer), seed=5))
+    one = logit_lens(model, encoded, batch_size=1)
+    left = encode_wlt(encoded.pairs, tokenizer, padding_side="left")
+    for other in (logit_lens(model, encoded, batch_size=16), logit_lens(model, left, batch_size=16)):
+        torch.testing.assert_close(other.p_target, one.p_target, rtol=1e-4, atol=1e-8)
+        torch.testing.assert_close(other.p_source, one.p_source, rtol=1e-4, atol=1e-8)
+        assert torch.equal(other.rank_target, one.rank_target)
+
+
+def test_rows_and_measure(tmp_path, tokenizer):
+    run = write_local_run(tmp_path / "run", [0, 5], tokenizer=tokenizer)
+    wlt_lexicon(["en", "es", "ru"]).save(run / "data" / "lexicon.parquet")
+    series = open_series(run)
+    measure = get_measure("logit_lens")
+    config = validate_config({"shots": 2, "batch_size": 8}, measure.config_cls)
+    assert isinstance(config, LogitLensConfig)
+    context = MeasureContext(series, series.checkpoints[-1])
+    frame = pd.DataFrame(measure.compute(context, config))
+    layers = context.model.config.num_hidden_layers
+    assert sorted(frame["layer"].unique()) == list(range(layers + 1))
+    assert set(frame["metric"]) == {"p_target", "rank_target", "p_source", "rank_source"}
+    encoded = next(value for key, value in context.cache.items() if key.startswith("wlt_encoding:"))
+    lens = logit_lens(context.model, encoded)
+    overall = frame[frame.subset == "all"].pivot(index="layer", columns="metric", values="value")
+    torch.testing.assert_close(torch.tensor(overall["p_target"].to_numpy()), lens.p_target.mean(0), rtol=1e-6,
+                               atol=0)
+    torch.testing.assert_close(torch.tensor(overall["rank_source"].to_numpy()),
+                               lens.rank_source.double().median(0).values
+                               if len(encoded) % 2 else lens.rank_source.double().quantile(0.5, dim=0),
+                               rtol=1e-6, atol=0)
+    rows = pd.DataFrame(logit_lens_rows(encoded, lens))
+    no_overlap = ~encoded.pairs["shared_first_token"].to_numpy()
+    if no_overlap.any():
+        value = rows[(rows.subset == "no_overlap") & (rows.layer == 1) & (rows.metric == "p_source")]["value"].item()
+        assert value == pytest.approx(float(lens.p_source[torch.tensor(no_overlap), 1].mean()))
+    long = lens.frame()
+    assert len(long) == len(encoded) * (layers + 1)
+    assert long[(long.item == 2) & (long.layer == 1)]["p_target"].item() == pytest.approx(float(lens.p_target[2, 1]))
