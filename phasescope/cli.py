@@ -112,6 +112,63 @@ def sharpness(run: Path = typer.Argument(..., help="A run directory written by `
     output.print(table)
 
 
+@app.command()
+def measure(series: str = typer.Argument(..., help="A run directory with checkpoints, or a Hub repo id."),
+            measures: str = typer.Option(..., "--measures", "-m", help="'all' or a comma list, e.g. wlt,logit_lens."),
+            checkpoints: str = typer.Option(None, "--checkpoints", "-c",
+                                            help="Selection: all, first, last, STEP, START..END, every:N (commas)."),
+            executor: str = typer.Option("local", "--executor", help="local (this process) or ray."),
+            address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local instance)."),
+            device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu or cuda."),
+            config: Path = typer.Option(None, "--config", help="YAML mapping measure names to config fields."),
+            settings: list[str] = typer.Option(None, "--set", help="Config override measure.field=value (repeat)."),
+            out: Path = typer.Option(None, "--out", "-o", help="Hub repo: run directory for its metrics."),
+            revisions: str = typer.Option(None, "--revisions", help="Hub repo: comma list of revisions."),
+            tokens_per_step: int = typer.Option(None, "--tokens-per-step", help="Hub repo: tokens per step."),
+            cache_dir: str = typer.Option(None, "--cache-dir", help="Hugging Face cache directory."),
+            offline: bool = typer.Option(False, "--offline", help="Never touch the network (use the HF cache)."),
+            trust_remote_code: bool = typer.Option(False, "--trust-remote-code", help="Run code shipped in a repo."),
+            imports: list[str] = typer.Option(None, "--import", help="Python module registering more measures."),
+            ) -> None:
+    """Run measures over the checkpoints of a series, writing metric shards; a rerun computes only missing ones."""
+    import importlib
+
+    from phasescope.execute import EXECUTORS, plan_measures, run_measures
+    from phasescope.run.series import open_series
+
+    if executor not in EXECUTORS:
+        raise PhasescopeError(f"--executor must be one of {', '.join(EXECUTORS)}, got {executor!r}")
+    for module in imports or []:
+        try:
+            importlib.import_module(module)
+        except ImportError as error:
+            raise PhasescopeError(f"--import {module}: cannot import it ({error})") from None
+    if executor == "ray":
+        from phasescope.execute.ray_executor import import_ray
+
+        import_ray()  # a missing extra is reported before any work
+    plan = plan_measures(measures, config_file=config, settings=settings or [])
+    opened = open_series(series, out=out, revisions=revisions.split(",") if revisions else None,
+                         tokens_per_step=tokens_per_step, cache_dir=cache_dir, trust_remote_code=trust_remote_code,
+                         offline=True if offline else None)
+    chosen = opened.select(checkpoints)
+    result = run_measures(opened, plan, chosen, device=device, executor=executor, address=address)
+    table = Table("measure", "computed", "already there", "failed", "not applicable")
+    counts = result.by_measure()
+    for planned in plan:
+        count = counts.get(planned.name, {})
+        table.add_row(planned.name, *[str(count.get(status, 0))
+                                      for status in ("computed", "skipped", "failed", "not_applicable")])
+    output.print(table)
+    for failure in result.failures:
+        _print_error(f"{failure.measure} at {failure.checkpoint}: {failure.message}")
+        if failure.detail:  # an unexpected error: a bug in the measure, its traceback helps
+            console.print(failure.detail, style="dim", markup=False, highlight=False)
+    console.print(f"metrics in {opened.run.metrics_dir} ({result.seconds:.1f} s)")
+    if result.failures:
+        sys.exit(1)  # the other checkpoints and measures ran; the failed ones are listed above
+
+
 @runs_app.command("show")
 def runs_show(run: Path = typer.Argument(..., help="A run directory.")) -> None:
     """Print a run's config, its checkpoints (step, tokens) and a summary of its metrics."""
