@@ -138,3 +138,144 @@ def test_an_error_inside_the_block_still_restores_the_model():
         with scaled_group(model, "layers.0", 0.0):
             raise RuntimeError("boom")
     assert all(torch.equal(p, before[name]) for name, p in model.named_parameters())
+
+
+# --- the measures ----------------------------------------------------------------------------------
+def _direct_summary(model, tokenizer, encoded):
+    from phasescope.measures.translation import item_subsets, wlt_scores
+
+    scores = wlt_scores(model, tokenizer, encoded)
+    return {subset: {"p_target": scores.loc[mask, "p_target"].mean(), "p_source": scores.loc[mask, "p_source"].mean(),
+                     "top1_accuracy": scores.loc[mask, "top1_correct"].mean()}
+            for subset, mask in item_subsets(scores).items() if mask.any()}
+
+
+def _rows_of(rows, component):
+    table = {}
+    for row in rows:
+        if row["component"] == component:
+            table.setdefault(row["subset"], {})[row["metric"]] = row["value"]
+    return table
+
+
+def _check(rows, component, expected):
+    table = _rows_of(rows, component)
+    assert set(table) == set(expected)
+    for subset, scores in expected.items():
+        for metric, value in scores.items():
+            assert table[subset][metric] == pytest.approx(value, rel=1e-5, abs=1e-9), (component, subset, metric)
+
+
+def _with_copied(model, source, prefixes, transform=None):
+    """A plain copy of ``model`` with the parameters under ``prefixes`` taken from ``source`` (or transformed)."""
+    import copy
+
+    edited = copy.deepcopy(model)
+    state = edited.state_dict()
+    for name, value in source.state_dict().items():
+        if name.startswith(tuple(prefixes)):
+            state[name] = transform(value) if transform else value
+    edited.load_state_dict(state)
+    return edited
+
+
+@pytest.fixture
+def measure_setup(tmp_path):
+    from phasescope.measures.registry import MeasureContext
+    from phasescope.measures.translation import shared_wlt_encoding
+    from tests.test_attribution import tiny_lm_run
+
+    series, _ = tiny_lm_run(tmp_path / "run", steps=(0, 10, 20), factory=lambda v, seed: tiny_llama(v, seed, layers=3))
+    cache = {}
+    contexts = [MeasureContext(series, cp, previous=prev, cache=cache)
+                for prev, cp in zip([None, *series.checkpoints[:-1]], series.checkpoints)]
+    return series, contexts, lambda config: shared_wlt_encoding(contexts[0], config)
+
+
+def test_layer_swap_measure_in_both_directions(measure_setup):
+    from phasescope.measures.registry import get_measure
+    from phasescope.run.config import validate_config
+
+    series, contexts, encoding = measure_setup
+    measure = get_measure("layer_swap")
+    config = validate_config({"shots": 1, "ranges": ["1", "0-1"]}, measure.config_cls)
+    tokenizer, encoded = series.load_tokenizer(), encoding(config)
+    first, last = (series.load_model(cp) for cp in (series.checkpoints[0], series.checkpoints[-1]))
+    context = contexts[0]
+    rows = measure.compute(context, config)
+    _check(rows, "base", _direct_summary(first, tokenizer, encoded))
+    _check(rows, "layers.1-1", _direct_summary(_with_copied(first, last, ["model.layers.1."]), tokenizer, encoded))
+    both = _direct_summary(_with_copied(first, last, ["model.layers.0.", "model.layers.1."]), tokenizer, encoded)
+    _check(rows, "layers.0-1", both)
+    benefit = _rows_of(rows, "layers.0-1")["all"]["benefit"]
+    assert benefit == pytest.approx(both["all"]["p_target"] - _rows_of(rows, "base")["all"]["p_target"], abs=1e-9)
+    assert {row["layer"] for row in rows if row["component"] == "layers.1-1"} == {1}
+    fresh = series.load_model(series.checkpoints[0])
+    assert all(torch.equal(p, q) for p, q in zip(context.model.parameters(), fresh.parameters()))  # restored
+
+    reverse = validate_config({"shots": 1, "ranges": ["2"], "direction": "checkpoint_into_reference"},
+                              measure.config_cls)
+    rows = measure.compute(context, reverse)
+    _check(rows, "base", _direct_summary(last, tokenizer, encoded))
+    _check(rows, "layers.2-2", _direct_summary(_with_copied(last, first, ["model.layers.2."]), tokenizer, encoded))
+    assert all(torch.equal(p, q) for p, q in zip(context.model.parameters(), fresh.parameters()))
+
+
+def test_sliding_windows_cover_the_layers():
+    from phasescope.measures.ablations import layer_windows
+
+    assert layer_windows(24) == [(i, i + 5) for i in range(0, 19, 3)]
+    assert layer_windows(3) == [(0, 0), (1, 1), (2, 2)]
+    assert layer_windows(5, window=2, stride=2) == [(0, 1), (2, 3), (3, 4)]  # the last window ends at the top
+    with pytest.raises(PhasescopeError, match="wider than the model's 3 layers"):
+        layer_windows(3, window=4)
+
+
+def test_scaling_and_head_ablation_measures(measure_setup):
+    from phasescope.measures.registry import get_measure
+    from phasescope.run.config import validate_config
+
+    series, contexts, encoding = measure_setup
+    tokenizer = series.load_tokenizer()
+    context = contexts[1]
+    model = series.load_model(series.checkpoints[1])
+    scaling = get_measure("scaling")
+    config = validate_config({"shots": 1, "groups": ["layers.1.mlp", "embedding"], "factors": [0.0, 1.0, 2.0]},
+                             scaling.config_cls)
+    encoded = encoding(config)
+    rows = scaling.compute(context, config)
+    _check(rows, "layers.1.mlp x2", _direct_summary(_with_copied(model, model, ["model.layers.1.mlp."],
+                                                                 lambda w: 2 * w), tokenizer, encoded))
+    _check(rows, "embedding x0", _direct_summary(_with_copied(model, model, ["model.embed_tokens."],
+                                                              torch.zeros_like), tokenizer, encoded))
+    assert all(row["value"] == 0 for row in rows if row["component"] == "embedding x1" and row["metric"] == "benefit")
+
+    heads = get_measure("head_ablation")
+    config = validate_config({"shots": 1, "layers": [2], "heads": [0, 3]}, heads.config_cls)
+    rows = heads.compute(context, config)
+    assert {row["component"] for row in rows} == {"base", "layers.2.head.0", "layers.2.head.3"}
+
+    def zero_head_three(weight):  # o_proj (hidden, heads * head_dim): head 3's input columns
+        weight = weight.clone()
+        weight[:, 3 * 8:4 * 8] = 0
+        return weight
+    _check(rows, "layers.2.head.3", _direct_summary(_with_copied(model, model, ["model.layers.2.self_attn.o_proj."],
+                                                                 zero_head_three), tokenizer, encoded))
+    fresh = series.load_model(series.checkpoints[1])
+    assert all(torch.equal(p, q) for p, q in zip(context.model.parameters(), fresh.parameters()))
+
+
+def test_measure_config_errors_name_the_valid_range(measure_setup):
+    from phasescope.measures.registry import get_measure
+    from phasescope.run.config import validate_config
+
+    series, contexts, _ = measure_setup
+    with pytest.raises(PhasescopeError, match=r"layers 1-5 out of range: the model has 3 layers, valid indices 0\.\.2"):
+        get_measure("layer_swap").compute(contexts[0], validate_config({"ranges": ["1-5"]},
+                                                                       get_measure("layer_swap").config_cls))
+    with pytest.raises(PhasescopeError, match=r"head 7 out of range"):
+        get_measure("head_ablation").compute(contexts[0], validate_config({"heads": [7]},
+                                                                          get_measure("head_ablation").config_cls))
+    with pytest.raises(PhasescopeError, match="unknown parameter group 'mlp'"):
+        get_measure("scaling").compute(contexts[0], validate_config({"groups": ["mlp"]},
+                                                                    get_measure("scaling").config_cls))

@@ -108,3 +108,91 @@ def test_quadrature_rules_integrate_what_they_should():
         assert weights.sum() == pytest.approx(1.0)
         assert np.all((nodes > 0) & (nodes < 1)) and np.all(np.diff(nodes) > 0)
         assert float(weights @ nodes ** degree) == pytest.approx(1 / (degree + 1))
+
+
+# --- the measure -----------------------------------------------------------------------------------
+WORDS = {
+    "dog": dict(en="dog", de="Hund", fr="chien", ru="собака"),
+    "cat": dict(en="cat", de="Katze", fr="chat", ru="кошка"),
+    "house": dict(en="house", de="Haus", fr="maison", ru="дом"),
+    "sun": dict(en="sun", de="Sonne", fr="soleil", ru="солнце"),
+    "moon": dict(en="moon", de="Mond", fr="lune", ru="луна"),
+}
+
+
+def small_lexicon(languages=("en", "de", "ru")):
+    """Five concepts, a few languages: a WLT set of a few dozen items for the tiny models."""
+    import pandas as pd
+
+    from phasescope.data.lexicon import Lexicon
+
+    rows = [(concept, "thing", language, word, [word]) for concept, words in WORDS.items()
+            for language, word in words.items() if language in languages]
+    return Lexicon(pd.DataFrame(rows, columns=["concept", "category", "language", "word", "variants"]))
+
+
+def tiny_lm_run(path, steps=(0, 10), factory=tiny_llama):
+    """A local run of tiny checkpoints with a lexicon and held-out text files; returns (series, texts)."""
+    from phasescope.run.series import open_series
+    from tests.lm_fixtures import SENTENCES, tiny_tokenizer, write_local_run
+
+    run = write_local_run(path, list(steps), tokenizer=tiny_tokenizer(), factory=factory)
+    small_lexicon().save(run / "data" / "lexicon.parquet")
+    texts = {}
+    for language, sentences in {"en": SENTENCES[7:8] * 6, "de": SENTENCES[8:9] * 6}.items():
+        texts[language] = str(run / "data" / f"{language}.txt")
+        (run / "data" / f"{language}.txt").write_text("\n\n".join(sentences), encoding="utf-8")
+    return open_series(run), texts
+
+
+def test_path_attribution_measure_on_a_local_run(tmp_path):
+    from phasescope.measures.registry import MeasureContext, get_measure
+    from phasescope.measures.translation import shared_wlt_encoding, wlt_log_probs
+    from phasescope.run.config import validate_config
+
+    series, _ = tiny_lm_run(tmp_path / "run")
+    measure = get_measure("path_attribution")
+    assert measure.pairwise
+    config = validate_config({"shots": 1}, measure.config_cls)  # 32 midpoints
+    context = MeasureContext(series, series.checkpoints[1], previous=series.checkpoints[0])
+    rows = measure.compute(context, config)
+    by_metric = {}
+    for row in rows:
+        by_metric.setdefault(row["metric"], []).append(row)
+    assert {row["subset"] for row in rows} == {"no_overlap"}
+    parts = {row["component"]: row["value"] for row in by_metric["attribution"]}
+    assert set(parts) == set(parameter_groups(context.model))
+    assert [row["layer"] for row in by_metric["attribution"] if row["component"] == "layers.1.mlp"] == [1]
+    delta_f = by_metric["delta_f"][0]["value"]
+    assert math.fsum(parts.values()) == pytest.approx(delta_f, abs=by_metric["completeness_gap"][0]["value"] + 1e-9)
+    assert by_metric["completeness_gap_relative"][0]["value"] < 1e-3
+
+    # f at both ends, computed directly from freshly loaded checkpoints
+    encoded = shared_wlt_encoding(context, config)
+    no_overlap = torch.as_tensor((~encoded.pairs["shared_first_token"]).to_numpy().nonzero()[0])
+    with torch.no_grad():
+        f = [float(wlt_log_probs(series.load_model(cp), encoded, answer="target", indices=no_overlap).sum())
+             for cp in series.checkpoints]
+    assert by_metric["f_start"][0]["value"] == pytest.approx(f[0], rel=1e-5)
+    assert by_metric["f_end"][0]["value"] == pytest.approx(f[1], rel=1e-5)
+    # the shared model is left exactly as loaded, for the next measure
+    fresh = series.load_model(series.checkpoints[1])
+    assert all(torch.equal(p, q) for p, q in zip(context.model.parameters(), fresh.parameters()))
+
+
+def test_heldout_loss_and_copying_objectives(tmp_path):
+    from phasescope.measures.registry import MeasureContext, get_measure
+    from phasescope.run.config import validate_config
+
+    series, texts = tiny_lm_run(tmp_path / "run")
+    measure = get_measure("path_attribution")
+    context = MeasureContext(series, series.checkpoints[1], previous=series.checkpoints[0])
+    config = validate_config({"objective": "heldout_loss", "points": 8, "rule": "gauss_legendre", "batch_size": 3,
+                              "heldout": {"texts": texts, "seq_len": 8, "sequences": 4}}, measure.config_cls)
+    rows = measure.compute(context, config)
+    summary = {row["metric"]: row["value"] for row in rows if row["metric"] != "attribution"}
+    assert {row["subset"] for row in rows} == {"heldout"}
+    assert summary["completeness_gap_relative"] < 1e-3
+    copying = measure.compute(context, validate_config({"objective": "wlt_source", "subset": "all", "shots": 1,
+                                                        "points": 4}, measure.config_cls))
+    assert {row["subset"] for row in copying} == {"copy_all"}

@@ -64,3 +64,51 @@ def test_heldout_loss_and_accuracy_equal_the_plain_computation(tokenizer):
         reference = model(input_ids=ids, attention_mask=mask, labels=labels).loss
     assert padded["tokens"] == 5 * 12 - 5
     assert padded["loss"] == pytest.approx(float(reference), rel=1e-5)
+
+
+# --- the measure -----------------------------------------------------------------------------------
+def test_lm_quality_measure_from_text_files_and_from_the_run_corpus(tmp_path, tokenizer):
+    from phasescope.errors import PhasescopeError
+    from phasescope.measures.lm_quality import heldout_data
+    from phasescope.measures.registry import MeasureContext, get_measure
+    from phasescope.run.config import validate_config
+    from phasescope.run.series import open_series
+    from tests.lm_fixtures import write_local_run
+
+    run = write_local_run(tmp_path / "run", [0, 10], tokenizer=tokenizer)
+    texts = {"en": SENTENCES[7:8] * 4, "de": SENTENCES[8:9] * 4, "ru": SENTENCES[10:11] * 4}
+    for language, blocks in texts.items():
+        (tmp_path / f"{language}.txt").write_text("\n\n".join(blocks), encoding="utf-8")
+    series = open_series(run)
+    measure = get_measure("lm_quality")
+    config = validate_config({"texts": {code: str(tmp_path / f"{code}.txt") for code in texts}, "seq_len": 10,
+                              "sequences": 3, "batch_size": 2}, measure.config_cls)
+    context = MeasureContext(series, series.checkpoints[1])
+    rows = measure.compute(context, config)
+    batches = heldout_data(series, config, tokenizer)
+    assert batches["de"].shape == (3, 10)
+    first = tokenizer(SENTENCES[8])["input_ids"]
+    assert batches["de"][0, :len(first)].tolist() == first[:10]  # packed from the first held-out document
+    model = series.load_model(series.checkpoints[1])
+    losses = {}
+    for language, batch in batches.items():
+        with torch.no_grad():
+            losses[language] = float(model(input_ids=batch, labels=batch).loss)
+        row = next(r for r in rows if r["metric"] == "heldout_loss" and r.get("src") == language)
+        assert row["value"] == pytest.approx(losses[language], rel=1e-5)
+    overall = next(r for r in rows if r["metric"] == "heldout_loss" and r.get("src") is None)
+    assert overall["value"] == pytest.approx(np.mean(list(losses.values())), rel=1e-5)  # equal token counts
+
+    # an LM run's own corpus: the held-out split of `data:` in its config.yaml
+    corpus = tmp_path / "corpus"
+    for language, blocks in texts.items():
+        (corpus / language).mkdir(parents=True)
+        (corpus / language / "a.txt").write_text("\n\n".join(blocks * 3), encoding="utf-8")
+    (run / "config.yaml").write_text(f"kind: lm\ndata:\n  source: local\n  root: {corpus}\n  txt_unit: paragraph\n"
+                                     "  heldout_share: 0.5\n", encoding="utf-8")
+    own = validate_config({"languages": ["ru"], "seq_len": 10, "sequences": 2}, measure.config_cls)
+    rows = measure.compute(MeasureContext(series, series.checkpoints[1]), own)
+    assert {r.get("src") for r in rows} == {"ru", None}
+    (run / "config.yaml").write_text("kind: lm\n", encoding="utf-8")
+    with pytest.raises(PhasescopeError, match="has no corpus .* give held-out text files"):
+        measure.compute(MeasureContext(series, series.checkpoints[1]), own)

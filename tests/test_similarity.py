@@ -1,13 +1,12 @@
 """Shapley decomposition of R^2 against closed forms, and the similarity features."""
 
 import itertools
-import math
 
 import numpy as np
 import pytest
 
 from phasescope.errors import PhasescopeError
-from phasescope.measures.similarity import normalized_edit_distance, r_squared, shapley_r2, token_jaccard
+from phasescope.measures.similarity import r_squared, shapley_r2
 
 
 def _orthogonal_design(n: int, k: int, seed: int) -> np.ndarray:
@@ -85,11 +84,27 @@ def test_degenerate_inputs():
         shapley_r2(np.ones((6, 2)), np.ones(5))
 
 
-def test_similarity_features():
-    assert normalized_edit_distance("Hund", "Hund") == 0.0
-    assert normalized_edit_distance("chien", "chat") == pytest.approx(3 / 5)
-    assert normalized_edit_distance("кот", "cat") == 1.0
-    assert normalized_edit_distance("", "") == 0.0
-    assert token_jaccard([1, 2, 3], [3, 4]) == pytest.approx(1 / 4)
-    assert token_jaccard([5], [5]) == 1.0
-    assert math.isclose(token_jaccard([], [1]), 0.0)
+def test_surface_similarity_measure_equals_a_direct_regression(tmp_path):
+    from phasescope.measures.registry import MeasureContext, get_measure
+    from phasescope.measures.translation import shared_wlt_encoding, wlt_scores
+    from phasescope.run.config import validate_config
+    from tests.test_attribution import tiny_lm_run
+
+    series, _ = tiny_lm_run(tmp_path / "run", steps=(0,))
+    measure = get_measure("surface_similarity")
+    config = validate_config({"shots": 1}, measure.config_cls)
+    context = MeasureContext(series, series.checkpoints[0])
+    rows = measure.compute(context, config)
+    shares = {row["component"]: row["value"] for row in rows if row["metric"] == "r2_share"}
+    total = next(row["value"] for row in rows if row["metric"] == "r2_total")
+    assert set(shares) == {"identical", "shared_first_token", "token_jaccard", "edit_distance", "same_script"}
+    assert sum(shares.values()) == pytest.approx(total, abs=1e-12)
+    scores = wlt_scores(series.load_model(series.checkpoints[0]), series.load_tokenizer(),
+                        shared_wlt_encoding(context, config))
+    features = scores[list(shares)].astype(float).to_numpy()
+    design = np.column_stack([np.ones(len(scores)), features])
+    fitted = design @ np.linalg.lstsq(design, scores["p_target"].to_numpy(), rcond=None)[0]
+    residual = scores["p_target"].to_numpy() - fitted
+    centered = scores["p_target"].to_numpy() - scores["p_target"].mean()
+    assert total == pytest.approx(1 - residual @ residual / (centered @ centered), rel=1e-6)
+    assert total > 0

@@ -18,18 +18,34 @@ Memory: one model whose parameters move along the path in place, the difference
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+import re
+from collections.abc import Callable, Iterable, Iterator, Mapping
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
+from pydantic import Field
 from torch import Tensor, nn
 
+from phasescope.data.wlt import EncodedWLT
 from phasescope.errors import PhasescopeError
 from phasescope.measures.ablations import CheckpointWeights
+from phasescope.measures.lm_quality import HeldoutDataConfig, shared_heldout_data
+from phasescope.measures.registry import Measure, MeasureContext, register_measure
+from phasescope.measures.translation import (
+    WLTDataConfig,
+    autocast_for,
+    item_subsets,
+    shared_wlt_encoding,
+    wlt_log_probs,
+)
+from phasescope.models.adapters import parameter_groups
+from phasescope.progress import progress_bar
 
-Objective = Callable[[nn.Module], Tensor]  # f(model) -> a scalar tensor, differentiable in the parameters
+# f(model): a scalar tensor differentiable in the parameters, or scalar pieces that sum to f (one per
+# batch of prompts: each piece is differentiated and freed in turn, so memory holds one batch's graph)
+Objective = Callable[[nn.Module], Tensor | Iterable[Tensor]]
 QuadratureRule = Literal["midpoint", "gauss_legendre"]
 
 
@@ -60,7 +76,6 @@ class PathAttribution:
     f_end: float
     points: int
     rule: str
-    groups: dict[str, float] = field(default_factory=dict)
 
     @property
     def delta_f(self) -> float:
@@ -100,6 +115,24 @@ class PathAttribution:
         return totals
 
 
+def objective_pieces(objective: Objective, model: nn.Module) -> Iterator[Tensor]:
+    """The scalar pieces of ``objective(model)`` (a lone tensor is one piece)."""
+    value = objective(model)
+    if isinstance(value, Tensor):
+        value = (value,)
+    for piece in value:
+        if not isinstance(piece, Tensor) or piece.numel() != 1:
+            shape = tuple(piece.shape) if isinstance(piece, Tensor) else type(piece).__name__
+            raise PhasescopeError(f"the objective must give scalar tensors, got {shape}")
+        yield piece.reshape(())
+
+
+def objective_value(objective: Objective, model: nn.Module) -> float:
+    """``f(model)`` as a float (the pieces summed in float64), without autograd."""
+    with torch.no_grad():
+        return math.fsum(float(piece) for piece in objective_pieces(objective, model))
+
+
 def _read(source: Mapping[str, Tensor], name: str, like: Tensor) -> Tensor:
     if isinstance(source, CheckpointWeights):
         return source.read(name, like)
@@ -123,7 +156,8 @@ def path_attribution(model: nn.Module, objective: Objective, start: Mapping[str,
     Args:
         model: a model of the checkpoints' architecture; its parameters are overwritten along the
             path and hold ``end`` (exactly, re-read) on return, also after an error.
-        objective: ``f(model)``, a scalar tensor differentiable in the parameters.
+        objective: ``f(model)``, a scalar tensor differentiable in the parameters, or an iterable of
+            scalar pieces summing to f (differentiated one at a time: memory for one piece's graph).
         start, end: weights by parameter name (a state dict, or lazily read
             :class:`~phasescope.measures.ablations.CheckpointWeights`); each is read at most twice.
         points: quadrature points (forward and backward passes).
@@ -136,8 +170,9 @@ def path_attribution(model: nn.Module, objective: Objective, start: Mapping[str,
     nodes, weights = quadrature_nodes(points, rule)
     parameters = dict(model.named_parameters())  # tied parameters once
     requires_grad = {name: p.requires_grad for name, p in parameters.items()}
-    parts = {name: 0.0 for name in parameters}
     delta: dict[str, Tensor] = {}
+    sums_device = next(iter(parameters.values())).device
+    totals: Tensor | None = None  # (parameters,) float64 on the device: no host sync per batch
     try:
         with torch.no_grad():
             for name, parameter in parameters.items():
@@ -145,7 +180,7 @@ def path_attribution(model: nn.Module, objective: Objective, start: Mapping[str,
                 delta[name] = _read(end, name, parameter) - start_value
                 parameter.copy_(start_value)
                 del start_value
-            f_start = float(objective(model))
+            f_start = objective_value(objective, model)
         for parameter in parameters.values():
             parameter.requires_grad_(True)
         position = 0.0
@@ -154,12 +189,16 @@ def path_attribution(model: nn.Module, objective: Objective, start: Mapping[str,
                 for name, parameter in parameters.items():  # theta(t) reached by steps along delta
                     parameter.add_(delta[name], alpha=float(node - position))
             position = float(node)
-            value = objective(model)
-            gradients = torch.autograd.grad(value, list(parameters.values()), allow_unused=True)
-            for (name, gradient) in zip(parameters, gradients):
-                if gradient is not None:
-                    parts[name] += float(weight) * float(torch.sum(gradient * delta[name], dtype=torch.float64))
-            del gradients, value
+            for piece in objective_pieces(objective, model):  # the dot product is linear: piece by piece
+                if not piece.requires_grad:  # a piece that does not depend on the parameters
+                    continue
+                gradients = torch.autograd.grad(piece, list(parameters.values()), allow_unused=True)
+                dots = [torch.zeros((), dtype=torch.float64, device=parameter.device) if gradient is None
+                        else torch.sum(gradient * delta[name], dtype=torch.float64)
+                        for (name, parameter), gradient in zip(parameters.items(), gradients)]
+                sums = torch.stack([dot.to(sums_device) for dot in dots])
+                totals = sums * float(weight) if totals is None else totals + sums * float(weight)
+                del gradients, piece, dots
             if progress is not None:
                 progress()
     finally:
@@ -168,6 +207,99 @@ def path_attribution(model: nn.Module, objective: Objective, start: Mapping[str,
             for name, parameter in parameters.items():
                 parameter.copy_(_read(end, name, parameter))
                 parameter.requires_grad_(requires_grad[name])
-    with torch.no_grad():
-        f_end = float(objective(model))
+    f_end = objective_value(objective, model)
+    values = totals.tolist() if totals is not None else [0.0] * len(parameters)
+    parts = dict(zip(parameters, values))
     return PathAttribution(parts, f_start, f_end, points, rule)
+
+
+# --- the measure -----------------------------------------------------------------------------------
+class PathAttributionConfig(WLTDataConfig):
+    """Config of the ``path_attribution`` measure (previous checkpoint -> this one)."""
+
+    # f: the summed log-probability mass on valid target first tokens ("wlt_target"), on the source
+    # word's first tokens ("wlt_source", copying), or the mean held-out next-token loss ("heldout_loss")
+    objective: Literal["wlt_target", "wlt_source", "heldout_loss"] = "wlt_target"
+    # WLT items summed into f; no_overlap: pairs without shared first tokens, where translating is not copying
+    subset: Literal["no_overlap", "overlap", "all", "heldout_no_overlap", "heldout_overlap"] = "no_overlap"
+    points: int = Field(32, ge=1)  # quadrature points (forward + backward passes over the prompts each)
+    rule: QuadratureRule = "midpoint"  # ExPLAIND's; "gauss_legendre" converges faster on smooth paths
+    batch_size: int = Field(32, ge=1)  # prompts (or held-out rows) per forward/backward pass
+    heldout: HeldoutDataConfig = HeldoutDataConfig(sequences=4)  # the text of objective heldout_loss
+
+
+def wlt_objective(encoded: EncodedWLT, indices: Tensor, answer: str, batch_size: int) -> Objective:
+    """f = the summed log-probability mass on the answer's first tokens over the items ``indices``,
+    in pieces of ``batch_size`` prompts of similar length."""
+    order = indices[torch.argsort(encoded.lengths[indices], descending=True, stable=True)]
+
+    def objective(model: nn.Module) -> Iterator[Tensor]:
+        for batch in torch.split(order, batch_size):
+            yield wlt_log_probs(model, encoded, batch_size=len(batch), answer=answer, indices=batch).sum()
+    return objective
+
+
+def heldout_loss_objective(batches: Mapping[str, Tensor], batch_size: int) -> Objective:
+    """f = the mean next-token loss over every held-out row of every language, in pieces of ``batch_size`` rows."""
+    rows = torch.cat(list(batches.values()))
+    predicted = rows.shape[0] * (rows.shape[1] - 1)
+
+    def objective(model: nn.Module) -> Iterator[Tensor]:
+        device = next(model.parameters()).device
+        for chunk in torch.split(rows, batch_size):
+            chunk = chunk.to(device)
+            with autocast_for(device):
+                logits = model(input_ids=chunk).logits
+            losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), chunk[:, 1:].flatten(),
+                                                       reduction="sum")
+            yield losses / predicted
+    return objective
+
+
+def objective_label(config: PathAttributionConfig) -> str:
+    """The rows' ``subset``: the WLT subset for translation, ``copy_<subset>`` for copying, ``heldout`` for the loss."""
+    if config.objective == "heldout_loss":
+        return "heldout"
+    return config.subset if config.objective == "wlt_target" else f"copy_{config.subset}"
+
+
+def attribution_rows(result: PathAttribution, groups: Mapping[str, list[str]], label: str) -> list[dict]:
+    """``attribution`` per group (``component``; ``layer`` for a block's groups), ``delta_f``, ``f_start``,
+    ``f_end``, ``completeness_gap`` and ``completeness_gap_relative``, all with ``subset`` = ``label``."""
+    rows = []
+    for group, value in result.grouped(groups).items():
+        match = re.match(r"^layers\.(\d+)\.", group)
+        rows.append({"metric": "attribution", "value": value, "component": group,
+                     "layer": int(match.group(1)) if match else None, "subset": label})
+    summary = {"delta_f": result.delta_f, "f_start": result.f_start, "f_end": result.f_end,
+               "completeness_gap": result.completeness_gap, "completeness_gap_relative": result.relative_gap}
+    return rows + [{"metric": metric, "value": value, "subset": label} for metric, value in summary.items()]
+
+
+def compute_path_attribution(context: MeasureContext, config: PathAttributionConfig) -> list[dict]:
+    if context.previous is None:
+        raise PhasescopeError(f"path attribution of {context.checkpoint.name} needs the checkpoint before it")
+    model = context.model
+    if config.objective == "heldout_loss":
+        objective = heldout_loss_objective(shared_heldout_data(context, config.heldout), config.batch_size)
+    else:
+        encoded = shared_wlt_encoding(context, config)
+        mask = item_subsets(encoded.pairs).get(config.subset)
+        if mask is None or not mask.any():
+            raise PhasescopeError(f"the WLT set has no item in subset {config.subset!r}")
+        indices = torch.as_tensor(mask.to_numpy().nonzero()[0], dtype=torch.long)
+        objective = wlt_objective(encoded, indices, config.objective.removeprefix("wlt_"), config.batch_size)
+    series = context.series
+    start = CheckpointWeights(series.weight_files(context.previous), model)
+    end = CheckpointWeights(series.weight_files(context.checkpoint), model)
+    with progress_bar(f"path attribution {context.previous.name} -> {context.checkpoint.name}", config.points,
+                      transient=True) as advance:
+        result = path_attribution(model, objective, start, end, config.points, config.rule, progress=advance)
+    return attribution_rows(result, parameter_groups(model), objective_label(config))
+
+
+PATH_ATTRIBUTION_MEASURE = register_measure(Measure(
+    name="path_attribution", config_cls=PathAttributionConfig, compute=compute_path_attribution,
+    description="ExPLAIND path attribution of the change since the previous checkpoint to parameter groups",
+    pairwise=True,
+))

@@ -15,7 +15,9 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
+import torch
 import torch.nn.functional as F
+from pydantic import Field
 from torch import Tensor, nn
 
 from phasescope.curvature import (
@@ -23,9 +25,13 @@ from phasescope.curvature import (
     SharpnessResult,
     adam_preconditioner_from_state,
     preconditioned_sharpness,
+    select_parameters,
     sharpness,
 )
 from phasescope.errors import PhasescopeError
+from phasescope.measures.lm_quality import HeldoutDataConfig, shared_heldout_data
+from phasescope.measures.registry import Measure, MeasureContext, register_measure
+from phasescope.run.config import config_hash
 
 IGNORE_INDEX = -100  # label of padded positions, as in transformers
 
@@ -68,7 +74,7 @@ class SavedAdamState:
     beta1: float
     beta2: float
     eps: float
-    lr: float  # the learning rate of the last step (after the scheduler)
+    lr: float  # the learning rate of the next step (scheduler.next_lr), else of the last one
 
     def preconditioner(self) -> dict[str, Tensor]:
         """``P = sqrt(v / (1 - beta2^t)) + eps`` per parameter name."""
@@ -79,8 +85,9 @@ def read_adam_state(state_file: Path, meta: dict, names: Sequence[str]) -> Saved
     """AdamW's ``exp_avg_sq`` and ``step`` of the parameters ``names`` from a checkpoint's
     ``state.safetensors``, with betas, eps and lr from its ``state.json``.
 
-    The LM trainer stores ``optimizer.<parameter name>.{step,exp_avg,exp_avg_sq}`` tensors and the
-    param groups (betas, eps, lr after the scheduler's last step) in ``optimizer_param_groups``.
+    The LM trainer stores ``optimizer.<parameter name>.{step,exp_avg,exp_avg_sq}`` tensors, the
+    param groups (betas, eps, the last step's lr) in ``optimizer_param_groups`` and the next step's
+    rate in ``scheduler.next_lr``.
     """
     from safetensors import safe_open
 
@@ -91,7 +98,9 @@ def read_adam_state(state_file: Path, meta: dict, names: Sequence[str]) -> Saved
     if len(hyper) > 1:
         raise PhasescopeError(f"{state_file.parent}: param groups with different betas or eps are not supported")
     (beta1, beta2), eps = next(iter(hyper))
-    lr = meta.get("lr", groups[0].get("lr"))
+    # the rate of the next step (the dynamics from here on), else the last step's (the run's end)
+    lr = (meta.get("scheduler") or {}).get("next_lr")
+    lr = groups[0].get("lr") if lr is None else lr
     if lr is None:
         raise PhasescopeError(f"{state_file.parent}/state.json: no learning rate recorded")
     exp_avg_sq, steps = {}, {}
@@ -160,3 +169,58 @@ def lm_preconditioned_sharpness(model: nn.Module, input_ids: Tensor, labels: Ten
         return preconditioned_sharpness(LogitsModule(model), shifted_cross_entropy, data, wrapped, lr=lr,
                                         beta1=beta1, tol=tol, v0=v0, params=wrapped_parameter_names(params),
                                         chunk_size=chunk_size, max_iter=max_iter)
+
+
+# --- the measure -----------------------------------------------------------------------------------
+class LMSharpnessConfig(HeldoutDataConfig):
+    """Config of ``lm_sharpness`` (float32 throughout: bf16 products are too coarse for Lanczos' residuals)."""
+
+    sequences: int = Field(2, ge=1)  # held-out rows per language: each Hessian-vector product is ~2 backward passes
+    k: int = Field(1, ge=1)  # top eigenvalues
+    tol: float = Field(1e-3, gt=0)  # relative residual of each Ritz pair
+    max_iter: int | None = Field(None, ge=1)  # Krylov dimension cap (default min(n, 200))
+    params: list[str] | None = None  # the LM's parameter names or module prefixes (default: all)
+    chunk_size: int | None = Field(None, ge=1)  # rows per HVP chunk: memory only, not the result
+    preconditioned: bool = True  # also Adam's preconditioned sharpness where the checkpoint has AdamW state
+
+
+def _warm_start(context: MeasureContext, key: str, size: int) -> Tensor | None:
+    vector = context.cache.get(key)
+    return vector if vector is not None and vector.shape == (size,) else None
+
+
+def compute_lm_sharpness(context: MeasureContext, config: LMSharpnessConfig) -> list[dict]:
+    """``sharpness`` (+ ``eigenvalue_2..k``), ``hvps``, ``converged``; with AdamW state,
+    ``preconditioned_sharpness``, ``adam_threshold`` and ``gd_threshold``."""
+    model = context.model
+    selected = select_parameters(model, config.params)
+    names, size = list(selected), sum(p.numel() for p in selected.values())
+    rows_by_language = shared_heldout_data(context, config)
+    input_ids = torch.cat(list(rows_by_language.values())).to(next(model.parameters()).device)
+    key = f"lm_sharpness:{config_hash(config)}"
+    result = lm_sharpness(model, input_ids, params=config.params, k=config.k, tol=config.tol,
+                          v0=_warm_start(context, f"{key}:v0", size), chunk_size=config.chunk_size,
+                          max_iter=config.max_iter)
+    context.cache[f"{key}:v0"] = result.eigenvectors[:, 0].cpu()
+    component = None if config.params is None else ",".join(config.params)
+    metrics = [("sharpness", result.top), *((f"eigenvalue_{i + 1}", float(value))
+                                            for i, value in enumerate(result.eigenvalues.tolist()[1:], 1)),
+               ("hvps", result.num_hvps), ("converged", float(result.converged))]
+    state_file, meta = context.series.optimizer_state(context.checkpoint)
+    if config.preconditioned and state_file is not None and meta.get("step", 0) >= 1:
+        state = read_adam_state(state_file, meta, names)
+        if state.lr > 0:
+            pre = lm_preconditioned_sharpness(model, input_ids, preconditioner=state.preconditioner(), lr=state.lr,
+                                              beta1=state.beta1, params=config.params, tol=config.tol,
+                                              v0=_warm_start(context, f"{key}:v0_preconditioned", size),
+                                              chunk_size=config.chunk_size, max_iter=config.max_iter)
+            context.cache[f"{key}:v0_preconditioned"] = pre.result.eigenvectors[:, 0].cpu()
+            metrics += [("preconditioned_sharpness", pre.eigenvalue), ("adam_threshold", pre.adam_threshold),
+                        ("gd_threshold", pre.gd_threshold), ("preconditioned_hvps", pre.result.num_hvps)]
+    return [{"metric": metric, "value": float(value), "component": component} for metric, value in metrics]
+
+
+LM_SHARPNESS_MEASURE = register_measure(Measure(
+    name="lm_sharpness", config_cls=LMSharpnessConfig, compute=compute_lm_sharpness,
+    description="top Hessian eigenvalue of the held-out LM loss, and Adam's preconditioned one vs 38/lr",
+))

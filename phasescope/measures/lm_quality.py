@@ -10,31 +10,25 @@ token log-probability.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Sequence
+from collections.abc import Iterator, Mapping, Sequence
+from pathlib import Path
 
 import numpy as np
 import torch
+from pydantic import Field, TypeAdapter, ValidationError
 from torch import Tensor, nn
 
+from phasescope.data.languages import check_language_codes
 from phasescope.errors import PhasescopeError
-
-
-def bf16_autocast(device: torch.device | str, enabled: bool = True) -> contextlib.AbstractContextManager:
-    """bf16 autocast on CUDA when ``enabled``; nothing (float32) on the CPU."""
-    device = torch.device(device)
-    if enabled and device.type == "cuda":
-        return torch.autocast("cuda", dtype=torch.bfloat16)
-    return contextlib.nullcontext()
-
-
-def model_device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
+from phasescope.measures.registry import Measure, MeasureContext, register_measure
+from phasescope.measures.translation import autocast_for, model_device
+from phasescope.run.config import StrictModel, config_hash
+from phasescope.run.series import CheckpointSeries
 
 
 # --- held-out loss and accuracy ------------------------------------------------------------------
-def heldout_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None, batch_size: int = 16,
-                   autocast: bool = True) -> dict[str, float]:
+def heldout_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor | None = None, batch_size: int = 16
+                   ) -> dict[str, float]:
     """Mean next-token cross-entropy and top-1 accuracy over a fixed batch of sequences.
 
     Every position but the last predicts the next token; with ``attention_mask`` (right padding),
@@ -57,7 +51,7 @@ def heldout_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor |
         for start in range(0, input_ids.shape[0], batch_size):
             ids = input_ids[start:start + batch_size].to(device)
             rows_mask = mask[start:start + batch_size].to(device)
-            with bf16_autocast(device, autocast):
+            with autocast_for(device):
                 logits = model(input_ids=ids, attention_mask=rows_mask).logits
             logits = logits[:, :-1].float()  # (B, T-1, V)
             targets = ids[:, 1:]
@@ -84,7 +78,7 @@ def sentence_token_ids(tokenizer, sentences: Sequence[str]) -> list[list[int]]:
 
 
 def sequence_log_probs(model: nn.Module, token_ids: Sequence[Sequence[int]], context: int = 1,
-                       batch_size: int = 32, autocast: bool = True, pad_id: int = 0) -> np.ndarray:
+                       batch_size: int = 32, pad_id: int = 0) -> np.ndarray:
     """Summed log-probability of the tokens after the first ``context`` of each sequence.
 
     Sequences are sorted by length, right-padded (a causal model's real tokens never see the
@@ -107,7 +101,7 @@ def sequence_log_probs(model: nn.Module, token_ids: Sequence[Sequence[int]], con
                 ids[row, :len(sequence)] = torch.tensor(sequence, dtype=torch.long)
                 mask[row, :len(sequence)] = 1
             ids, mask = ids.to(device), mask.to(device)
-            with bf16_autocast(device, autocast):
+            with autocast_for(device):
                 logits = model(input_ids=ids, attention_mask=mask).logits
             log_probs = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
             scored = mask[:, 1:].clone()
@@ -118,7 +112,7 @@ def sequence_log_probs(model: nn.Module, token_ids: Sequence[Sequence[int]], con
 
 
 def minimal_pair_correct(model: nn.Module, tokenizer, good: Sequence[str], bad: Sequence[str],
-                         batch_size: int = 32, autocast: bool = True) -> np.ndarray:
+                         batch_size: int = 32) -> np.ndarray:
     """Per pair, whether the grammatical sentence gets the higher summed log-probability.
 
     Returns:
@@ -128,5 +122,103 @@ def minimal_pair_correct(model: nn.Module, tokenizer, good: Sequence[str], bad: 
         raise PhasescopeError(f"minimal pairs: {len(good)} good sentences but {len(bad)} bad ones")
     ids = sentence_token_ids(tokenizer, [*good, *bad])
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
-    scores = sequence_log_probs(model, ids, batch_size=batch_size, autocast=autocast, pad_id=pad_id)
+    scores = sequence_log_probs(model, ids, batch_size=batch_size, pad_id=pad_id)
     return scores[:len(good)] > scores[len(good):]
+
+
+# --- held-out data of a series -------------------------------------------------------------------
+class HeldoutDataConfig(StrictModel):
+    """Which held-out text: the held-out split of the run's own corpus, or local text files (a Hub series)."""
+
+    # language code -> a local text file (one document per blank-line-separated block);
+    # None: the held-out split of the corpus in the run's config.yaml (an LM run of `phasescope train`)
+    texts: dict[str, str] | None = None
+    languages: list[str] | None = None  # None: every language of the corpus (or of `texts`)
+    seq_len: int = Field(128, ge=2)  # tokens per row (the demo trains on 128)
+    sequences: int = Field(8, ge=1)  # rows per language: a fixed batch, the same at every checkpoint
+
+
+class TextFilesCorpus:
+    """Local text files as a corpus whose every document is held out (documents: blank-line blocks)."""
+
+    def __init__(self, files: Mapping[str, str]) -> None:
+        self.languages = check_language_codes(list(files), "texts")
+        self.files = {language: Path(path).expanduser() for language, path in files.items()}
+        for language, path in self.files.items():
+            if not path.is_file():
+                raise PhasescopeError(f"held-out text for {language!r}: {path} is not a file")
+
+    def documents(self, language: str, split: str = "heldout", start: int = 0) -> Iterator[str]:
+        if split != "heldout":
+            return iter(())
+        text = self.files[language].read_text(encoding="utf-8")
+        blocks = [block.strip() for block in text.split("\n\n") if block.strip()]
+        return iter(blocks[start:])
+
+    def size_hint(self, language: str) -> float:
+        return float(self.files[language].stat().st_size)
+
+
+def run_corpus(series: CheckpointSeries):
+    """The corpus of an LM run, from the ``data:`` section of its ``config.yaml``."""
+    from phasescope.data.corpora import CorpusConfig, build_corpus
+
+    raw = series.run.read_config_dict()
+    if "data" not in raw:
+        raise PhasescopeError(f"{series.run.config_path} has no corpus (`data:`) section: for a series that was "
+                              "not trained by phasescope, give held-out text files as `texts: {language: file}`")
+    try:
+        corpus_config = TypeAdapter(CorpusConfig).validate_python(raw["data"])
+    except ValidationError as error:
+        problem = error.errors()[0]
+        where = ".".join(str(part) for part in problem["loc"])
+        raise PhasescopeError(f"{series.run.config_path}: data.{where}: {problem['msg']}") from None
+    return build_corpus(corpus_config)
+
+
+def heldout_data(series: CheckpointSeries, config: HeldoutDataConfig, tokenizer) -> dict[str, Tensor]:
+    """A fixed (sequences, seq_len) batch of held-out token ids per language, packed like training data."""
+    from phasescope.data.mixture import heldout_batches
+
+    corpus = TextFilesCorpus(config.texts) if config.texts is not None else run_corpus(series)
+    languages = config.languages if config.languages is not None else list(corpus.languages)
+    unknown = [language for language in languages if language not in corpus.languages]
+    if unknown:
+        raise PhasescopeError(f"no held-out text in language(s) {', '.join(unknown)}; "
+                              f"there is {', '.join(corpus.languages)}")
+    return {language: heldout_batches(corpus, tokenizer, language, config.seq_len, config.sequences)
+            for language in languages}
+
+
+def shared_heldout_data(context: MeasureContext, config: HeldoutDataConfig) -> dict[str, Tensor]:
+    """:func:`heldout_data` built once per executor run (keyed by the data fields of ``config``)."""
+    data = HeldoutDataConfig.model_validate(config.model_dump(include=set(HeldoutDataConfig.model_fields)))
+    return context.shared(f"heldout:{config_hash(data)}",
+                          lambda: heldout_data(context.series, data, context.tokenizer))
+
+
+# --- the measures --------------------------------------------------------------------------------
+class LMQualityConfig(HeldoutDataConfig):
+    """Config of the ``lm_quality`` measure."""
+
+    batch_size: int = Field(16, ge=1)  # rows per forward pass
+
+
+def compute_lm_quality(context: MeasureContext, config: LMQualityConfig) -> list[dict]:
+    """``heldout_loss`` and ``heldout_accuracy`` per language (``src``) and over all (token-weighted)."""
+    rows, losses, correct, total = [], 0.0, 0.0, 0
+    for language, batch in shared_heldout_data(context, config).items():
+        scores = heldout_scores(context.model, batch, batch_size=config.batch_size)
+        rows += [{"metric": "heldout_loss", "value": scores["loss"], "src": language},
+                 {"metric": "heldout_accuracy", "value": scores["accuracy"], "src": language}]
+        losses += scores["loss"] * scores["tokens"]
+        correct += scores["accuracy"] * scores["tokens"]
+        total += scores["tokens"]
+    return rows + [{"metric": "heldout_loss", "value": losses / total},
+                   {"metric": "heldout_accuracy", "value": correct / total}]
+
+
+LM_QUALITY_MEASURE = register_measure(Measure(
+    name="lm_quality", config_cls=LMQualityConfig, compute=compute_lm_quality,
+    description="held-out next-token loss and accuracy per language",
+))

@@ -15,12 +15,17 @@ from __future__ import annotations
 import itertools
 import math
 from collections.abc import Sequence
+from typing import Literal
 
 import numpy as np
+import pandas as pd
+from pydantic import Field
 
+from phasescope.data.wlt import SURFACE_FEATURES
 from phasescope.errors import PhasescopeError
-
-FEATURES = ("identical", "shared_first_token", "token_jaccard", "edit_distance", "same_script")
+from phasescope.measures.ablations import checkpoint_wlt_scores
+from phasescope.measures.registry import Measure, MeasureContext, register_measure
+from phasescope.measures.translation import WLTDataConfig, item_subsets
 
 
 def r_squared(features: np.ndarray, target: np.ndarray) -> float:
@@ -81,20 +86,50 @@ def shapley_r2(features: np.ndarray, target: np.ndarray, names: Sequence[str] | 
     return r2[tuple(range(k))], shares
 
 
-def normalized_edit_distance(first: str, second: str) -> float:
-    """Levenshtein distance over characters divided by the longer length (0 for identical, 1 for disjoint)."""
-    if not first and not second:
-        return 0.0
-    previous = list(range(len(second) + 1))
-    for i, a in enumerate(first, 1):
-        current = [i]
-        for j, b in enumerate(second, 1):
-            current.append(min(previous[j] + 1, current[j - 1] + 1, previous[j - 1] + (a != b)))
-        previous = current
-    return previous[-1] / max(len(first), len(second))
+# --- the measure -----------------------------------------------------------------------------------
+SUCCESS_COLUMNS = {"p_target": "p_target", "top1": "top1_correct"}
 
 
-def token_jaccard(first: Sequence[int], second: Sequence[int]) -> float:
-    """|A & B| / |A | B| of the two token-id sets (1 for identical tokenizations)."""
-    a, b = set(first), set(second)
-    return len(a & b) / len(a | b) if a | b else 1.0
+def surface_similarity_shares(scores: pd.DataFrame, success: str = "p_target",
+                              features: Sequence[str] = SURFACE_FEATURES) -> tuple[float, dict[str, float]]:
+    """Shapley shares of R^2 of per-item WLT success on the similarity features of its word pair.
+
+    Args:
+        scores: :func:`~phasescope.measures.translation.wlt_scores` (features: ``identical``,
+            ``shared_first_token``, ``token_jaccard``, ``edit_distance`` (normalized), ``same_script``).
+        success: ``"p_target"`` (mass on valid target first tokens) or ``"top1"``.
+    """
+    if success not in SUCCESS_COLUMNS:
+        raise PhasescopeError(f"success must be one of {', '.join(SUCCESS_COLUMNS)}, got {success!r}")
+    missing = [name for name in [*features, SUCCESS_COLUMNS[success]] if name not in scores.columns]
+    if missing:
+        raise PhasescopeError(f"the WLT scores lack column(s) {', '.join(missing)}")
+    matrix = scores[list(features)].astype(float).to_numpy()
+    return shapley_r2(matrix, scores[SUCCESS_COLUMNS[success]].astype(float).to_numpy(), list(features))
+
+
+class SurfaceSimilarityConfig(WLTDataConfig):
+    """Config of ``surface_similarity``."""
+
+    success: Literal["p_target", "top1"] = "p_target"  # the explained per-item WLT success
+    # items regressed: all (shared first tokens is itself a feature), or one subset
+    subset: Literal["all", "overlap", "no_overlap", "heldout_overlap", "heldout_no_overlap"] = "all"
+    batch_size: int = Field(64, ge=1)  # prompts per forward pass
+
+
+def compute_surface_similarity(context: MeasureContext, config: SurfaceSimilarityConfig) -> list[dict]:
+    """``r2_total`` and ``r2_share`` per feature (``component``), ``subset`` = the items regressed."""
+    scores = checkpoint_wlt_scores(context, config, config.batch_size)
+    mask = item_subsets(scores).get(config.subset)
+    if mask is None or mask.sum() < 2:
+        raise PhasescopeError(f"the WLT set has fewer than 2 items in subset {config.subset!r}")
+    total, shares = surface_similarity_shares(scores[mask], config.success)
+    return [{"metric": "r2_total", "value": total, "subset": config.subset},
+            *({"metric": "r2_share", "value": value, "component": feature, "subset": config.subset}
+              for feature, value in shares.items())]
+
+
+SURFACE_SIMILARITY_MEASURE = register_measure(Measure(
+    name="surface_similarity", config_cls=SurfaceSimilarityConfig, compute=compute_surface_similarity,
+    description="share of WLT success variance explained by each surface-similarity feature (Shapley R^2)",
+))
