@@ -22,15 +22,46 @@ app.add_typer(runs_app, name="runs")
 def train(config: Path = typer.Argument(..., help="Run config (YAML), e.g. configs/digits-sharpness.yaml."),
           out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<config name>)."),
           ) -> None:
-    """Train a run from a config; rerun the same command to resume from its last checkpoint."""
+    """Train a run from a config (kind gd: full-batch GD; kind lm: LM pretraining, also under torchrun);
+    rerun the same command to resume from its last checkpoint."""
     from phasescope.run import load_config
     from phasescope.train import GDRunConfig, train_gd
+    from phasescope.train.lm import config_kind
 
-    run_config = load_config(config, GDRunConfig)
     out = out or Path("runs") / config.stem
+    if config_kind(config) == "lm":
+        _train_language_model(config, out)
+        return
+    run_config = load_config(config, GDRunConfig)
     with progress_bar("GD steps", run_config.train.max_steps) as advance:
         outcome = train_gd(run_config, out, on_step=lambda step, loss: advance(info=f"loss {loss:.4g}"))
     console.print(f"{outcome.status} after {outcome.steps} steps, train loss {outcome.final_train_loss:.4g}")
+    console.print(f"run written to {out}")
+
+
+def _train_language_model(config: Path, out: Path) -> None:
+    """``phasescope train`` of a ``kind: lm`` config; under torchrun only rank 0 shows progress."""
+    import os
+
+    from phasescope.run import load_config
+    from phasescope.train.lm import LMRunConfig, train_lm
+
+    run_config = load_config(config, LMRunConfig)
+    if int(os.environ.get("RANK", "0")) != 0:
+        train_lm(run_config, out)
+        return
+    with progress_bar("LM steps", run_config.train.total_steps) as advance:
+        shown = [0]
+
+        def on_progress(step: int, total: int, info: dict) -> None:
+            text = f"loss {info['loss']:.3f}  {info['tokens_per_second']:,.0f} tok/s" if info else ""
+            advance(step - shown[0], info=text)
+            shown[0] = step
+
+        outcome = train_lm(run_config, out, on_progress=on_progress)
+    loss = f", loss {outcome.final_loss:.4g}" if outcome.final_loss is not None else ""
+    resumed = f" (resumed from step {outcome.resumed_from})" if outcome.resumed_from else ""
+    console.print(f"trained to step {outcome.steps} ({outcome.tokens:,} tokens){loss}{resumed}")
     console.print(f"run written to {out}")
 
 

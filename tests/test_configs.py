@@ -7,9 +7,10 @@ import yaml
 
 from phasescope.run import load_config
 from phasescope.train import GDRunConfig, SweepConfig
+from phasescope.train.lm import LMRunConfig
 
 CONFIGS = sorted((Path(__file__).resolve().parent.parent / "configs").rglob("*.yaml"))
-KINDS = {"gd": GDRunConfig, "sweep": SweepConfig}
+KINDS = {"gd": GDRunConfig, "sweep": SweepConfig, "lm": LMRunConfig}
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=[p.name for p in CONFIGS])

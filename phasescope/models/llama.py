@@ -9,13 +9,15 @@ with ``AutoModelForCausalLM.from_pretrained``.
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import torch
 from pydantic import Field, model_validator
-from transformers import LlamaConfig, LlamaForCausalLM
 
 from phasescope.run import StrictModel
+
+if TYPE_CHECKING:  # transformers is imported where a model is built: importing phasescope stays light
+    from transformers import LlamaConfig, LlamaForCausalLM
 
 # Architecture of each preset. intermediate_size is the SwiGLU hidden width (Llama: ~8/3 x hidden,
 # rounded up; 4 x hidden for paper-1.7b as in Llama-3.2's 2048-wide models: the reference gives
@@ -75,6 +77,8 @@ class LlamaModelConfig(StrictModel):
 def llama_config(config: LlamaModelConfig, vocab_size: int, bos_token_id: int | None = None,
                  eos_token_id: int | None = None, pad_token_id: int | None = None) -> LlamaConfig:
     """The Hugging Face config of ``config`` for a tokenizer of ``vocab_size`` tokens."""
+    from transformers import LlamaConfig
+
     shape = config.resolved()
     hf_config = LlamaConfig(
         vocab_size=vocab_size,
@@ -108,6 +112,8 @@ def build_llama(config: LlamaModelConfig, vocab_size: int, seed: int, **special_
         seed: seeds torch's generator for the initialization.
         special_token_ids: ``bos_token_id``, ``eos_token_id``, ``pad_token_id`` (saved in config.json).
     """
+    from transformers import LlamaForCausalLM
+
     hf_config = llama_config(config, vocab_size, **special_token_ids)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)

@@ -1,0 +1,181 @@
+"""Language-model checkpoints: Hugging Face directories that also carry the exact resume state.
+
+::
+
+    <run>/checkpoints/step_00000128/
+      config.json               LlamaConfig (save_pretrained)
+      generation_config.json    (save_pretrained)
+      model.safetensors         the weights (save_pretrained; a tied unembedding is stored once)
+      tokenizer.json            the run's tokenizer files (tokenizer.save_pretrained)
+      tokenizer_config.json
+      state.safetensors         optimizer.<param path>.{step,exp_avg,exp_avg_sq}, rng.torch_cpu,
+                                rng.cuda.<i> (RNG states as uint8 tensors)
+      state.json                step, tokens, loss, lr, scheduler, data (the batch stream's position),
+                                optimizer_param_groups, config_hash, complete
+
+so ``AutoModelForCausalLM.from_pretrained(path)`` and ``AutoTokenizer.from_pretrained(path)`` load
+each checkpoint, and :func:`read_lm_checkpoint` gives back everything a resumed run needs. The
+directory is filled under a temporary name and renamed into place (``atomic_directory``), so a
+directory named ``step_*`` is always complete. Only safetensors and JSON: nothing is pickled.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import shutil
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import Tensor
+
+from phasescope.errors import PhasescopeError
+from phasescope.models.llama import tied_parameter_names
+from phasescope.run import CheckpointInfo, RunDir, atomic_directory
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+STATE_TENSORS_FILE = "state.safetensors"
+STATE_META_FILE = "state.json"
+MODEL_FILE = "model.safetensors"
+OPTIMIZER_PREFIX = "optimizer."
+RNG_PREFIX = "rng."
+
+
+@dataclass
+class LMCheckpoint:
+    """What :func:`read_lm_checkpoint` returns: weights, optimizer state, RNG states and metadata."""
+
+    step: int
+    tokens: int
+    model_state: dict[str, Tensor]  # by parameter path; a tied unembedding is absent
+    optimizer_state: dict[str, Any]  # {"state": {path: {name: tensor}}, "param_groups": [...]}
+    rng_states: dict[str, Tensor]  # "torch_cpu", "cuda.<i>": uint8 tensors
+    meta: dict[str, Any]  # state.json
+
+
+def save_lm_checkpoint(run: RunDir, model: PreTrainedModel, model_state: dict[str, Tensor],
+                       optimizer_state: dict[str, Any], tokenizer_dir: Path, meta: dict[str, Any]) -> CheckpointInfo:
+    """Write ``<run>/checkpoints/step_<meta["step"]>/`` atomically (see the module docstring).
+
+    Args:
+        run: the run directory.
+        model: the (unwrapped) Hugging Face model; its ``save_pretrained`` writes config and weights.
+        model_state: full weights by parameter path, on the CPU (``full_model_state``).
+        optimizer_state: full optimizer state keyed by parameter path (``full_optimizer_state``).
+        tokenizer_dir: the run's saved tokenizer, copied in whole.
+        meta: JSON-serializable resume metadata with at least ``step`` and ``tokens``.
+    """
+    step = int(meta["step"])
+    tied = tied_parameter_names(model)
+    weights = {name: tensor for name, tensor in model_state.items() if name not in tied}
+    tensors, param_groups = flatten_optimizer_state(optimizer_state)
+    tensors.update({RNG_PREFIX + name: state for name, state in rng_states().items()})
+    meta = {**meta, "optimizer_param_groups": param_groups}
+    meta_text = json.dumps(meta, indent=2, ensure_ascii=False)
+    with atomic_directory(run.checkpoint_dir(step)) as directory, _quiet_transformers():
+        model.save_pretrained(directory, state_dict=weights)
+        for file in sorted(Path(tokenizer_dir).iterdir()):
+            if file.is_file():
+                shutil.copyfile(file, directory / file.name)
+        save_file({name: t.detach().to("cpu").contiguous() for name, t in tensors.items()},
+                  str(directory / STATE_TENSORS_FILE), metadata={"format": "pt"})
+        (directory / STATE_META_FILE).write_text(meta_text, encoding="utf-8")
+    return CheckpointInfo(step=step, tokens=int(meta["tokens"]), path=run.checkpoint_dir(step))
+
+
+def read_lm_checkpoint(path: Path | str) -> LMCheckpoint:
+    """Everything :func:`save_lm_checkpoint` wrote, on the CPU.
+
+    Raises:
+        PhasescopeError: a file is missing or unreadable (naming it).
+    """
+    path = Path(path)
+    meta_path = path / STATE_META_FILE
+    if not meta_path.is_file():
+        raise PhasescopeError(f"{path}: not a resumable language-model checkpoint (no {STATE_META_FILE})")
+    try:
+        meta = json.loads(meta_path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise PhasescopeError(f"{meta_path}: corrupt checkpoint file, expected JSON ({error})") from None
+    model_state = _read_safetensors(path / MODEL_FILE)
+    tensors = _read_safetensors(path / STATE_TENSORS_FILE)
+    optimizer_tensors = {name: t for name, t in tensors.items() if name.startswith(OPTIMIZER_PREFIX)}
+    rng = {name[len(RNG_PREFIX):]: t for name, t in tensors.items() if name.startswith(RNG_PREFIX)}
+    return LMCheckpoint(step=int(meta["step"]), tokens=int(meta["tokens"]), model_state=model_state,
+                        optimizer_state=unflatten_optimizer_state(optimizer_tensors, meta["optimizer_param_groups"]),
+                        rng_states=rng, meta=meta)
+
+
+def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
+    """Split a path-keyed optimizer state into flat tensors and JSON param groups.
+
+    ``{"state": {"model.norm.weight": {"exp_avg": t}}}`` becomes ``{"optimizer.model.norm.weight.exp_avg": t}``;
+    ``param_groups`` (hyper-parameters and the parameter paths of each group) stay as JSON values.
+    """
+    tensors: dict[str, Tensor] = {}
+    for path, entries in state.get("state", {}).items():
+        for name, value in entries.items():
+            if not isinstance(value, Tensor):  # AdamW keeps only tensors; a float step becomes one
+                value = torch.tensor(value)
+            tensors[f"{OPTIMIZER_PREFIX}{path}.{name}"] = value
+    groups = [{key: list(value) if isinstance(value, tuple) else value for key, value in group.items()}
+              for group in state.get("param_groups", [])]
+    return tensors, groups
+
+
+def unflatten_optimizer_state(tensors: dict[str, Tensor], param_groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The inverse of :func:`flatten_optimizer_state` (tuples such as ``betas`` come back as tuples)."""
+    state: dict[str, dict[str, Tensor]] = {}
+    for flat_name, tensor in tensors.items():
+        path, name = flat_name[len(OPTIMIZER_PREFIX):].rsplit(".", 1)
+        state.setdefault(path, {})[name] = tensor
+    groups = [{key: tuple(value) if key == "betas" else value for key, value in group.items()}
+              for group in param_groups]
+    return {"state": state, "param_groups": groups}
+
+
+def rng_states() -> dict[str, Tensor]:
+    """torch's CPU generator state and each CUDA device's, as uint8 tensors."""
+    states = {"torch_cpu": torch.get_rng_state()}
+    if torch.cuda.is_available() and torch.cuda.is_initialized():
+        states.update({f"cuda.{i}": state for i, state in enumerate(torch.cuda.get_rng_state_all())})
+    return states
+
+
+def restore_rng_states(states: dict[str, Tensor]) -> None:
+    """Put back the generator states saved by :func:`rng_states`."""
+    if "torch_cpu" in states:
+        torch.set_rng_state(states["torch_cpu"])
+    cuda = [states[f"cuda.{i}"] for i in range(len(states)) if f"cuda.{i}" in states]
+    if cuda and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
+
+
+@contextlib.contextmanager
+def _quiet_transformers() -> Iterator[None]:
+    """No "Writing model shards" progress bar from transformers over our own progress bar."""
+    from transformers.utils import logging as transformers_logging
+
+    was_enabled = transformers_logging.is_progress_bar_enabled()
+    transformers_logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if was_enabled:
+            transformers_logging.enable_progress_bar()
+
+
+def _read_safetensors(path: Path) -> dict[str, Tensor]:
+    if not path.is_file():
+        raise PhasescopeError(f"{path}: missing checkpoint file")
+    try:
+        return load_file(str(path), device="cpu")
+    except Exception as error:  # safetensors raises its own SafetensorError and plain OSErrors
+        raise PhasescopeError(f"{path}: corrupt checkpoint file, expected safetensors "
+                              f"({' '.join(str(error).split())})") from None
