@@ -16,6 +16,9 @@ app = typer.Typer(help="phasescope: training dynamics, measured densely across c
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 runs_app = typer.Typer(help="Inspect run directories.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
+lexicon_app = typer.Typer(help="The concept lexicon of study B (words per concept and language).",
+                          no_args_is_help=True)
+app.add_typer(lexicon_app, name="lexicon")
 
 
 @app.command()
@@ -221,6 +224,28 @@ def runs_show(run: Path = typer.Argument(..., help="A run directory.")) -> None:
     for row in summary.itertuples(index=False):
         table.add_row(*[f"{v:.5g}" if isinstance(v, float) else str(v) for v in row])
     output.print(table)
+
+
+@lexicon_app.command("build")
+def lexicon_build(languages: str = typer.Option(None, "--languages", help="Comma-separated ISO codes "
+                                                "(default: en,de,fr,es,tr,ru,ar,zh,ja)."),
+                  out: Path = typer.Option(Path("lexicon.parquet"), "--out", "-o", help="The Parquet file to write."),
+                  from_wlt: Path = typer.Option(None, "--from-wlt", help="A word-level translation Parquet file."),
+                  from_muse: Path = typer.Option(None, "--from-muse", help="A folder of MUSE en-XX.txt files."),
+                  ) -> None:
+    """Build the concept lexicon (CLDR names from emoji and babel, or the given files) and write it."""
+    from phasescope.data.lexicon_sources import build_lexicon, lexicon_summary
+
+    codes = [code.strip() for code in languages.split(",") if code.strip()] if languages is not None else None
+    lexicon = build_lexicon(codes, wlt=from_wlt, muse=from_muse)
+    lexicon.save(out)
+    summary = lexicon_summary(lexicon)
+    table = Table("category", *map(str, summary.columns))
+    for category, row in summary.iterrows():
+        table.add_row(str(category), *[str(value) for value in row])
+    output.print(table)
+    console.print(f"{len(lexicon.concepts)} concepts ({len(lexicon.complete_concepts())} in every language) "
+                  f"written to {out}")
 
 
 def _print_error(message: str) -> None:

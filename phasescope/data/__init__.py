@@ -14,11 +14,13 @@ from phasescope.data.corpora import (
 )
 from phasescope.data.lexicon_sources import (
     build_cldr_lexicon,
+    build_lexicon,
     combine_lexicons,
     lexicon_summary,
     load_muse_lexicon,
     load_wlt_lexicon,
 )
+from phasescope.data.minimal_pairs import load_multiblimp, template_minimal_pairs
 from phasescope.data.mixture import MixtureConfig, PackedStream, heldout_batches, mixture_probabilities
 from phasescope.data.registry import DataConfig, load_supervised_data
 from phasescope.data.regression import (
@@ -73,6 +75,7 @@ __all__ = [
     "PackedStream",
     "TokenizerConfig",
     "build_cldr_lexicon",
+    "build_lexicon",
     "build_corpus",
     "build_tokenizer",
     "check_tokenizer_coverage",
@@ -81,9 +84,11 @@ __all__ = [
     "lexicon_summary",
     "load_muse_lexicon",
     "load_tokenizer",
+    "load_multiblimp",
     "load_wlt_lexicon",
     "mixture_probabilities",
     "sample_documents",
+    "template_minimal_pairs",
     "train_bpe_tokenizer",
     "unknown_token_rates",
     "LOSS_NAMES",

@@ -408,6 +408,28 @@ def load_muse_lexicon(directory: Path | str, languages: Iterable[str] | None = N
     return Lexicon(pd.DataFrame(rows, columns=["concept", "category", "language", "word", "variants"]))
 
 
+def build_lexicon(languages: Iterable[str] | None = None, wlt: Path | str | None = None,
+                  muse: Path | str | None = None) -> Lexicon:
+    """The lexicon of ``phasescope lexicon build``: from the given files, else the built-in CLDR one.
+
+    Args:
+        languages: ISO codes to keep (default: the nine built-in languages for CLDR, every
+            language found in the files otherwise).
+        wlt: a word-level translation Parquet file (:func:`load_wlt_lexicon`).
+        muse: a folder of MUSE dictionaries (:func:`load_muse_lexicon`); with ``wlt`` too, a
+            (concept, language) in both keeps the WLT word.
+    """
+    languages = list(languages) if languages is not None else None
+    sources = []
+    if wlt is not None:
+        sources.append(load_wlt_lexicon(wlt, languages))
+    if muse is not None:
+        sources.append(load_muse_lexicon(muse, languages))
+    if not sources:
+        sources.append(build_cldr_lexicon(languages if languages is not None else BUILTIN_LANGUAGES))
+    return combine_lexicons(sources)
+
+
 def combine_lexicons(lexicons: Iterable[Lexicon]) -> Lexicon:
     """One lexicon from several; a (concept, language) present in two keeps the first one's row."""
     frames = [lexicon.frame for lexicon in lexicons]
