@@ -4,6 +4,7 @@ import pandas as pd
 import pytest
 import torch
 
+from phasescope import PhasescopeError
 from phasescope.data.wlt import build_wlt_pairs, encode_wlt
 from phasescope.measures.logit_lens import LogitLensConfig, logit_lens, logit_lens_rows
 from phasescope.measures.registry import MeasureContext, get_measure
@@ -155,3 +156,39 @@ def test_rows_and_measure(tmp_path, tokenizer):
     long = lens.frame()
     assert len(long) == len(encoded) * (layers + 1)
     assert long[(long.item == 2) & (long.layer == 1)]["p_target"].item() == pytest.approx(float(lens.p_target[2, 1]))
+
+
+def test_wlt_scores_read_from_the_lens_equal_their_own_forward_pass(tokenizer, encoded):
+    model = tiny_gpt2(len(tokenizer), seed=6)
+    lens = logit_lens(model, encoded, batch_size=16)
+    own, from_lens = wlt_scores(model, tokenizer, encoded, batch_size=16), wlt_scores(model, tokenizer, encoded,
+                                                                                      lens=lens)
+    for column in ("p_target", "p_source"):
+        torch.testing.assert_close(torch.tensor(from_lens[column].to_numpy()), torch.tensor(own[column].to_numpy()),
+                                   rtol=1e-5, atol=1e-9)
+    assert from_lens["target_rank"].tolist() == own["target_rank"].tolist()
+    with pytest.raises(PhasescopeError, match="the logit lens has 3 items"):
+        wlt_scores(model, tokenizer, encoded, lens=logit_lens(model, encoded.subset([0, 1, 2])))
+
+
+def test_wlt_and_logit_lens_measures_share_one_forward_pass(tmp_path, tokenizer):
+    run = write_local_run(tmp_path / "run", [0], tokenizer=tokenizer)
+    wlt_lexicon(["en", "tr"]).save(run / "data" / "lexicon.parquet")
+    series = open_series(run)
+    context = MeasureContext(series, series.checkpoints[0])
+    lens_config = validate_config({"shots": 2}, get_measure("logit_lens").config_cls)
+    wlt_config = validate_config({"shots": 2, "batch_size": 5}, get_measure("wlt").config_cls)
+    calls = []
+    context.model.model.register_forward_hook(lambda *args: calls.append(1))
+    lens_rows = pd.DataFrame(get_measure("logit_lens").compute(context, lens_config))
+    passes = len(calls)
+    wlt_rows = pd.DataFrame(get_measure("wlt").compute(context, wlt_config))
+    assert passes > 0 and len(calls) == passes  # the wlt measure ran no forward pass of its own
+    layers = context.model.config.num_hidden_layers
+    last = lens_rows[(lens_rows.layer == layers) & (lens_rows.subset == "all")].set_index("metric")["value"]
+    overall = wlt_rows[wlt_rows.src.isna() & (wlt_rows.subset == "all")].set_index("metric")["value"]
+    assert overall["p_target"] == pytest.approx(last["p_target"]) and overall["p_source"] == pytest.approx(
+        last["p_source"])
+    model = series.load_model(series.checkpoints[0])
+    direct = wlt_scores(model, tokenizer, build_wlt_pairs(wlt_lexicon(["en", "tr"]), shots=2))
+    assert overall["p_target"] == pytest.approx(direct["p_target"].mean(), rel=1e-5)

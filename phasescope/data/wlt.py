@@ -270,7 +270,7 @@ def encode_wlt(pairs: pd.DataFrame, tokenizer, padding_side: PaddingSide = "righ
         raise PhasescopeError("no WLT items to encode")
     _check_encodable(pairs, tokenizer)
     pairs = pairs.reset_index(drop=True).copy()
-    prompts = [tokenizer(prompt)["input_ids"] for prompt in pairs["prompt"]]
+    prompts = tokenizer(pairs["prompt"].tolist())["input_ids"]  # one batched call
     lengths = torch.tensor([len(ids) for ids in prompts], dtype=torch.long)
     width = int(lengths.max())
     pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
@@ -280,14 +280,15 @@ def encode_wlt(pairs: pd.DataFrame, tokenizer, padding_side: PaddingSide = "righ
         columns = slice(0, len(ids)) if padding_side == "right" else slice(width - len(ids), width)
         input_ids[row, columns] = torch.tensor(ids, dtype=torch.long)
         attention_mask[row, columns] = 1
-    target_first = [sorted({t for v in variants for t in first_token_ids(tokenizer, v)})
-                    for variants in pairs["target_variants"]]
-    source_first = [first_token_ids(tokenizer, word) for word in pairs["source_word"]]
+    words = {w for w in pairs["source_word"]} | {v for variants in pairs["target_variants"] for v in variants}
+    first = {word: first_token_ids(tokenizer, word) for word in words}  # each word tokenized once
+    tokens = {word: tokenizer.encode(word, add_special_tokens=False) for word in words}
+    target_first = [sorted({t for v in variants for t in first[v]}) for variants in pairs["target_variants"]]
+    source_first = [first[word] for word in pairs["source_word"]]
     pairs["target_first_ids"] = target_first
     pairs["source_first_ids"] = source_first
     pairs["shared_first_token"] = [bool(set(s) & set(t)) for s, t in zip(source_first, target_first)]
-    pairs["token_jaccard"] = [token_jaccard(tokenizer.encode(w, add_special_tokens=False),
-                                            tokenizer.encode(v[0], add_special_tokens=False))
+    pairs["token_jaccard"] = [token_jaccard(tokens[w], tokens[v[0]])
                               for w, v in zip(pairs["source_word"], pairs["target_variants"])]
     target_ids, target_mask = _padded(target_first)
     source_ids, source_mask = _padded(source_first)

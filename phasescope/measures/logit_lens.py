@@ -9,82 +9,41 @@ mass and best rank of the valid target first tokens and of the source's (copying
 
 Layer ``l`` is the stream after ``l`` blocks: 0 = embeddings, L = the last block, whose lens is the
 model's real next-token distribution (the final norm applied once). All layers come from one
-forward pass per batch.
+forward pass per batch; the measure shares that pass with the ``wlt`` measure, whose scores are
+the lens's last layer.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import pandas as pd
 import torch
 from pydantic import Field
-from torch import Tensor, nn
+from torch import nn
 
 from phasescope.data.wlt import EncodedWLT
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
 from phasescope.measures.translation import (
+    LogitLens,
     WLTDataConfig,
-    answer_log_probs,
-    best_rank,
+    checkpoint_logit_lens,
     item_subsets,
-    last_position_states,
+    score_layers,
     shared_wlt_encoding,
-    unembed,
 )
-from phasescope.models.adapters import get_adapter
 
 
-@dataclass
-class LogitLens:
-    """Per item and layer (n_items, num_layers + 1), on the CPU: probability mass and best rank (1 = top)
-    of the target's valid first tokens and of the source's."""
-
-    p_target: Tensor
-    rank_target: Tensor
-    p_source: Tensor
-    rank_source: Tensor
-
-    @property
-    def num_layers(self) -> int:
-        """Blocks of the model (the lens has one more column: the embeddings)."""
-        return self.p_target.shape[1] - 1
-
-    def frame(self) -> pd.DataFrame:
-        """Long table: one row per (item, layer) with the four values; ``item`` indexes the WLT items."""
-        n_items, n_layers = self.p_target.shape
-        return pd.DataFrame({
-            "item": torch.arange(n_items).repeat_interleave(n_layers).numpy(),
-            "layer": torch.arange(n_layers).repeat(n_items).numpy(),
-            **{name: getattr(self, name).reshape(-1).numpy()
-               for name in ("p_target", "rank_target", "p_source", "rank_source")},
-        })
-
-
-@torch.inference_mode()
 def logit_lens(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32) -> LogitLens:
-    """The logit lens of every WLT item at every layer (see the module doc).
+    """The logit lens of every WLT item at every layer (see the module doc), one forward pass per batch.
 
     Args:
         model: a causal LM with an adapter; bf16 autocast on CUDA.
         encoded: the prompts (:func:`phasescope.data.wlt.encode_wlt`).
         batch_size: prompts per forward pass.
+
+    Returns:
+        (n_items, num_layers + 1) target/source mass and best rank; the last column equals
+        :func:`~phasescope.measures.translation.wlt_scores` (pass it as ``wlt_scores(..., lens=...)``).
     """
-    n, layers = len(encoded), get_adapter(model).num_layers + 1
-    values = {name: torch.zeros((n, layers), dtype=dtype) for name, dtype in
-              (("p_target", torch.float64), ("rank_target", torch.long), ("p_source", torch.float64),
-               ("rank_source", torch.long))}
-    for batch in encoded.batches(batch_size):
-        final, streams = last_position_states(model, encoded, batch, all_layers=True)
-        for layer in range(layers):
-            logits = unembed(model, final, normed=True) if layer == layers - 1 else unembed(model, streams[layer],
-                                                                                             normed=False)
-            log_probs = torch.log_softmax(logits, dim=-1)
-            for answer in ("target", "source"):
-                ids, mask = getattr(encoded, f"{answer}_ids")[batch], getattr(encoded, f"{answer}_mask")[batch]
-                values[f"p_{answer}"][batch, layer] = answer_log_probs(log_probs, ids, mask).exp().double().cpu()
-                values[f"rank_{answer}"][batch, layer] = best_rank(logits, ids, mask).cpu()
-    return LogitLens(**values)
+    return score_layers(model, encoded, batch_size, all_layers=True)
 
 
 def logit_lens_rows(encoded: EncodedWLT, lens: LogitLens) -> list[dict]:
@@ -112,7 +71,7 @@ class LogitLensConfig(WLTDataConfig):
 
 def compute_logit_lens(context: MeasureContext, config: LogitLensConfig) -> list[dict]:
     encoded = shared_wlt_encoding(context, config)
-    return logit_lens_rows(encoded, logit_lens(context.model, encoded, config.batch_size))
+    return logit_lens_rows(encoded, checkpoint_logit_lens(context, config, config.batch_size))  # shared with wlt
 
 
 LOGIT_LENS_MEASURE = register_measure(Measure(

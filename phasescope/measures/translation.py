@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import json
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Literal
 
 import pandas as pd
@@ -142,21 +143,63 @@ def wlt_log_probs(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32, a
     return values[position.to(values.device)]
 
 
+@dataclass
+class LogitLens:
+    """Answer scores per item and layer (n_items, num_layers + 1), on the CPU: probability mass and best
+    rank (1 = top) of the target's valid first tokens and of the source's.
+
+    Column ``l`` decodes the residual stream after ``l`` blocks (0 = embeddings); the last column is
+    the model's own next-token distribution, i.e. the WLT scores.
+    """
+
+    p_target: Tensor
+    rank_target: Tensor
+    p_source: Tensor
+    rank_source: Tensor
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks of the model (the lens has one more column: the embeddings)."""
+        return self.p_target.shape[1] - 1
+
+    def frame(self) -> pd.DataFrame:
+        """Long table: one row per (item, layer) with the four values; ``item`` indexes the WLT items."""
+        n_items, n_layers = self.p_target.shape
+        return pd.DataFrame({
+            "item": torch.arange(n_items).repeat_interleave(n_layers).numpy(),
+            "layer": torch.arange(n_layers).repeat(n_items).numpy(),
+            **{name: getattr(self, name).reshape(-1).numpy()
+               for name in ("p_target", "rank_target", "p_source", "rank_source")},
+        })
+
+
 @torch.inference_mode()
-def score_items(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32) -> dict[str, Tensor]:
-    """Per item (n,) on the CPU: ``p_target``, ``p_source``, ``target_rank``, ``source_rank``."""
+def score_layers(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32, all_layers: bool = True) -> LogitLens:
+    """Target and source first-token mass and best rank of every item, from one forward pass per batch.
+
+    With ``all_layers`` the final norm and unembedding decode the last position's residual stream
+    after the embeddings and after every block (the logit lens, one column per layer); without, only
+    the model's output (one column). The last column is the output either way: it is the final-normed
+    ``last_hidden_state`` the model's own head reads, so the final norm is never applied twice.
+    """
     n = len(encoded)
-    scores = {"p_target": torch.zeros(n, dtype=torch.float64), "p_source": torch.zeros(n, dtype=torch.float64),
-              "target_rank": torch.zeros(n, dtype=torch.long), "source_rank": torch.zeros(n, dtype=torch.long)}
+    layers = get_adapter(model).num_layers + 1 if all_layers else 1
+    values = {name: torch.zeros((n, layers), dtype=dtype) for name, dtype in
+              (("p_target", torch.float64), ("rank_target", torch.long), ("p_source", torch.float64),
+               ("rank_source", torch.long))}
     for batch in encoded.batches(batch_size):
-        final, _ = last_position_states(model, encoded, batch)
-        logits = unembed(model, final, normed=True)
-        log_probs = torch.log_softmax(logits, dim=-1)
-        for answer in ("target", "source"):
-            ids, mask = getattr(encoded, f"{answer}_ids")[batch], getattr(encoded, f"{answer}_mask")[batch]
-            scores[f"p_{answer}"][batch] = answer_log_probs(log_probs, ids, mask).exp().double().cpu()
-            scores[f"{answer}_rank"][batch] = best_rank(logits, ids, mask).cpu()
-    return scores
+        final, streams = last_position_states(model, encoded, batch, all_layers=all_layers)
+        for layer in range(layers):
+            if layer == layers - 1:
+                logits = unembed(model, final, normed=True)
+            else:
+                logits = unembed(model, streams[layer], normed=False)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            for answer in ("target", "source"):
+                ids, mask = getattr(encoded, f"{answer}_ids")[batch], getattr(encoded, f"{answer}_mask")[batch]
+                values[f"p_{answer}"][batch, layer] = answer_log_probs(log_probs, ids, mask).exp().double().cpu()
+                values[f"rank_{answer}"][batch, layer] = best_rank(logits, ids, mask).cpu()
+    return LogitLens(**values)
 
 
 @torch.inference_mode()
@@ -200,7 +243,7 @@ def extract_answer(continuation: str, suffix: str = '"') -> str:
 def wlt_scores(model: nn.Module, tokenizer, lexicon_or_pairs: Lexicon | pd.DataFrame | EncodedWLT, shots: int = 5,
                seed: int = 0, *, languages: list[str] | None = None, max_concepts: int | None = None,
                template: str = DEFAULT_TEMPLATE, heldout_concepts: list[str] | tuple = (), batch_size: int = 32,
-               generate: bool = False, max_new_tokens: int = 10) -> pd.DataFrame:
+               generate: bool = False, max_new_tokens: int = 10, lens: LogitLens | None = None) -> pd.DataFrame:
     """Word-level translation and copying scores of ``model``, one row per (direction, concept).
 
     Args:
@@ -213,6 +256,9 @@ def wlt_scores(model: nn.Module, tokenizer, lexicon_or_pairs: Lexicon | pd.DataF
         shots, seed: exemplar lines per prompt and the seed that draws them.
         batch_size: prompts per forward pass.
         generate: also decode greedily up to ``max_new_tokens`` tokens and score exact matches.
+        lens: the :func:`~phasescope.measures.logit_lens.logit_lens` of the same encoded prompts and
+            model: its last layer is the model's output, so the scores are read from it without
+            another forward pass.
 
     Returns:
         The items (``src, tgt, concept, prompt, source_word, target_variants``, surface features
@@ -234,8 +280,13 @@ def wlt_scores(model: nn.Module, tokenizer, lexicon_or_pairs: Lexicon | pd.DataF
                               f"got {type(lexicon_or_pairs).__name__}")
     frame = encoded.pairs.copy()
     frame["subset"] = ["overlap" if shared else "no_overlap" for shared in frame["shared_first_token"]]
-    for name, values in score_items(model, encoded, batch_size).items():
-        frame[name] = values.numpy()
+    if lens is None:
+        lens = score_layers(model, encoded, batch_size, all_layers=False)
+    elif lens.p_target.shape[0] != len(encoded):
+        raise PhasescopeError(f"the logit lens has {lens.p_target.shape[0]} items, the WLT prompts {len(encoded)}")
+    for column, name in (("p_target", "p_target"), ("p_source", "p_source"), ("target_rank", "rank_target"),
+                         ("source_rank", "rank_source")):
+        frame[column] = getattr(lens, name)[:, -1].numpy()
     frame["top1_correct"] = frame["target_rank"] == 1
     frame["copy_top1"] = frame["source_rank"] == 1
     if generate:
@@ -361,10 +412,28 @@ def shared_wlt_encoding(context: MeasureContext, config: WLTDataConfig) -> Encod
     return context.shared(f"wlt_encoding:{config_hash(data)}", build)
 
 
+def checkpoint_logit_lens(context: MeasureContext, config: WLTDataConfig, batch_size: int = 64) -> LogitLens:
+    """The logit lens of ``config``'s WLT prompts on this checkpoint, computed once for the ``wlt`` and
+    ``logit_lens`` measures (its last layer is the WLT scores).
+
+    Only the latest checkpoint's lens is kept (one slot of ``context.cache``), keyed by the checkpoint
+    and the WLT data fields of ``config``.
+    """
+    encoded = shared_wlt_encoding(context, config)
+    data = WLTDataConfig.model_validate(config.model_dump(include=set(WLTDataConfig.model_fields)))
+    key = (context.checkpoint.name, config_hash(data))
+    kept = context.cache.get("wlt_logit_lens:last")
+    if kept is None or kept[0] != key:
+        kept = (key, score_layers(context.model, encoded, batch_size))
+        context.cache["wlt_logit_lens:last"] = kept
+    return kept[1]
+
+
 def compute_wlt(context: MeasureContext, config: WLTConfig) -> list[dict]:
     encoded = shared_wlt_encoding(context, config)
     scores = wlt_scores(context.model, context.tokenizer, encoded, batch_size=config.batch_size,
-                        generate=config.generation, max_new_tokens=config.max_new_tokens)
+                        generate=config.generation, max_new_tokens=config.max_new_tokens,
+                        lens=checkpoint_logit_lens(context, config, config.batch_size))
     return wlt_metric_rows(scores)
 
 
