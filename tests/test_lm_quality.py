@@ -112,3 +112,47 @@ def test_lm_quality_measure_from_text_files_and_from_the_run_corpus(tmp_path, to
     (run / "config.yaml").write_text("kind: lm\n", encoding="utf-8")
     with pytest.raises(PhasescopeError, match="has no corpus .* give held-out text files"):
         measure.compute(MeasureContext(series, series.checkpoints[1]), own)
+
+
+def test_minimal_pairs_measure_on_multiblimp_files_and_builtin_pairs(tmp_path, tokenizer):
+    from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpusConfig
+    from phasescope.data.minimal_pairs import template_minimal_pairs
+    from phasescope.errors import PhasescopeError
+    from phasescope.measures.registry import MeasureContext, get_measure
+    from phasescope.run.config import validate_config
+    from phasescope.run.series import open_series
+    from tests.lm_fixtures import write_local_run
+
+    pairs = {"eng": [("The cat sees the dog.", "The cat see the dog.", "SV-#"),
+                     ("The dogs see the cat.", "The dogs sees the cat.", "SV-#"),
+                     ("I see the dog.", "I sees the dog.", "SV-P")],
+             "deu": [("Die Katze sieht den Hund.", "Die Katze sehen den Hund.", "SV-#"),
+                     ("Wir sehen den Hund.", "Wir sieht den Hund.", "SV-P")]}
+    for code, rows in pairs.items():
+        (tmp_path / "multiblimp" / code).mkdir(parents=True)
+        lines = ["sen\twrong_sen\tphenomenon"] + ["\t".join(row) for row in rows]
+        (tmp_path / "multiblimp" / code / "data.tsv").write_text("\n".join(lines) + "\n", encoding="utf-8")
+    run = write_local_run(tmp_path / "run", [0], tokenizer=tokenizer)
+    (run / "config.yaml").write_text("kind: lm\ndata:\n  source: controlled\n  languages: [en, de]\n", encoding="utf-8")
+    series = open_series(run)
+    measure = get_measure("minimal_pairs")
+    config = validate_config({"multiblimp": str(tmp_path / "multiblimp"), "pairs_per_template": 1, "batch_size": 3},
+                             measure.config_cls)
+    rows = measure.compute(MeasureContext(series, series.checkpoints[0]), config)
+    table = {(r["subset"], r["src"], r["component"], r["metric"]): r["value"] for r in rows}
+
+    model = series.load_model(series.checkpoints[0])
+    for code, language in (("eng", "en"), ("deu", "de")):
+        right = [one_sentence_log_prob(model, ids[0]) > one_sentence_log_prob(model, ids[1]) for ids in
+                 (sentence_token_ids(tokenizer, [good, bad]) for good, bad, _ in pairs[code])]
+        assert table[("multiblimp", language, None, "accuracy")] == pytest.approx(np.mean(right))
+        assert table[("multiblimp", language, None, "n_pairs")] == len(pairs[code])
+    sv_number = [one_sentence_log_prob(model, ids[0]) > one_sentence_log_prob(model, ids[1]) for ids in
+                 (sentence_token_ids(tokenizer, [good, bad]) for good, bad, kind in pairs["eng"] if kind == "SV-#")]
+    assert table[("multiblimp", "en", "SV-#", "accuracy")] == pytest.approx(np.mean(sv_number))
+    builtin = template_minimal_pairs(ControlledCorpus(ControlledCorpusConfig(languages=["en", "de"])), 1)
+    assert table[("builtin", "en", None, "n_pairs")] == (builtin["language"] == "en").sum()
+    assert table[("builtin", None, None, "n_pairs")] == len(builtin)
+    assert 0 <= table[("builtin", "de", "word_order", "accuracy")] <= 1
+    with pytest.raises(PhasescopeError, match="no minimal pairs"):
+        validate_config({"builtin": False}, measure.config_cls)

@@ -11,11 +11,13 @@ token log-probability.
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import torch
-from pydantic import Field, TypeAdapter, ValidationError
+from pydantic import Field, TypeAdapter, ValidationError, model_validator
 from torch import Tensor, nn
 
 from phasescope.data.languages import check_language_codes
@@ -221,4 +223,94 @@ def compute_lm_quality(context: MeasureContext, config: LMQualityConfig) -> list
 LM_QUALITY_MEASURE = register_measure(Measure(
     name="lm_quality", config_cls=LMQualityConfig, compute=compute_lm_quality,
     description="held-out next-token loss and accuracy per language",
+))
+
+
+class MinimalPairsConfig(StrictModel):
+    """Config of ``minimal_pairs``."""
+
+    multiblimp: str | None = None  # a MultiBLiMP .tsv file or folder of them (local); None: not scored
+    # pairs built from the controlled corpus's templates: the run's controlled corpus, else the default one
+    builtin: bool = True
+    languages: list[str] | None = None  # None: every language of the pairs
+    pairs_per_template: int = Field(4, ge=1)  # built-in pairs per (template, language, phenomenon)
+    seed: int = 0  # draws the built-in pairs' concepts
+    batch_size: int = Field(32, ge=1)  # sentences per forward pass
+
+    @model_validator(mode="after")
+    def _some_pairs(self) -> MinimalPairsConfig:
+        if self.multiblimp is None and not self.builtin:
+            raise ValueError("no minimal pairs: set `multiblimp:` to a path or keep `builtin: true`")
+        return self
+
+
+def _controlled_corpus(series: CheckpointSeries):
+    from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpusConfig
+
+    raw = series.run.read_config_dict().get("data")
+    if isinstance(raw, dict) and raw.get("source", "controlled") == "controlled":
+        try:
+            return ControlledCorpus(ControlledCorpusConfig.model_validate(raw))
+        except ValidationError as error:
+            raise PhasescopeError(f"{series.run.config_path}: data: {error.errors()[0]['msg']}") from None
+    return ControlledCorpus(ControlledCorpusConfig())
+
+
+@dataclass
+class EncodedPairs:
+    """Minimal pairs with their sentences tokenized once: ``pairs`` (language, phenomenon, good, bad,
+    ``subset``), and the token ids of every good sentence then every bad one."""
+
+    pairs: pd.DataFrame
+    token_ids: list[list[int]]
+    pad_id: int
+
+
+def minimal_pair_set(series: CheckpointSeries, config: MinimalPairsConfig, tokenizer) -> EncodedPairs:
+    """The built-in and MultiBLiMP pairs of ``config`` (``subset`` = "builtin" / "multiblimp"), tokenized."""
+    from phasescope.data.minimal_pairs import load_multiblimp, template_minimal_pairs
+
+    frames = []
+    if config.builtin:
+        builtin = template_minimal_pairs(_controlled_corpus(series), config.pairs_per_template, config.seed)
+        frames.append(builtin.assign(subset="builtin"))
+    if config.multiblimp is not None:
+        frames.append(load_multiblimp(Path(config.multiblimp).expanduser()).assign(subset="multiblimp"))
+    pairs = pd.concat(frames, ignore_index=True)[["language", "phenomenon", "good", "bad", "subset"]]
+    if config.languages is not None:
+        pairs = pairs[pairs["language"].isin(config.languages)].reset_index(drop=True)
+    if pairs.empty:
+        raise PhasescopeError(f"no minimal pairs in language(s) {', '.join(config.languages or [])}")
+    ids = sentence_token_ids(tokenizer, [*pairs["good"], *pairs["bad"]])
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+    return EncodedPairs(pairs, ids, pad_id)
+
+
+def compute_minimal_pairs(context: MeasureContext, config: MinimalPairsConfig) -> list[dict]:
+    """``accuracy`` and ``n_pairs`` per (subset, language) and per (subset, language, phenomenon), and per subset."""
+    data = MinimalPairsConfig.model_validate(config.model_dump(exclude={"batch_size"}))
+    encoded = context.shared(f"minimal_pairs:{config_hash(data)}",
+                             lambda: minimal_pair_set(context.series, data, context.tokenizer))
+    scores = sequence_log_probs(context.model, encoded.token_ids, batch_size=config.batch_size, pad_id=encoded.pad_id)
+    n = len(encoded.pairs)
+    frame = encoded.pairs.assign(correct=scores[:n] > scores[n:])
+    rows = []
+    for keys, group in frame.groupby(["subset"], sort=True):
+        rows += _accuracy_rows(group, keys[0], None, None)
+    for (subset, language), group in frame.groupby(["subset", "language"], sort=True):
+        rows += _accuracy_rows(group, subset, language, None)
+    for (subset, language, phenomenon), group in frame.groupby(["subset", "language", "phenomenon"], sort=True):
+        rows += _accuracy_rows(group, subset, language, phenomenon)
+    return rows
+
+
+def _accuracy_rows(group: pd.DataFrame, subset: str, language: str | None, phenomenon: str | None) -> list[dict]:
+    where = {"subset": subset, "src": language, "component": phenomenon}
+    return [{"metric": "accuracy", "value": float(group["correct"].mean()), **where},
+            {"metric": "n_pairs", "value": float(len(group)), **where}]
+
+
+MINIMAL_PAIRS_MEASURE = register_measure(Measure(
+    name="minimal_pairs", config_cls=MinimalPairsConfig, compute=compute_minimal_pairs,
+    description="minimal-pair accuracy (grammatical sentence more likely) per language: built-in and MultiBLiMP",
 ))

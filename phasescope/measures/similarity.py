@@ -39,6 +39,9 @@ def r_squared(features: np.ndarray, target: np.ndarray) -> float:
     if features.shape[1] == 0 or total == 0.0:
         return 0.0
     centered = features - features.mean(axis=0)
+    centered = centered[:, np.any(centered != 0, axis=0)]  # a constant feature adds exactly nothing
+    if centered.shape[1] == 0:
+        return 0.0
     coefficients, *_ = np.linalg.lstsq(centered, centered_target, rcond=None)
     residual = centered_target - centered @ coefficients
     return max(0.0, 1.0 - float(residual @ residual) / total)
