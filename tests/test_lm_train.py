@@ -38,8 +38,9 @@ def tiny_config(**sections) -> dict:
         "checkpoints": {"schedule": "every_steps", "every": 4},
     }
     for name, value in sections.items():  # a section is updated, or replaced when it names another kind
-        tags = [tag for tag in ("source", "schedule") if tag in value and value[tag] != config[name].get(tag)]
-        config[name] = value if tags else {**config[name], **value}
+        current = config.get(name, {})
+        tags = [tag for tag in ("source", "schedule") if tag in value and value[tag] != current.get(tag)]
+        config[name] = value if tags else {**current, **value}
     return config
 
 

@@ -323,6 +323,7 @@ def run_training(config: LMRunConfig, run: RunDir, model: nn.Module, stream: Bat
     trained = wrap_model(model, context, config.distributed.strategy)
     optimizer = build_optimizer(trained, train)
     step, resumed_from = 0, None
+    torch.manual_seed(config.seed)  # the generators' state is part of the run (restored below when resuming)
     latest = run.latest_checkpoint()
     if latest is not None:
         saved = read_lm_checkpoint(latest.path)
