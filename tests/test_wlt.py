@@ -127,6 +127,38 @@ def test_exemplars_are_other_concepts_fixed_by_the_seed():
     assert other["prompt"].tolist() != pairs["prompt"].tolist()
 
 
+def test_exemplar_sampling_per_direction_and_per_item():
+    lexicon = wlt_lexicon(["en", "de", "tr"])
+    shared = build_wlt_pairs(lexicon, shots=3, seed=2)
+    for _, direction in shared.groupby(["src", "tgt"]):
+        sets = direction["exemplars"].map(tuple)
+        common = sets.mode().iloc[0]
+        assert (sets == common).sum() == len(direction) - 3  # all but the three exemplar concepts' own prompts
+        for row in direction[sets != common].itertuples():
+            assert row.concept in common and row.concept not in row.exemplars
+    single = build_wlt_pairs(lexicon, shots=3, seed=2, exemplars="per_item")
+    assert single.groupby(["src", "tgt"])["exemplars"].apply(lambda e: e.map(tuple).nunique()).gt(1).all()
+    with pytest.raises(PhasescopeError, match="exemplars must be"):
+        build_wlt_pairs(lexicon, exemplars="random")
+
+
+def test_shared_heads_split_prompts_without_changing_their_tokens(tokenizer):
+    pairs = build_wlt_pairs(wlt_lexicon(["en", "de", "ru"]), shots=2, seed=3)
+    encoded = encode_wlt(pairs, tokenizer)
+    assert (encoded.prefix_index >= 0).sum() == 6 * 5 and len(encoded.prefix_ids) == 6
+    for item, prompt in enumerate(pairs["prompt"]):
+        head = encoded.prefix_index[item]
+        if head >= 0:
+            suffix = encoded.suffix_ids[item, :encoded.suffix_lengths[item]]
+            assert torch.cat([encoded.prefix_ids[head], suffix]).tolist() == tokenizer(prompt)["input_ids"]
+            assert prompt.startswith(tokenizer.decode(encoded.prefix_ids[head], skip_special_tokens=True))
+    per_item = encode_wlt(build_wlt_pairs(wlt_lexicon(["en", "de"]), shots=2, exemplars="per_item"), tokenizer)
+    alone = encode_wlt(pairs, tokenizer, share_prefixes=False)
+    assert (alone.prefix_index < 0).all() and len(per_item.prefix_ids) < 2
+    batches = torch.cat(list(encoded.batches(4)))
+    assert sorted(batches.tolist()) == list(range(len(pairs)))
+
+
 def test_heldout_concepts_are_flagged_and_never_exemplars():
     pairs = build_wlt_pairs(wlt_lexicon(["en", "fr", "ja"]), shots=3, heldout_concepts=["sun", "moon"])
     assert set(pairs.loc[pairs["heldout"], "concept"]) == {"sun", "moon"}
@@ -223,6 +255,27 @@ def test_batched_equals_unbatched_with_either_padding(factory, tokenizer, small_
             torch.testing.assert_close(torch.tensor(batched[column].to_numpy()), torch.tensor(one[column].to_numpy()),
                                        rtol=1e-4, atol=1e-7)
         assert batched["target_rank"].tolist() == one["target_rank"].tolist()
+
+
+@pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
+def test_shared_heads_give_the_scores_of_whole_prompts(factory, tokenizer, small_set):
+    pairs, encoded = small_set
+    model = factory(len(tokenizer), seed=4)
+    whole = wlt_scores(model, tokenizer, encode_wlt(pairs, tokenizer, share_prefixes=False), batch_size=16)
+    split = wlt_scores(model, tokenizer, encoded, batch_size=16)
+    for column in ("p_target", "p_source"):
+        torch.testing.assert_close(torch.tensor(split[column].to_numpy()), torch.tensor(whole[column].to_numpy()),
+                                   rtol=1e-4, atol=1e-7)
+    # One batch mixing two heads of different lengths and an item without a head.
+    heads = encoded.prefix_index
+    lengths = {int(h): len(encoded.prefix_ids[h]) for h in heads[heads >= 0].unique()}
+    a, b = sorted(lengths, key=lengths.get)[0], sorted(lengths, key=lengths.get)[-1]
+    mixed = torch.tensor([int((heads == a).nonzero()[0]), int((heads == -1).nonzero()[0]),
+                          int((heads == b).nonzero()[0]), int((heads == a).nonzero()[1])])
+    with torch.no_grad():
+        picked = wlt_log_probs(model, encoded, batch_size=4, indices=mixed)
+    torch.testing.assert_close(picked.exp().double(), torch.tensor(whole["p_target"].to_numpy()[mixed.numpy()]),
+                               rtol=1e-4, atol=1e-7)
 
 
 def test_wlt_log_probs_is_differentiable_and_matches_the_scores(tokenizer, small_set):

@@ -41,6 +41,7 @@ DEFAULT_TEMPLATE = '{src_name}: "{src_word}" - {tgt_name}: "{tgt_word}"'
 TEMPLATE_FIELDS = ("src_name", "src_word", "tgt_name", "tgt_word")
 SURFACE_FEATURES = ("identical", "shared_first_token", "token_jaccard", "edit_distance", "same_script")
 PaddingSide = Literal["right", "left"]
+ExemplarSampling = Literal["per_direction", "per_item"]
 
 
 # --- the pairs ---------------------------------------------------------------------------------
@@ -84,15 +85,20 @@ def answer_suffix(template: str) -> str:
 
 def build_wlt_pairs(lexicon: Lexicon, languages: Sequence[str] | None = None, *, shots: int = 5, seed: int = 0,
                     max_concepts: int | None = None, template: str = DEFAULT_TEMPLATE,
-                    heldout_concepts: Iterable[str] = ()) -> pd.DataFrame:
+                    heldout_concepts: Iterable[str] = (), exemplars: ExemplarSampling = "per_direction"
+                    ) -> pd.DataFrame:
     """The WLT items of a lexicon: one row per (direction, concept), with its prompt and surface features.
 
     Args:
         lexicon: words and valid variants per (concept, language).
         languages: the languages to pair (default: all of the lexicon's); every ordered pair is a direction.
         shots: exemplar lines per prompt, drawn from *other* concepts of the direction.
-        seed: fixes the exemplars (each item's draw depends only on seed, direction and concept) and
-            the concepts kept by ``max_concepts``.
+        seed: fixes the exemplars and the concepts kept by ``max_concepts``.
+        exemplars: ``"per_direction"``: one seeded order of the direction's concepts, each prompt taking
+            the first ``shots`` concepts of it other than its own, so all prompts of a direction but
+            ``shots`` share their exemplar lines (item differences are not exemplar-draw noise, and
+            the shared lines are computed once, see :func:`encode_wlt`); ``"per_item"``: an
+            independent draw per (direction, concept).
         max_concepts: per direction, keep at most this many concepts: the first ones, in an order
             shuffled once by ``seed``, that the lexicon has in both languages (so directions share concepts).
         template: the line format (:data:`DEFAULT_TEMPLATE`); ``{tgt_word}`` must come last.
@@ -114,6 +120,8 @@ def build_wlt_pairs(lexicon: Lexicon, languages: Sequence[str] | None = None, *,
         get_language(code)  # prompts need the endonym
     if shots < 0:
         raise PhasescopeError(f"shots must be >= 0, got {shots}")
+    if exemplars not in ("per_direction", "per_item"):
+        raise PhasescopeError(f"exemplars must be 'per_direction' or 'per_item', got {exemplars!r}")
     check_template(template)
     heldout = set(heldout_concepts)
     categories = dict(zip(lexicon.frame["concept"], lexicon.frame["category"]))
@@ -129,20 +137,24 @@ def build_wlt_pairs(lexicon: Lexicon, languages: Sequence[str] | None = None, *,
         else:
             chosen = shared
         exemplar_pool = [c for c in shared if c not in heldout]
+        direction_order = random.Random(f"{seed}:{src}:{tgt}").sample(exemplar_pool, len(exemplar_pool))
         for concept in chosen:
             pool = [c for c in exemplar_pool if c != concept]
             if len(pool) < shots:
                 raise PhasescopeError(f"WLT {src}->{tgt}: {shots} exemplars per prompt need {shots + 1} concepts "
                                       f"(not held out) in both languages, the lexicon has {len(pool) + 1}")
-            exemplars = random.Random(f"{seed}:{src}:{tgt}:{concept}").sample(pool, shots)
+            if exemplars == "per_direction":
+                drawn = [c for c in direction_order if c != concept][:shots]
+            else:
+                drawn = random.Random(f"{seed}:{src}:{tgt}:{concept}").sample(pool, shots)
             word = lexicon.word(concept, src)
             variants = lexicon.variants(concept, tgt)
             rows.append({
                 "src": src, "tgt": tgt, "concept": concept, "category": categories[concept],
                 "heldout": concept in heldout, "source_word": word, "target_word": variants[0],
-                "target_variants": variants, "exemplars": exemplars,
+                "target_variants": variants, "exemplars": drawn,
                 "prompt": wlt_prompt(template, src, tgt, word,
-                                     [(lexicon.word(c, src), lexicon.word(c, tgt)) for c in exemplars]),
+                                     [(lexicon.word(c, src), lexicon.word(c, tgt)) for c in drawn]),
                 "answer_suffix": answer_suffix(template),
                 "identical": word in variants,
                 "edit_distance": normalized_edit_distance(word, variants[0]),
@@ -199,6 +211,11 @@ class EncodedWLT:
             longest list.
         source_ids / source_mask: (n_items, j) the source word's first tokens.
         padding_side: ``"right"`` (prompts start at position 0) or ``"left"`` (prompts end at the last column).
+        prefix_index: (n_items,) the item's shared prompt head in ``prefix_ids``, -1 for none.
+        suffix_ids / suffix_lengths: (n_items, s) right-padded and (n_items,): the prompt tokens after
+            its shared head (zero length for items without one).
+        prefix_ids: shared prompt heads (every line but the query, with the special tokens the
+            tokenizer prepends), each (head_len,); an item's tokens are its head's then its suffix's.
     """
 
     pairs: pd.DataFrame
@@ -210,6 +227,17 @@ class EncodedWLT:
     source_ids: Tensor
     source_mask: Tensor
     padding_side: PaddingSide = "right"
+    prefix_index: Tensor | None = None
+    suffix_ids: Tensor | None = None
+    suffix_lengths: Tensor | None = None
+    prefix_ids: tuple[Tensor, ...] = ()
+
+    def __post_init__(self) -> None:
+        if self.prefix_index is None:  # no shared heads: every item runs whole
+            n = len(self.input_ids)
+            self.prefix_index = torch.full((n,), -1, dtype=torch.long)
+            self.suffix_ids = torch.zeros((n, 1), dtype=torch.long)
+            self.suffix_lengths = torch.zeros(n, dtype=torch.long)
 
     def __len__(self) -> int:
         return len(self.pairs)
@@ -221,11 +249,49 @@ class EncodedWLT:
                        **{name: getattr(self, name)[index] for name in _TENSOR_FIELDS})
 
     def batches(self, batch_size: int) -> Iterator[Tensor]:
-        """Item indices in batches of prompts of similar length (longest first), covering every item once."""
+        """Item indices in batches covering every item once: items with a shared head grouped by head
+        (heads of similar length together), then the others by length (longest first)."""
         if batch_size < 1:
             raise PhasescopeError(f"batch_size must be >= 1, got {batch_size}")
-        order = torch.argsort(self.lengths, descending=True, stable=True)
-        yield from torch.split(order, batch_size)
+        shared = (self.prefix_index >= 0).nonzero().flatten()
+        if len(shared):
+            head_lengths = torch.tensor([len(ids) for ids in self.prefix_ids])[self.prefix_index[shared]]
+            keys = sorted(range(len(shared)), key=lambda i: (-int(head_lengths[i]), int(self.prefix_index[shared[i]]),
+                                                             -int(self.suffix_lengths[shared[i]])))
+            yield from torch.split(shared[torch.tensor(keys)], batch_size)
+        alone = (self.prefix_index < 0).nonzero().flatten()
+        if len(alone):
+            yield from torch.split(alone[torch.argsort(self.lengths[alone], descending=True, stable=True)], batch_size)
+
+    def prefixed_inputs(self, indices: Tensor, device: torch.device | str
+                        ) -> tuple[dict[str, Tensor], Tensor, dict[str, Tensor], Tensor]:
+        """Two forward passes over items that all have a shared head: the heads once, then the suffixes.
+
+        Returns:
+            ``head_inputs`` for the distinct heads of the batch (left-padded, with mask and position
+            ids); ``rows`` (batch,): each item's row among them (to expand the heads' key/value
+            cache); ``suffix_inputs`` (input ids, the mask over head and suffix columns, positions
+            continuing each head); the last suffix position of each item (batch,).
+        """
+        heads, rows = torch.unique(self.prefix_index[indices], return_inverse=True)
+        head_lengths = torch.tensor([len(self.prefix_ids[h]) for h in heads.tolist()])
+        width = int(head_lengths.max())
+        head_ids = torch.zeros((len(heads), width), dtype=torch.long)
+        head_mask = torch.zeros((len(heads), width), dtype=torch.long)
+        for row, head in enumerate(heads.tolist()):
+            head_ids[row, width - len(self.prefix_ids[head]):] = self.prefix_ids[head]
+            head_mask[row, width - len(self.prefix_ids[head]):] = 1
+        head_inputs = {"input_ids": head_ids, "position_ids": (head_mask.cumsum(-1) - 1).clamp(min=0)}
+        lengths = self.suffix_lengths[indices]
+        suffix_width = int(lengths.max())
+        suffix_inputs = {"input_ids": self.suffix_ids[indices, :suffix_width],
+                         "position_ids": head_lengths[rows][:, None] + torch.arange(suffix_width)}
+        if not bool((head_lengths == width).all()):  # left pads of shorter heads must be masked
+            head_inputs["attention_mask"] = head_mask
+            suffix_inputs["attention_mask"] = torch.cat(
+                [head_mask[rows], torch.ones((len(indices), suffix_width), dtype=torch.long)], dim=1)
+        move = lambda inputs: {key: value.to(device) for key, value in inputs.items()}  # noqa: E731
+        return move(head_inputs), rows.to(device), move(suffix_inputs), (lengths - 1).to(device)
 
     def model_inputs(self, indices: Tensor, device: torch.device | str) -> tuple[dict[str, Tensor], Tensor]:
         """Keyword arguments of a forward pass over the items ``indices`` and each row's last prompt position.
@@ -251,11 +317,19 @@ class EncodedWLT:
         return {key: value.to(device) for key, value in inputs.items()}, last.to(device)
 
 
-_TENSOR_FIELDS = ("input_ids", "attention_mask", "lengths", "target_ids", "target_mask", "source_ids", "source_mask")
+_TENSOR_FIELDS = ("input_ids", "attention_mask", "lengths", "target_ids", "target_mask", "source_ids", "source_mask",
+                  "prefix_index", "suffix_ids", "suffix_lengths")
 
 
-def encode_wlt(pairs: pd.DataFrame, tokenizer, padding_side: PaddingSide = "right") -> EncodedWLT:
+def encode_wlt(pairs: pd.DataFrame, tokenizer, padding_side: PaddingSide = "right",
+               share_prefixes: bool = True) -> EncodedWLT:
     """Tokenize every prompt and answer of ``pairs`` once (prompts with the tokenizer's special tokens).
+
+    With ``share_prefixes``, prompts that share every line but the query (the exemplars of a
+    direction, see ``build_wlt_pairs(exemplars="per_direction")``) are split into that shared head
+    and their own suffix, so the scores run the head once per batch and only the query line per
+    item. A prompt is split only where its tokens are exactly the head's tokens followed by more,
+    so the split never changes the tokens the model reads.
 
     Raises:
         PhasescopeError: a language whose words the tokenizer cannot encode (empty encodings or its
@@ -292,8 +366,39 @@ def encode_wlt(pairs: pd.DataFrame, tokenizer, padding_side: PaddingSide = "righ
                               for w, v in zip(pairs["source_word"], pairs["target_variants"])]
     target_ids, target_mask = _padded(target_first)
     source_ids, source_mask = _padded(source_first)
+    heads = _shared_heads(pairs["prompt"].tolist(), prompts, tokenizer) if share_prefixes else None
     return EncodedWLT(pairs, input_ids, attention_mask, lengths, target_ids, target_mask, source_ids, source_mask,
-                      padding_side)
+                      padding_side, *(heads or ()))
+
+
+def _shared_heads(texts: list[str], prompts: list[list[int]], tokenizer):
+    """(prefix_index, suffix_ids, suffix_lengths, prefix_ids) for prompts sharing all lines but the last."""
+    members: dict[str, list[int]] = {}
+    for item, text in enumerate(texts):
+        if "\n" in text:
+            members.setdefault(text[:text.rindex("\n") + 1], []).append(item)
+    candidates = [(head, items) for head, items in members.items() if len(items) > 1]
+    if not candidates:
+        return None
+    head_tokens = tokenizer([head for head, _ in candidates])["input_ids"]
+    prefix_index = torch.full((len(texts),), -1, dtype=torch.long)
+    suffixes: dict[int, list[int]] = {}
+    prefix_ids = []
+    for (_, items), ids in zip(candidates, head_tokens):
+        split = [i for i in items if len(prompts[i]) > len(ids) and prompts[i][:len(ids)] == ids]
+        if len(split) < 2:
+            continue
+        for item in split:
+            prefix_index[item] = len(prefix_ids)
+            suffixes[item] = prompts[item][len(ids):]
+        prefix_ids.append(torch.tensor(ids, dtype=torch.long))
+    if not prefix_ids:
+        return None
+    suffix_lengths = torch.tensor([len(suffixes.get(i, [])) for i in range(len(texts))], dtype=torch.long)
+    suffix_ids = torch.zeros((len(texts), int(suffix_lengths.max())), dtype=torch.long)
+    for item, ids in suffixes.items():
+        suffix_ids[item, :len(ids)] = torch.tensor(ids, dtype=torch.long)
+    return prefix_index, suffix_ids, suffix_lengths, tuple(prefix_ids)
 
 
 def _padded(lists: list[list[int]]) -> tuple[Tensor, Tensor]:

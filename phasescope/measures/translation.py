@@ -30,7 +30,14 @@ from torch import Tensor, nn
 
 from phasescope.data.languages import check_language_codes
 from phasescope.data.lexicon import Lexicon
-from phasescope.data.wlt import DEFAULT_TEMPLATE, EncodedWLT, build_wlt_pairs, check_template, encode_wlt
+from phasescope.data.wlt import (
+    DEFAULT_TEMPLATE,
+    EncodedWLT,
+    ExemplarSampling,
+    build_wlt_pairs,
+    check_template,
+    encode_wlt,
+)
 from phasescope.errors import PhasescopeError
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
 from phasescope.models.adapters import get_adapter
@@ -58,6 +65,9 @@ def last_position_states(model: nn.Module, encoded: EncodedWLT, indices: Tensor,
                          ) -> tuple[Tensor, Tensor | None]:
     """The residual stream at each prompt's last position, from one forward pass of the backbone.
 
+    Items with a shared prompt head (:func:`~phasescope.data.wlt.encode_wlt`) run the batch's distinct
+    heads once, then only their own suffixes on the heads' key/value cache; the others run whole.
+
     Returns:
         ``final`` (batch, hidden): the last block's output after the final norm (what the
         unembedding reads); with ``all_layers``, ``streams`` (num_layers, batch, hidden): the
@@ -65,17 +75,51 @@ def last_position_states(model: nn.Module, encoded: EncodedWLT, indices: Tensor,
         (Hugging Face's ``hidden_states[-1]`` is the final-normed ``last_hidden_state`` in every
         supported family, so it is taken from ``final`` instead, never normed twice.)
     """
+    indices = torch.as_tensor(indices, dtype=torch.long)
+    shared = encoded.prefix_index[indices] >= 0
+    if shared.all():
+        return _states_after_heads(model, encoded, indices, all_layers)
+    if not shared.any():
+        return _whole_prompt_states(model, encoded, indices, all_layers)
+    first = last_position_states(model, encoded, indices[shared], all_layers)
+    second = last_position_states(model, encoded, indices[~shared], all_layers)
+    order = torch.cat([shared.nonzero().flatten(), (~shared).nonzero().flatten()])
+    back = torch.empty_like(order)
+    back[order] = torch.arange(len(order))  # position of each item of ``indices`` in the concatenation
+    back = back.to(first[0].device)
+    final = torch.cat([first[0], second[0]])[back]
+    streams = torch.cat([first[1], second[1]], dim=1)[:, back] if all_layers else None
+    return final, streams
+
+
+def _whole_prompt_states(model: nn.Module, encoded: EncodedWLT, indices: Tensor, all_layers: bool):
     adapter = get_adapter(model)
     device = model_device(model)
     inputs, last = encoded.model_inputs(indices, device)
     with autocast_for(device):
         outputs = adapter.backbone(**inputs, output_hidden_states=all_layers, use_cache=False)
-    rows = torch.arange(len(indices), device=device)
+    return _gather_last(outputs, last, adapter.num_layers, all_layers)
+
+
+def _states_after_heads(model: nn.Module, encoded: EncodedWLT, indices: Tensor, all_layers: bool):
+    adapter = get_adapter(model)
+    device = model_device(model)
+    head_inputs, rows, suffix_inputs, last = encoded.prefixed_inputs(indices, device)
+    with autocast_for(device):
+        cache = adapter.backbone(**head_inputs, use_cache=True).past_key_values
+        cache.batch_select_indices(rows)  # one copy of its head's keys and values per item
+        outputs = adapter.backbone(**suffix_inputs, past_key_values=cache, use_cache=True,
+                                   output_hidden_states=all_layers)
+    return _gather_last(outputs, last, adapter.num_layers, all_layers)
+
+
+def _gather_last(outputs, last: Tensor, num_layers: int, all_layers: bool) -> tuple[Tensor, Tensor | None]:
+    rows = torch.arange(len(last), device=last.device)
     final = outputs.last_hidden_state[rows, last]
     if not all_layers:
         return final, None
     hidden = outputs.hidden_states
-    assert len(hidden) == adapter.num_layers + 1, f"{len(hidden)} hidden states for {adapter.num_layers} layers"
+    assert len(hidden) == num_layers + 1, f"{len(hidden)} hidden states for {num_layers} layers"
     return final, torch.stack([state[rows, last] for state in hidden[:-1]])
 
 
@@ -242,15 +286,16 @@ def extract_answer(continuation: str, suffix: str = '"') -> str:
 # --- the public entry point --------------------------------------------------------------------
 def wlt_scores(model: nn.Module, tokenizer, lexicon_or_pairs: Lexicon | pd.DataFrame | EncodedWLT, shots: int = 5,
                seed: int = 0, *, languages: list[str] | None = None, max_concepts: int | None = None,
-               template: str = DEFAULT_TEMPLATE, heldout_concepts: list[str] | tuple = (), batch_size: int = 32,
-               generate: bool = False, max_new_tokens: int = 10, lens: LogitLens | None = None) -> pd.DataFrame:
+               template: str = DEFAULT_TEMPLATE, heldout_concepts: list[str] | tuple = (),
+               exemplars: ExemplarSampling = "per_direction", batch_size: int = 32, generate: bool = False,
+               max_new_tokens: int = 10, lens: LogitLens | None = None) -> pd.DataFrame:
     """Word-level translation and copying scores of ``model``, one row per (direction, concept).
 
     Args:
         model: a Hugging Face causal LM of a supported family, on its device (bf16 autocast on CUDA).
         tokenizer: its tokenizer.
         lexicon_or_pairs: a :class:`Lexicon` (the WLT set is built from it with ``shots``, ``seed``,
-            ``languages``, ``max_concepts``, ``template``, ``heldout_concepts``), pairs from
+            ``languages``, ``max_concepts``, ``template``, ``heldout_concepts``, ``exemplars``), pairs from
             :func:`phasescope.data.wlt.build_wlt_pairs`, or an :class:`EncodedWLT` to reuse one
             tokenization across checkpoints.
         shots, seed: exemplar lines per prompt and the seed that draws them.
@@ -269,7 +314,7 @@ def wlt_scores(model: nn.Module, tokenizer, lexicon_or_pairs: Lexicon | pd.DataF
     """
     if isinstance(lexicon_or_pairs, Lexicon):
         pairs = build_wlt_pairs(lexicon_or_pairs, languages, shots=shots, seed=seed, max_concepts=max_concepts,
-                                template=template, heldout_concepts=heldout_concepts)
+                                template=template, heldout_concepts=heldout_concepts, exemplars=exemplars)
         encoded = encode_wlt(pairs, tokenizer)
     elif isinstance(lexicon_or_pairs, pd.DataFrame):
         encoded = encode_wlt(lexicon_or_pairs, tokenizer)
@@ -343,6 +388,8 @@ class WLTDataConfig(StrictModel):
     seed: int = 0  # draws the exemplars (and the concepts kept by max_concepts)
     max_concepts: int | None = Field(None, ge=1)  # per direction; None keeps every shared concept
     template: str = DEFAULT_TEMPLATE  # line format; {tgt_word} last
+    # per_direction: one exemplar set per direction (its shared lines run once per batch); per_item: a draw per item
+    exemplars: ExemplarSampling = "per_direction"
 
     @field_validator("languages")
     @classmethod
@@ -406,7 +453,8 @@ def shared_wlt_encoding(context: MeasureContext, config: WLTDataConfig) -> Encod
         lexicon = resolve_lexicon(context.series, data.lexicon)
         held = [c for c in heldout_concepts(context.series) if c in set(lexicon.concepts)]
         pairs = build_wlt_pairs(lexicon, data.languages, shots=data.shots, seed=data.seed,
-                                max_concepts=data.max_concepts, template=data.template, heldout_concepts=held)
+                                max_concepts=data.max_concepts, template=data.template, heldout_concepts=held,
+                                exemplars=data.exemplars)
         return encode_wlt(pairs, tokenizer)
 
     return context.shared(f"wlt_encoding:{config_hash(data)}", build)
