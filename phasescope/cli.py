@@ -92,22 +92,32 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
 
 
 @app.command()
-def report(run: Path = typer.Argument(..., help="A sweep run directory.")) -> None:
-    """Figures (PNG and PDF) of a sweep: sharpness, norms, test loss and steps vs eta, trajectories, theory."""
-    from phasescope.report.study_a import sweep_report
-    from phasescope.run import RunDir
+def report(run: Path = typer.Argument(..., help="A sweep, an LM run or series with metrics, or a demo directory.")
+           ) -> None:
+    """The run's HTML page (report/index.html, figures embedded); a sweep's figures also as PNG and PDF."""
+    from phasescope.report.index import write_report
 
-    result = sweep_report(RunDir.open(run))
-    table = Table("eta", "seed", "regime", "steps", "sharpness", "2/eta", "l1", "l2", "test loss")
-    for row in result.table.itertuples(index=False):
-        table.add_row(f"{row.lr:.4g}", str(row.seed), row.regime, str(row.steps), f"{row.sharpness:.4g}",
-                      f"{row.two_over_eta:.4g}", f"{row.l1:.4g}", f"{row.l2:.4g}", f"{row.test_loss:.4g}")
-    output.print(table)
-    for flow in result.flow.itertuples(index=False):
-        output.print(f"seed {flow.seed}: gradient flow s_GF = {flow.s_gf:.4g}, eta_c = 2/s_GF = {flow.eta_c:.4g}")
-    output.print(f"best eta for test loss: {result.best['lr']:.4g} (test loss {result.best['test_loss']:.4g})")
-    for path in result.paths:
-        output.print(str(path))
+    _print_report(write_report(run))
+
+
+def _print_report(result) -> None:
+    """A report's numbers on stdout: each sweep's regime table, eta_c and best eta; study B's findings."""
+    for name, sweep in result.sweeps.items():
+        table = Table("eta", "seed", "regime", "steps", "sharpness", "2/eta", "l1", "l2", "test loss",
+                      title=name if len(result.sweeps) > 1 else None)
+        for row in sweep.table.itertuples(index=False):
+            table.add_row(f"{row.lr:.4g}", str(row.seed), row.regime, str(row.steps), f"{row.sharpness:.4g}",
+                          f"{row.two_over_eta:.4g}", f"{row.l1:.4g}", f"{row.l2:.4g}", f"{row.test_loss:.4g}")
+        output.print(table)
+        for flow in sweep.flow.itertuples(index=False):
+            output.print(f"seed {flow.seed}: gradient flow s_GF = {flow.s_gf:.4g}, eta_c = 2/s_GF = {flow.eta_c:.4g}")
+        output.print(f"best eta for test loss: {sweep.best['lr']:.4g} (test loss {sweep.best['test_loss']:.4g})")
+        for path in sweep.paths:
+            output.print(str(path))
+    if result.study_b is not None:
+        for line in result.study_b.section.findings:
+            output.print(f"- {line}", markup=False, highlight=False)
+    output.print(f"report: {result.path}")
 
 
 @app.command()

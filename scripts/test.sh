@@ -3,5 +3,16 @@
 set -euo pipefail
 PHASESCOPE_EXTRAS=test
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
+# The HTML report test opens the page in headless Chromium: Debian's package, installed once.
+if command -v apt-get >/dev/null 2>&1; then
+  if ! command -v chromium >/dev/null 2>&1; then
+    echo "setup: installing chromium (for the HTML report test)" >&2
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium \
+      || { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium; }
+    } >/dev/null 2>&1 || echo "setup: could not install chromium; the HTML report test will fail" >&2
+  fi
+  export PHASESCOPE_REQUIRE_CHROMIUM=1  # where it can be installed, a missing browser fails the test
+fi
 ruff check phasescope tests benchmarks
 python -m pytest -q "$@"

@@ -166,7 +166,8 @@ def detect_onset(values: np.ndarray | None, steps, tokens=None, *, items: np.nda
     """The onset of a trajectory (:func:`onset_index`), with a bootstrap interval over items.
 
     Args:
-        values: (T,) the trajectory; ignored when ``items`` is given (its item mean is used).
+        values: (T,) the trajectory (None: the mean of ``items``). With items, the onset is
+            read from ``values`` (e.g. a pooled aggregate) and the interval from item resamples.
         steps, tokens: (T,) of the checkpoints (tokens may be None).
         items: (n_items, T) per-item values (NaN where missing); resampled with replacement
             ``n_bootstrap`` times, the onset recomputed on each resample's mean trajectory (band
@@ -183,7 +184,8 @@ def detect_onset(values: np.ndarray | None, steps, tokens=None, *, items: np.nda
         items = np.asarray(items, dtype=np.float64)
         if items.ndim != 2 or items.shape[1] != len(steps):
             raise PhasescopeError(f"onset: items must be (n_items, {len(steps)} checkpoints), got {items.shape}")
-        values = _nanmean(items, axis=0)
+        if values is None:
+            values = _nanmean(items, axis=0)
     values = np.asarray(values, dtype=np.float64)
     if values.shape != steps.shape:
         raise PhasescopeError(f"onset: {len(values)} values for {len(steps)} checkpoints")
@@ -360,18 +362,21 @@ def _progress(values: np.ndarray) -> np.ndarray:
     return scaled if values[-1] >= values[0] else 1 - scaled
 
 
-def lead_lag(mechanism: np.ndarray, behaviour: np.ndarray, steps, tokens=None, *,
+def lead_lag(mechanism: np.ndarray | None, behaviour: np.ndarray | None, steps, tokens=None, *,
              mechanism_items: np.ndarray | None = None, behaviour_items: np.ndarray | None = None,
-             direction: Direction = "up", n_bootstrap: int = 1000, confidence: float = 0.9, seed: int = 0,
-             **onset_options) -> LeadLag:
+             direction: Direction = "up", mechanism_direction: Direction | None = None, n_bootstrap: int = 1000,
+             confidence: float = 0.9, seed: int = 0, **onset_options) -> LeadLag:
     """Lead and lag of a mechanism's trajectory over a behaviour's.
 
     Args:
-        mechanism, behaviour: (T,) trajectories over the same checkpoints (NaN where missing).
+        mechanism, behaviour: (T,) trajectories over the same checkpoints (NaN where missing);
+            None: the mean of their items.
         steps, tokens: (T,) of the checkpoints.
         mechanism_items, behaviour_items: optional (n_items, T) per-item values for bootstrap
             intervals of the onsets and of their difference (resampled independently).
-        direction: the direction both leave their initial band (default up).
+        direction: the direction the behaviour leaves its initial band (default up).
+        mechanism_direction: the mechanism's (default: ``direction``); a layer-swap benefit of the
+            final model's layers falls as the checkpoint acquires what they do.
         onset_options: ``baseline``, ``n_sigma``, ``min_fraction``, ``sustain`` of :func:`onset`.
 
     Returns:
@@ -379,9 +384,10 @@ def lead_lag(mechanism: np.ndarray, behaviour: np.ndarray, steps, tokens=None, *
         tokens > 0) when tokens are known, else on the checkpoint index.
     """
     steps = np.asarray(steps)
-    common = dict(direction=direction, n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, **onset_options)
-    first = detect_onset(mechanism, steps, tokens, items=mechanism_items, **common)
-    second = detect_onset(behaviour, steps, tokens, items=behaviour_items, **common)
+    common = dict(n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, **onset_options)
+    first = detect_onset(mechanism, steps, tokens, items=mechanism_items, direction=mechanism_direction or direction,
+                         **common)
+    second = detect_onset(behaviour, steps, tokens, items=behaviour_items, direction=direction, **common)
     position = np.asarray(tokens, dtype=np.float64) if tokens is not None else steps.astype(np.float64)
     lag = interval = None
     if first.index is not None and second.index is not None:
@@ -392,9 +398,9 @@ def lead_lag(mechanism: np.ndarray, behaviour: np.ndarray, steps, tokens=None, *
                 differences = position[second.bootstrap_indices[both]] - position[first.bootstrap_indices[both]]
                 tail = (1 - confidence) / 2
                 interval = (float(np.quantile(differences, tail)), float(np.quantile(differences, 1 - tail)))
-    if mechanism_items is not None:
+    if mechanism is None:
         mechanism = _nanmean(np.asarray(mechanism_items, dtype=np.float64), axis=0)
-    if behaviour_items is not None:
+    if behaviour is None:
         behaviour = _nanmean(np.asarray(behaviour_items, dtype=np.float64), axis=0)
     mechanism, behaviour = np.asarray(mechanism, dtype=np.float64), np.asarray(behaviour, dtype=np.float64)
     usable = np.isfinite(mechanism) & np.isfinite(behaviour)

@@ -71,3 +71,53 @@ def _theory_figure(run: RunDir, config, table: pd.DataFrame) -> list[Path]:
     return draw_theory_figure(data.train_inputs.double().numpy(), data.train_targets.double().numpy().ravel(),
                               data.beta_star.double().numpy(), data.noise_std, solutions,
                               run.report_dir / "diagonal_theory", parameterization=parameterization)
+
+
+SWEEP_FIGURES = [  # (file stem, title, caption) in page order
+    ("final_sharpness_vs_lr", "Final sharpness against the learning rate",
+     "Sharpness where GD stopped (loss below epsilon), beside 2/eta and gradient flow's s_GF; eta_c = 2/s_GF "
+     "dotted. Shading: flow-aligned (blue), edge of stability (orange), diverged (grey)."),
+    ("final_norms_vs_lr", "Final parameter norms against the learning rate",
+     "l1 and l2 norms of all parameters where GD stopped, beside gradient flow's; regimes shaded as above."),
+    ("test_loss_vs_lr", "Test loss against the learning rate", "The star marks the best rate; regimes shaded."),
+    ("sharpness_trajectories", "Sharpness trajectories", "Sharpness along training for a few rates; dashed: 2/eta."),
+    ("steps_to_threshold_vs_lr", "Steps until the loss is below epsilon", "Regimes shaded as above."),
+    ("diagonal_theory", "Diagonal linear network: norm versus sharpness of interpolators",
+     "(a) l1 norm and sharpness of the GD solution at every rate, the min-l1 interpolator and the min-sharpness "
+     "interpolator; (b) their generalization error: neither end is best."),
+]
+
+
+def sweep_section(run: RunDir, result: SweepReport | None = None, title: str | None = None):
+    """The study-A part of the HTML report for one sweep: findings, the figures (PNG files written by
+    :func:`sweep_report`, embedded) and the table of final states with regimes.
+
+    Returns:
+        (the :class:`~phasescope.report.html.Section`, the :class:`SweepReport`).
+    """
+    from phasescope.report.html import FigureBlock, Section
+
+    result = result or sweep_report(run)
+    section = Section(title or f"Study A: learning-rate sweep {run.name}",
+                      intro=("Full-batch gradient descent from one initialization at every learning rate of the "
+                             "grid, until the training loss is below epsilon, and gradient flow from the same "
+                             "initialization (s_GF, eta_c = 2/s_GF)."))
+    section.findings = sweep_findings(result)
+    by_stem = {path.stem: path for path in result.paths if path.suffix == ".png"}
+    for stem, figure_title, caption in SWEEP_FIGURES:
+        if stem in by_stem:
+            section.blocks.append(FigureBlock(figure_title, by_stem[stem].read_bytes(), caption))
+    columns = {"lr": "eta", "seed": "seed", "regime": "regime", "steps": "steps", "sharpness": "sharpness",
+               "two_over_eta": "2/eta", "l1": "l1", "l2": "l2", "test_loss": "test loss"}
+    section.table("Final state of every rate", result.table[list(columns)].rename(columns=columns))
+    return section, result
+
+
+def sweep_findings(result: SweepReport) -> list[str]:
+    """eta_c per seed, the regimes' ranges and the best rate, one line each."""
+    lines = [f"seed {int(flow.seed)}: gradient flow s_GF = {flow.s_gf:.4g}, eta_c = 2/s_GF = {flow.eta_c:.4g}"
+             for flow in result.flow.itertuples(index=False)]
+    for regime, rows in result.table.groupby("regime", sort=False):
+        lines.append(f"{regime.replace('_', ' ')}: {len(rows)} rate(s), eta {rows.lr.min():.4g} to {rows.lr.max():.4g}")
+    lines.append(f"best eta for test loss: {result.best['lr']:.4g} (test loss {result.best['test_loss']:.4g})")
+    return lines

@@ -1,0 +1,108 @@
+"""``phasescope report RUN``: the HTML page of a run, whatever its kind.
+
+- a learning-rate sweep (``kind: sweep``): study A's figures (PNG and PDF in ``report/``) and the page;
+- an LM run or a Hub series (``kind: lm`` / ``series``): study B from its metric shards;
+- a demo directory (``kind: demo``, written by ``phasescope demo``): one page with both studies,
+  from the sub-runs its config names.
+
+The page is ``<run>/report/index.html``, self-contained (figures embedded).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field
+
+from phasescope.errors import PhasescopeError
+from phasescope.report.html import Section, render_page, write_page
+from phasescope.report.study_a import SweepReport, sweep_section
+from phasescope.report.study_b import StudyBResult, describe_onset, study_b_section
+from phasescope.run import RunDir, StrictModel, validate_config
+
+REPORT_KINDS = ("sweep", "lm", "series", "demo")
+
+
+class DemoConfig(StrictModel):
+    """The ``config.yaml`` of a demo directory: which sub-runs hold each study."""
+
+    kind: Literal["demo"] = "demo"
+    quick: bool = False  # the CI-sized variant
+    study_b: str | None = "lm"  # sub-directory of the LM run whose checkpoints were measured (None: not run)
+    study_a: list[str] = Field(default_factory=list)  # sub-directories of the sweeps, in page order
+
+
+@dataclass
+class ReportResult:
+    """The page written and the numbers behind it."""
+
+    path: Path
+    headline: list[str] = field(default_factory=list)
+    sweeps: dict[str, SweepReport] = field(default_factory=dict)
+    study_b: StudyBResult | None = None
+
+
+def write_report(run_path: Path | str) -> ReportResult:
+    """Write ``<run>/report/index.html`` (and a sweep's figure files) and return what it found."""
+    run = RunDir.open(run_path)
+    raw = run.read_config_dict()
+    kind = raw.get("kind")
+    if kind not in REPORT_KINDS:
+        raise PhasescopeError(f"{run.path} is a {kind!r} run; the report covers runs of kind "
+                              f"{', '.join(REPORT_KINDS)} (a sweep, an LM run or series with metrics, a demo)")
+    result = ReportResult(run.report_dir / "index.html")
+    sections: list[Section] = []
+    if kind == "sweep":
+        section, sweep = sweep_section(run)
+        sections.append(section)
+        result.sweeps[run.name] = sweep
+        result.headline = section.findings
+        title = f"phasescope report: sweep {run.name}"
+    elif kind in ("lm", "series"):
+        result.study_b = study_b_section(run)
+        sections.append(result.study_b.section)
+        result.headline = result.study_b.section.findings
+        title = f"phasescope report: {run.name}"
+    else:
+        config = validate_config(raw, DemoConfig, source=str(run.config_path))
+        if config.study_b is not None:
+            result.study_b = study_b_section(RunDir.open(run.path / config.study_b),
+                                             title="Study B: copy first, translate later (tiny multilingual LM)")
+            sections.append(result.study_b.section)
+        for name in config.study_a:
+            section, sweep = sweep_section(RunDir.open(run.path / name), title=f"Study A: learning-rate sweep {name}")
+            sections.append(section)
+            result.sweeps[name] = sweep
+        result.headline = demo_headline(result)
+        title = "phasescope demo" + (" (quick)" if config.quick else "")
+    subtitle = {"sweep": "study A: norm versus sharpness at the edge of stability",
+                "demo": "study B on a tiny multilingual LM and study A on digits and a diagonal network"
+                }.get(kind, "study B: translation dynamics across checkpoints")
+    write_page(result.path, render_page(title, sections, subtitle=subtitle,
+                                        headline=result.headline if kind == "demo" else None))
+    return result
+
+
+def demo_headline(result: ReportResult) -> list[str]:
+    """The demo's findings with their numbers: study B's onsets and lead, study A's eta_c and best eta."""
+    lines = []
+    study_b = result.study_b
+    if study_b is not None:
+        use_tokens = True
+        for key, text in (("wlt_no_overlap", "translation without shared first tokens first succeeds"),
+                          ("copying", "copying the source word first succeeds"),
+                          ("wlt_overlap", "translation with shared first tokens first succeeds")):
+            onset = study_b.onset(key)
+            if onset is not None:
+                lines.append(f"{text} {describe_onset(onset, use_tokens)}")
+        lines += [line for line in study_b.section.findings if " leads " in line or " lags " in line]
+    for name, sweep in result.sweeps.items():
+        eta_c = ", ".join(f"{value:.4g}" for value in sweep.flow["eta_c"])
+        counts = sweep.table.regime.value_counts()
+        regimes = ", ".join(f"{counts.get(r, 0)} {r.replace('_', ' ')}"
+                            for r in ("flow_aligned", "edge_of_stability", "diverged"))
+        lines.append(f"{name}: eta_c = {eta_c}; best eta for test loss {sweep.best['lr']:.4g} "
+                     f"(test loss {sweep.best['test_loss']:.4g}); {regimes}")
+    return lines
