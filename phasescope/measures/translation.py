@@ -11,8 +11,11 @@ last position, as in the shared-concept-space studies and "Copy First, Translate
 - optionally (``generate=True``) greedy decoding of up to ten tokens, with ``exact_match`` when
   the decoded answer is a valid variant (multi-token words).
 
-Many prompts run per forward pass (prompts of similar length batched together), only the last
-position is unembedded, and a prompt set is tokenized once for every checkpoint.
+Many prompts run per forward pass, only the last position is unembedded, and a prompt set is
+tokenized once for every checkpoint. Prompts of a direction share their exemplar lines
+(``exemplars="per_direction"``): a batch runs its distinct exemplar heads once and then only each
+item's query line on their key/value cache. The logit lens (:mod:`phasescope.measures.logit_lens`)
+comes from the same pass: its last layer is these scores, and the two measures share it.
 """
 
 from __future__ import annotations
@@ -45,12 +48,11 @@ from phasescope.run.config import StrictModel, config_hash
 from phasescope.run.series import CheckpointSeries
 
 Answer = Literal["target", "source"]
-BASE_SUBSETS = ("all", "overlap", "no_overlap")
-HELDOUT_SUBSETS = ("heldout_overlap", "heldout_no_overlap")
 
 
 # --- forward passes ----------------------------------------------------------------------------
 def model_device(model: nn.Module) -> torch.device:
+    """The device of the model's (first) parameters."""
     return next(model.parameters()).device
 
 
