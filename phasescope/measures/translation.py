@@ -401,7 +401,7 @@ class WLTDataConfig(StrictModel):
         try:
             return check_language_codes(value, "languages")
         except PhasescopeError as error:
-            raise ValueError(str(error)) from None
+            raise ValueError(str(error).removeprefix("languages: ")) from None
 
     @field_validator("template")
     @classmethod
