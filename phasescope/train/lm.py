@@ -261,8 +261,7 @@ def _differences(saved: object, current: object, prefix: str = "") -> list[str]:
     if isinstance(saved, dict) and isinstance(current, dict):
         changes = []
         for key in list(saved) + [k for k in current if k not in saved]:
-            changes += _differences(saved.get(key, "(absent)"), current.get(key, "(absent)"),
-                                    f"{prefix}{key}." if prefix or key else key)
+            changes += _differences(saved.get(key, "(absent)"), current.get(key, "(absent)"), f"{prefix}{key}.")
         return changes
     if saved != current:
         return [f"{prefix.rstrip('.')}: {saved!r} -> {current!r}"]
