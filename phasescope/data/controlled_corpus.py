@@ -23,16 +23,24 @@ translating them tests generalization rather than memorized pairs (:attr:`Contro
 
 Why these defaults. The target is that a tiny Llama (1-2M parameters, a few minutes of CPU,
 5-10M tokens) learns both to copy and to translate in the few-shot prompt. Copying comes from
-repetition (0.35 of sentences repeat a concept) and from the glossary format itself, where each
-line's structure repeats. Translation needs bilingual signals whose surface form generalizes to
-the prompt: glossary documents (0.25 of documents, 4-10 lines each, all in one direction, like
-the five few-shot lines of the prompt), reinforced by glossed mentions (0.1 of mentions) and
-parallel documents (0.1), which tie each word to its translations in running text. With ~150
-concepts (``concepts_per_category: 10``, months and weekdays complete) each non-held-out word
-appears in a few hundred glossary lines in 5M tokens, enough for a small model to memorize the
-pairs; more concepts dilute the signal per word. The held-out share (0.2) leaves ~30 concepts,
-enough to measure generalization. Documents are short (3-8 sentences) so that sequences of 128
-to 256 tokens hold several documents and their language switches.
+repetition (0.35 of sentences mention an earlier concept again) and from the many pairs whose
+words are identical or share their first tokens (names of countries and languages, loanwords:
+``Taxi``/``taxi``). Translation needs bilingual signals whose surface form generalizes to the
+prompt: glossary documents (0.35 of documents, 4-10 lines each, all in one direction like the
+five few-shot lines of the prompt), reinforced by glossed mentions (0.1 of mentions) and parallel
+documents (0.1), which tie each word to its translations in running text.
+
+The binding constraint is how often each word is seen in a bilingual signal. Measured on this
+machine (2 CPU cores): a 0.14M-parameter Llama on two languages with 10 seen concepts went from
+chance to 47% top-1 translation accuracy (mean probability of the right first token 0.30) in
+400k tokens, when each word had been in ~1,000 glossary lines; a 0.4M-parameter model on three
+languages with 26 seen concepts, each word in ~500 lines after 800k tokens, was still at chance.
+So the default is few concepts: 3 per category (``concepts_per_category``), ~46 concepts in 16
+categories, ~37 seen: in 5M tokens each of their ~330 words is in ~1,000 glossary lines. Raise
+``concepts_per_category`` (and the token budget) for larger models. The held-out share (0.2)
+keeps ~9 concepts out of every bilingual signal to measure generalization. Documents are short
+(3-8 sentences) so that sequences of 128 to 256 tokens hold several documents and their
+language switches.
 """
 
 from __future__ import annotations
@@ -52,7 +60,6 @@ from phasescope.data.templates import TEMPLATES, Template, gloss, join_sentences
 from phasescope.errors import PhasescopeError
 from phasescope.run.config import StrictModel
 
-ORDERED_CATEGORIES = ("month", "weekday")  # never sub-sampled: their "next" frames need the whole cycle
 SPLIT_IDS = {"train": 0, "heldout": 1}
 DocumentKind = Literal["monolingual", "parallel", "glossary"]
 
@@ -67,16 +74,16 @@ class ControlledCorpusConfig(StrictModel):
     language_weights: dict[str, float] | None = None
     lexicon: Path | None = None  # a lexicon Parquet file; None: the built-in CLDR lexicon
     categories: list[str] | None = None  # lexicon categories to use; None: all
-    # concepts drawn (seeded) per category; months and weekdays always complete; None: every concept.
-    # 10 gives ~150 concepts: few enough that each word gets hundreds of bilingual examples in 5M tokens
-    concepts_per_category: int | None = Field(10, ge=2)
+    # concepts drawn (seeded) per category; None: every concept. 3 gives ~46 concepts, few enough
+    # that each word is in ~1,000 glossary lines in 5M tokens (see the module docstring)
+    concepts_per_category: int | None = Field(3, ge=2)
     seed: int = 0  # concept selection, held-out concepts and every document
     sentences_per_document: tuple[int, int] = (3, 8)  # (min, max) sentences of a monolingual document
     repetition_rate: float = Field(0.35, ge=0, le=1)  # a sentence mentions an earlier concept of the document again
     code_switch_rate: float = Field(0.1, ge=0, le=1)  # a mention is glossed with its translation: "Hund (dog)"
     parallel_rate: float = Field(0.1, ge=0, le=1)  # a document is followed by its translation into another language
     # a document is a bilingual word list in the prompt's form, English: "dog" - Deutsch: "Hund"
-    glossary_rate: float = Field(0.25, ge=0, le=1)
+    glossary_rate: float = Field(0.35, ge=0, le=1)
     glossary_lines: tuple[int, int] = (4, 10)  # (min, max) lines of a glossary document
     # share of concepts (per category, seeded) that never appear in a bilingual signal
     heldout_concept_share: float = Field(0.2, ge=0, lt=1)
@@ -160,12 +167,13 @@ class ControlledCorpus:
             lexicon = Lexicon.load(config.lexicon) if config.lexicon else _builtin_lexicon(tuple(self.languages))
         complete = lexicon.complete_concepts(self.languages)
         lexicon = lexicon.restrict(self.languages, complete)
-        self.concepts = _select_concepts(lexicon, config)
+        category_of = dict(zip(lexicon.frame["concept"], lexicon.frame["category"]))
+        self.concepts = _select_concepts(lexicon.concepts, category_of, config)
         if len(self.concepts) < 2:
             raise PhasescopeError(f"the lexicon has {len(self.concepts)} concept(s) with a word in every one of "
                                   f"{', '.join(self.languages)}; the controlled corpus needs at least 2")
         self.lexicon = lexicon.restrict(self.languages, self.concepts)
-        self.category = {concept: self.lexicon.category(concept) for concept in self.concepts}
+        self.category = {concept: category_of[concept] for concept in self.concepts}
         self.heldout_concepts = _heldout_concepts(self.concepts, self.category, config)
         held = set(self.heldout_concepts)
         self.seen_concepts = [concept for concept in self.concepts if concept not in held]
@@ -173,7 +181,11 @@ class ControlledCorpus:
         self._by_category: dict[str, list[str]] = {}
         for concept in self.concepts:
             self._by_category.setdefault(self.category[concept], []).append(concept)
-        self._templates = {category: [t for t in TEMPLATES if t.fits(category)] for category in self._by_category}
+        # "next" frames (January -> February) only when the corpus has the category's whole cycle
+        whole = {category: sum(value == category for value in category_of.values()) for category in self._by_category}
+        self._templates = {category: [t for t in TEMPLATES if t.fits(category)
+                                      and (t.second != "next" or len(members) == whole[category])]
+                           for category, members in self._by_category.items()}
         blocked = {frozenset(pair.split("-")) for pair in config.heldout_language_pairs}
         self._partners = {lang: [other for other in self.languages
                                  if other != lang and frozenset((lang, other)) not in blocked]
@@ -317,11 +329,11 @@ def _language_key(code: str) -> int:
     return int.from_bytes(code.encode("utf-8"), "big")
 
 
-def _select_concepts(lexicon: Lexicon, config: ControlledCorpusConfig) -> list[str]:
+def _select_concepts(concepts: list[str], category_of: dict[str, str], config: ControlledCorpusConfig) -> list[str]:
     """The corpus's concepts in lexicon order: ``concepts_per_category`` per category, seeded."""
     by_category: dict[str, list[str]] = {}
-    for concept in lexicon.concepts:
-        by_category.setdefault(lexicon.category(concept), []).append(concept)
+    for concept in concepts:
+        by_category.setdefault(category_of[concept], []).append(concept)
     if config.categories is not None:
         unknown = sorted(set(config.categories) - set(by_category))
         if unknown:
@@ -331,22 +343,29 @@ def _select_concepts(lexicon: Lexicon, config: ControlledCorpusConfig) -> list[s
     rng = np.random.default_rng([config.seed, 7])
     chosen: set[str] = set()
     for category in sorted(by_category):
-        concepts = by_category[category]
+        members = by_category[category]
         cap = config.concepts_per_category
-        if cap is None or category in ORDERED_CATEGORIES or len(concepts) <= cap:
-            chosen.update(concepts)
+        if cap is None or len(members) <= cap:
+            chosen.update(members)
         else:
-            chosen.update(concepts[int(i)] for i in rng.permutation(len(concepts))[:cap])
-    return [concept for concept in lexicon.concepts if concept in chosen]
+            chosen.update(members[int(i)] for i in rng.permutation(len(members))[:cap])
+    return [concept for concept in concepts if concept in chosen]
 
 
 def _heldout_concepts(concepts: list[str], category: dict[str, str], config: ControlledCorpusConfig) -> list[str]:
-    """``heldout_concept_share`` of each category's concepts (rounded, seeded), in corpus order."""
+    """``heldout_concept_share`` of the concepts (rounded, seeded), in corpus order.
+
+    Drawn over all concepts, except that every category keeps at least one seen concept.
+    """
     rng = np.random.default_rng([config.seed, 11])
+    count = int(round(config.heldout_concept_share * len(concepts)))
+    seen_left = {name: sum(category[c] == name for c in concepts) for name in set(category.values())}
     held: set[str] = set()
-    for name in sorted(set(category.values())):
-        members = [c for c in concepts if category[c] == name]
-        count = int(round(config.heldout_concept_share * len(members)))
-        count = min(count, len(members) - 1)  # every category keeps a seen concept
-        held.update(members[int(i)] for i in rng.permutation(len(members))[:count])
+    for index in rng.permutation(len(concepts)):
+        if len(held) == count:
+            break
+        concept = concepts[int(index)]
+        if seen_left[category[concept]] > 1:
+            held.add(concept)
+            seen_left[category[concept]] -= 1
     return [concept for concept in concepts if concept in held]
