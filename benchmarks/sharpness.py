@@ -8,12 +8,17 @@ Peers, run in this process on the same model, loss and data:
   * eigsh over double backward, as in the edge-of-stability code (Cohen et al., "Gradient Descent on
     Neural Networks Typically Occurs at the Edge of Stability", ICLR 2021; locuslab/edge-of-stability,
     ``src/utilities.py``: ``compute_hvp`` + ``lanczos``): a float32 HVP per call, numpy in between.
-phasescope's ``sharpness`` runs cold and warm-started from the previous checkpoint's result.
+phasescope's ``sharpness`` (``criterion="eigenvalue"``: it stops on the eigenvalue's error bound)
+runs cold, where its random start is certified against a hidden larger eigenvalue, and warm-started
+from the previous checkpoint's result, which is trusted (its defaults); also warm with
+``certify=True`` (a random start mixed in and certified: robust to eigenvalue crossings).
 
 Each method gets one tolerance, the loosest on a ladder that keeps the relative error of the top
-eigenvalue within 1e-4 of a float64 reference on every checkpoint. Run from the repository root:
+eigenvalue within 1e-4 of a float64 reference on every checkpoint. Two "oracle" rows run phasescope
+from the same start vectors and stop at the fewest steps that meet the target against the reference:
+not methods, but the most that any stopping rule could achieve from those starts.
 
-    python benchmarks/sharpness.py            # 20 checkpoints, about 2-3 minutes on 2 cores
+    python benchmarks/sharpness.py            # 20 checkpoints, about 5 minutes on 2 idle cores
     python benchmarks/sharpness.py --quick    # smoke run
 """
 
@@ -22,6 +27,7 @@ from __future__ import annotations
 import argparse
 import copy
 import importlib
+import math
 import os
 import platform
 import statistics
@@ -185,11 +191,14 @@ class Solve:
 
 @dataclass
 class Method:
-    """A way to get the top eigenvalue; ``solve(model, inputs, targets, tol, previous)``."""
+    """A way to get the top eigenvalue: ``solve(model, inputs, targets, tol, previous, index)`` at the
+    checkpoint of that index, ``previous`` being the last checkpoint's Solve (warm methods) or None."""
 
     name: str
-    solve: Callable[[nn.Module, Tensor, Tensor, float, Any], Solve]
-    warm: bool = False  # whether ``previous`` (the last checkpoint's Solve) is passed on
+    solve: Callable[[nn.Module, Tensor, Tensor, float, Any, int], Solve]
+    warm: bool = False  # whether ``previous`` is passed on
+    warm_from: str | None = None  # whose chain ``previous`` comes from (default: the method's own)
+    oracle: bool = False  # a bound, not a method: it stops where the reference says; no tolerance ladder
 
 
 def timed(function: Callable[[], tuple[float, int, bool, Any]]) -> Solve:
@@ -199,29 +208,81 @@ def timed(function: Callable[[], tuple[float, int, bool, Any]]) -> Solve:
 
 
 PYHESSIAN, EOS = "PyHessian (power iteration)", "eigsh + double backward (EoS code)"
+# phasescope stops on the eigenvalue's own error bound, tol being the relative error (the gap theorem);
+# random starts are certified against a hidden larger eigenvalue, warm starts are trusted (its default).
+CRITERION = "eigenvalue"
 
 
 def phasescope_name(hvp_method: str, warm: bool) -> str:
     return f"phasescope {hvp_method}, {'warm' if warm else 'cold'}"
 
 
-def build_methods(seed: int, pyhessian_max_iter: int) -> list[Method]:
-    def pyhessian_solve(model, inputs, targets, tol, previous):
+def certified_warm_name(hvp_method: str) -> str:
+    return f"phasescope {hvp_method}, warm, certify=True"
+
+
+def oracle_name(hvp_method: str, warm: bool) -> str:
+    return f"oracle stop: phasescope {hvp_method}, {'warm' if warm else 'cold'}"
+
+
+def phasescope_top(model: nn.Module, inputs: Tensor, targets: Tensor, **options: Any):
+    return phasescope.sharpness(model, mean_squared_error, (inputs, targets), criterion=CRITERION, **options)
+
+
+def oracle_steps(model: nn.Module, inputs: Tensor, targets: Tensor, v0: Any, reference: float) -> int:
+    """The fewest Lanczos steps from phasescope's start vector (``v0``: None for its seeded random start,
+    or the previous result) whose top Ritz value is within the target of the reference: what any
+    stopping rule could at best achieve from that start. Ritz values only grow with the Krylov space,
+    so the error falls monotonically and a doubling search followed by a bisection finds it.
+    """
+    def meets_target(steps: int) -> bool:
+        result = phasescope_top(model, inputs, targets, tol=1e-15, v0=v0, max_iter=steps, certify=False)
+        return relative_error(result.top, reference) <= TARGET_RELATIVE_ERROR
+
+    high = 2
+    while not meets_target(high):
+        high *= 2
+        if high > 256:
+            raise RuntimeError("the oracle found no Krylov size within 256 steps that meets the target")
+    low = high // 2  # fails (or is 1)
+    while high - low > 1:
+        middle = (low + high) // 2
+        low, high = (low, middle) if meets_target(middle) else (middle, high)
+    return 1 if low == 1 and meets_target(1) else high
+
+
+def build_methods(seed: int, pyhessian_max_iter: int, references: list[float], default_method: str
+                  ) -> list[Method]:
+    def pyhessian_solve(model, inputs, targets, tol, previous, index):
         return timed(lambda: (*pyhessian_top_eigenvalue(model, inputs, targets, tol, pyhessian_max_iter, seed),
                               None))
 
-    def eos_solve(model, inputs, targets, tol, previous):
+    def eos_solve(model, inputs, targets, tol, previous, index):
         return timed(lambda: (*eos_top_eigenvalue(model, mean_squared_error, (inputs, targets), tol, seed,
                                                   physical_batch_size=len(inputs)), True, None))
 
-    def phasescope_solve(hvp_method: str):
-        def solve(model, inputs, targets, tol, previous):
+    def phasescope_solve(hvp_method: str, certify: bool | None = None):
+        def solve(model, inputs, targets, tol, previous, index):
             v0 = None if previous is None else previous.warm_start
 
             def run():
-                result = phasescope.sharpness(model, mean_squared_error, (inputs, targets), tol=tol, v0=v0,
-                                              method=hvp_method)
+                result = phasescope_top(model, inputs, targets, tol=tol, v0=v0, method=hvp_method, certify=certify)
                 return result.top, result.num_hvps, result.converged, result
+            return timed(run)
+        return solve
+
+    def oracle_solve(hvp_method: str):
+        steps: dict[int, int] = {}  # per checkpoint, found once (untimed) and reused by every timed repeat
+
+        def solve(model, inputs, targets, tol, previous, index):
+            v0 = None if previous is None else previous.warm_start
+            if index not in steps:
+                steps[index] = oracle_steps(model, inputs, targets, v0, references[index])
+
+            def run():
+                result = phasescope_top(model, inputs, targets, tol=1e-15, v0=v0, max_iter=steps[index],
+                                        method=hvp_method, certify=False)
+                return result.top, result.num_hvps, True, result
             return timed(run)
         return solve
 
@@ -229,6 +290,11 @@ def build_methods(seed: int, pyhessian_max_iter: int) -> list[Method]:
     for hvp_method in ("graph", "func", "double_backward"):  # "auto" is one of these, decided per operator
         methods.append(Method(phasescope_name(hvp_method, warm=False), phasescope_solve(hvp_method)))
         methods.append(Method(phasescope_name(hvp_method, warm=True), phasescope_solve(hvp_method), warm=True))
+    methods.append(Method(certified_warm_name(default_method), phasescope_solve(default_method, certify=True),
+                          warm=True))
+    methods.append(Method(oracle_name(default_method, warm=False), oracle_solve(default_method), oracle=True))
+    methods.append(Method(oracle_name(default_method, warm=True), oracle_solve(default_method), warm=True,
+                          warm_from=phasescope_name(default_method, warm=True), oracle=True))
     return methods
 
 
@@ -287,10 +353,10 @@ def select_tolerance(method: Method, model: nn.Module, checkpoints: list[Checkpo
     missed = []
     for tol in TOLERANCE_LADDER:
         solves: list[Solve] = []
-        for checkpoint, reference in zip(checkpoints, references, strict=True):
+        for index, (checkpoint, reference) in enumerate(zip(checkpoints, references, strict=True)):
             model.load_state_dict(checkpoint.state)
             previous = solves[-1] if (method.warm and solves) else None
-            solves.append(method.solve(model, inputs, targets, tol, previous))
+            solves.append(method.solve(model, inputs, targets, tol, previous, index))
             error = relative_error(solves[-1].eigenvalue, reference)
             if error > TARGET_RELATIVE_ERROR:
                 missed.append((tol, checkpoint.step, error))
@@ -314,17 +380,19 @@ def time_trajectories(methods: list[Method], tolerances: dict[str, float], model
     """Every method at every checkpoint ``repeats`` times, keeping the median-time run.
 
     The methods are interleaved round by round, so that load from other processes on a shared
-    machine falls on all of them alike. Warm methods start from their previous checkpoint's result.
+    machine falls on all of them alike. Warm methods start from their previous checkpoint's result
+    (the warm oracle from the default warm method's, so that both start from the same vectors).
     """
     timings: dict[str, list[Timing]] = {method.name: [] for method in methods}
-    for checkpoint in checkpoints:
+    for index, checkpoint in enumerate(checkpoints):
         model.load_state_dict(checkpoint.state)
         runs: dict[str, list[Solve]] = {method.name: [] for method in methods}
         for _ in range(repeats):
             for method in methods:
-                chain = timings[method.name]
+                chain = timings[method.warm_from or method.name]
                 previous = chain[-1].solve if (method.warm and chain) else None
-                runs[method.name].append(method.solve(model, inputs, targets, tolerances[method.name], previous))
+                runs[method.name].append(method.solve(model, inputs, targets, tolerances.get(method.name, math.nan),
+                                                      previous, index))
         for name, solves in runs.items():
             ordered = sorted(solves, key=lambda solve: solve.seconds)
             timings[name].append(Timing(ordered[(len(ordered) - 1) // 2], ordered[0].seconds))
@@ -408,6 +476,7 @@ def main() -> None:
     parser.add_argument("--seed", type=int, default=0, help="model initialization, the peers' start vectors")
     parser.add_argument("--pyhessian-max-iter", type=int, default=2000, help="cap on PyHessian's power iterations")
     parser.add_argument("--repeats", type=int, default=None, help="timed runs per method and checkpoint (3; 1 quick)")
+    parser.add_argument("--threads", type=int, default=2, help="torch threads (1 is steadier on a shared machine)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args()
     num_checkpoints = args.checkpoints or (3 if args.quick else 20)
@@ -416,7 +485,7 @@ def main() -> None:
     if num_checkpoints < 2:
         parser.error(f"--checkpoints must be at least 2 (a warm start needs a previous one), got {num_checkpoints}")
 
-    torch.set_num_threads(2)
+    torch.set_num_threads(args.threads)
     # scipy's OpenBLAS pool would otherwise spin beside torch's two threads after every ARPACK call and
     # slow the eigsh peer's HVPs down several times on a 2-core machine; one BLAS thread is its best setting.
     threadpool_limits(1, user_api="blas")
@@ -451,16 +520,22 @@ def main() -> None:
     default_cold, default_warm = phasescope_name(auto_choice, warm=False), phasescope_name(auto_choice, warm=True)
     print(f"- phasescope's default method='auto' takes {auto_choice} on this model; ratios are against it")
 
-    methods = build_methods(args.seed, args.pyhessian_max_iter)
+    methods = build_methods(args.seed, args.pyhessian_max_iter, references, auto_choice)
     selections = {method.name: select_tolerance(method, model, checkpoints, inputs, targets, references)
-                  for method in methods}
+                  for method in methods if not method.oracle}
     tolerances = {name: selection.tol for name, selection in selections.items()}
+
+    def tolerance_label(method: Method) -> str:
+        return "(stops at the reference)" if method.oracle else selections[method.name].label
 
     print("\n## Tolerance per method\n")
     print(f"The loosest of {', '.join(f'{t:.0e}' for t in TOLERANCE_LADDER)} whose top eigenvalue is within "
           f"{TARGET_RELATIVE_ERROR:g} relative of the reference on every checkpoint (PyHessian: relative "
           f"change of the eigenvalue, at most {args.pyhessian_max_iter} iterations; eigsh: ARPACK's tol; "
-          "phasescope: relative Ritz residual). A rung's pass stops at the first checkpoint it misses.\n")
+          f"phasescope: the relative error bound of the eigenvalue, criterion={CRITERION!r}). A rung's pass "
+          "stops at the first checkpoint it misses. The oracle rows are not methods: they run phasescope "
+          "from the same start vectors and stop at the fewest steps whose top Ritz value is within the target "
+          "of the reference, the best any stopping rule could do from those starts.\n")
     print(markdown_table(
         ["method", "tolerance", "rungs missed (tol: first step missed, its relative error)"],
         [[name, selection.label, "; ".join(f"{t:.0e}: step {s}, {e:.1e}" for t, s, e in selection.missed) or "-"]
@@ -472,15 +547,16 @@ def main() -> None:
     last = checkpoints[-1]
     baseline = timings[default_cold][-1].solve.seconds
     print(f"\n## (a) One checkpoint (step {last.step}, sharpness {references[-1]:.4f})\n")
-    print(f"Cold starts (and, last row, phasescope warm from the previous checkpoint); median of {repeats} timed "
+    print(f"Cold starts (and phasescope warm from the previous checkpoint); median of {repeats} timed "
           "runs after one untimed run, methods interleaved; PyHessian's seconds include the gradient graph its "
           f"__init__ builds; ratio = seconds / phasescope {auto_choice} cold seconds.\n")
     rows = []
-    for method in [*[m for m in methods if not m.warm], next(m for m in methods if m.name == default_warm)]:
+    single_rows = [m for m in methods if not m.warm or m.name in (default_warm, oracle_name(auto_choice, True))]
+    for method in single_rows:
         timing = timings[method.name][-1]
         name = method.name + (" from the previous checkpoint" if method.warm else "")
         rows.append([name, hvp_cell(timing.solve), f"{timing.solve.seconds:.3f}", f"{timing.fastest:.3f}",
-                     f"{relative_error(timing.solve.eigenvalue, references[-1]):.1e}", selections[method.name].label,
+                     f"{relative_error(timing.solve.eigenvalue, references[-1]):.1e}", tolerance_label(method),
                      f"{timing.solve.seconds / baseline:.2f}"])
     print(markdown_table(["method", "HVPs", "seconds", "fastest run", "relative error", "tolerance", "ratio"], rows))
 
@@ -498,13 +574,14 @@ def main() -> None:
                   for timing, reference in zip(method_timings, references, strict=True)]
         rows.append([method.name, str(sum(timing.solve.num_hvps for timing in method_timings)), f"{seconds:.2f}",
                      f"{sum(timing.fastest for timing in method_timings):.2f}", f"{max(errors):.1e}",
-                     selections[method.name].label, f"{seconds / warm_total:.2f}",
+                     tolerance_label(method), f"{seconds / warm_total:.2f}",
                      str(sum(not timing.solve.converged for timing in method_timings))])
     print(markdown_table(["method", "total HVPs", "total seconds", "fastest runs", "max relative error",
                           "tolerance", "ratio", "solves not converged"], rows))
 
     print("\nHVPs per checkpoint:\n")
-    short_names = [method.name.replace("phasescope ", "ps ").split(" (")[0] for method in methods]
+    short_names = [method.name.replace("phasescope ", "ps ").replace("oracle stop: ", "oracle ").split(" (")[0]
+                   for method in methods]
     print(markdown_table(
         ["step", "loss", "sharpness", *short_names],
         [[str(checkpoint.step), f"{checkpoint.loss:.4f}", f"{reference:.4f}",
@@ -521,8 +598,13 @@ def main() -> None:
 
     # The targets, reported rather than asserted.
     peers = (PYHESSIAN, EOS)
-    single_speedup = min(timings[peer][-1].solve.seconds for peer in peers) / baseline
-    trajectory_speedup = min(sum(t.solve.seconds for t in timings[peer]) for peer in peers) / warm_total
+    fastest_peer_single = min(timings[peer][-1].solve.seconds for peer in peers)
+    fastest_peer_trajectory = min(sum(t.solve.seconds for t in timings[peer]) for peer in peers)
+    single_speedup = fastest_peer_single / baseline
+    trajectory_speedup = fastest_peer_trajectory / warm_total
+
+    def trajectory_seconds(name: str) -> float:
+        return sum(t.solve.seconds for t in timings[name])
     default_hvp = costs[hvp_label(auto_choice)]
     fastest_hvp = min(costs[hvp_label(hvp_method)] for hvp_method in ("graph", "func", "double_backward"))
 
@@ -534,6 +616,11 @@ def main() -> None:
           f"{single_speedup:.2f}x, {verdict(single_speedup >= 3)}")
     print(f"- trajectory, phasescope (default, warm) >= 10x faster than the fastest peer: "
           f"{trajectory_speedup:.2f}x, {verdict(trajectory_speedup >= 10)}")
+    print(f"  - with certified warm starts (certify=True, robust to eigenvalue crossings): "
+          f"{fastest_peer_trajectory / trajectory_seconds(certified_warm_name(auto_choice)):.2f}x")
+    print(f"  - the oracle stop, the most any stopping rule reaches from phasescope's start vectors: one checkpoint "
+          f"{fastest_peer_single / timings[oracle_name(auto_choice, False)][-1].solve.seconds:.2f}x, trajectory "
+          f"{fastest_peer_trajectory / trajectory_seconds(oracle_name(auto_choice, True)):.2f}x")
     print(f"- one HVP <= 3x one gradient: the default ({auto_choice}) {default_hvp / costs[GRADIENT]:.2f}x, "
           f"{verdict(default_hvp <= 3 * costs[GRADIENT])}; the fastest phasescope HVP "
           f"{fastest_hvp / costs[GRADIENT]:.2f}x, {verdict(fastest_hvp <= 3 * costs[GRADIENT])}")
