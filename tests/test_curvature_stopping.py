@@ -209,3 +209,14 @@ def test_certify_true_mixes_a_random_start_into_a_warm_one():
     assert abs(certified.eigenvalues[0].item() - OUTLIERS[0]) <= 1e-6 * OUTLIERS[0]
     with pytest.raises(PhasescopeError, match="criterion"):
         lanczos(matrix, criterion="exact")
+
+
+def test_smallest_eigenvalue_near_zero_is_certified_on_the_spectrum_scale():
+    # the bottom of a Hessian spectrum sits near zero: tolerance and certificate scale with max |theta|
+    eigenvalues = outliers_and_bulk(300)
+    eigenvalues[-1] = -1e-3
+    matrix, _ = matrix_with_spectrum(eigenvalues, seed=4)
+    result = lanczos(matrix, which="smallest", tol=1e-6, criterion="eigenvalue")
+    assert result.converged and result.certified
+    assert abs(result.eigenvalues[0].item() + 1e-3) <= 1e-6 * OUTLIERS[0]
+    assert result.num_matvecs < 150

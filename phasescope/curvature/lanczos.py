@@ -90,9 +90,10 @@ def _orthogonalize(w: Tensor, basis: Tensor) -> tuple[Tensor, float]:
 CERTIFIED_RESOLUTION = 1e-2
 
 
-def _certificate_point(outermost: float, next_one: float) -> float:
-    """The point beyond which no eigenvalue may hide: ``theta_1 + min(gap / 2, resolution * |theta_1|)``."""
-    distance = min(abs(outermost - next_one) / 2, CERTIFIED_RESOLUTION * abs(outermost))
+def _certificate_point(outermost: float, next_one: float, scale: float) -> float:
+    """The point beyond which no eigenvalue may hide: ``theta_1 + min(gap / 2, resolution * scale)``, the
+    scale being the tolerance's (``|theta_1|`` for the largest, the largest ``|theta|`` for the smallest)."""
+    distance = min(abs(outermost - next_one) / 2, CERTIFIED_RESOLUTION * scale)
     return outermost + distance if outermost > next_one else outermost - distance
 
 
@@ -202,12 +203,12 @@ def lanczos(operator: LinearOperator | Tensor | Callable[[Tensor], Tensor], k: i
         invariant = beta <= 1e-10 * max(np.abs(theta).max(), 1e-300)
         if certify and not certified:
             # Invariant: every eigenvector the block's random start touches (all, almost surely) is seen.
-            certified = invariant or (len(theta) > 1 and theta[order[0]] != theta[order[1]] and (
-                log_hidden_component_bound(
-                    theta if block_start == 0 else eigh_tridiagonal(
-                        np.array(alphas[block_start:]), np.array(betas[block_start:j]), eigvals_only=True),
-                    log_beta_product + math.log(beta), _certificate_point(theta[order[0]], theta[order[1]]))
-                <= log_threshold))
+            separated = len(theta) > 1 and theta[order[0]] != theta[order[1]]
+            certified = invariant or (separated and log_hidden_component_bound(
+                theta if block_start == 0 else eigh_tridiagonal(  # the current block's own Ritz values
+                    np.array(alphas[block_start:]), np.array(betas[block_start:j]), eigvals_only=True),
+                log_beta_product + math.log(beta), _certificate_point(theta[order[0]], theta[order[1]], scale[0]),
+            ) <= log_threshold)
         if j + 1 >= min_iter and np.all(error_bounds <= tol * scale) and (certified or not certify):
             converged = True
             break
