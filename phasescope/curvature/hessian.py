@@ -127,10 +127,10 @@ class HessianOperator(LinearOperator):
         self.batches = [(x.to(self.device), y.to(self.device)) for x, y in split_batches(data, chunk_size)]
         total = sum(x.shape[0] for x, _ in self.batches)
         self.weights = [x.shape[0] / total if loss_reduction == "mean" else 1.0 for x, _ in self.batches]
-        self._check_first_batch()
         if self.method == "auto" and len(self.batches) == 1:
             self.method = "graph"
         self._graphs: list[tuple[list[Tensor], tuple[Tensor, ...]]] = []  # per chunk: leaves, gradient
+        self._check_first_batch()
 
     # --- flat <-> dict -------------------------------------------------------------------------
     def unflatten(self, vector: Tensor) -> dict[str, Tensor]:
@@ -152,10 +152,17 @@ class HessianOperator(LinearOperator):
         return self.loss_fn(outputs, targets)
 
     def _check_first_batch(self) -> None:
+        """One-line errors for data that does not fit; with the ``graph`` method this forward pass is the
+        one the first batch's gradient graph is built from (no separate check)."""
         inputs, targets = self.batches[0]
+        keep_graph = self.method == "graph"
         try:
-            with torch.no_grad(), _eval_mode(self.model):
-                loss = self._batch_loss(self.params, inputs, targets)
+            with _eval_mode(self.model):
+                if keep_graph:
+                    leaves, loss = self._leaves_and_loss(inputs, targets)
+                else:
+                    with torch.no_grad():
+                        loss = self._batch_loss(self.params, inputs, targets)
         except (RuntimeError, ValueError, IndexError) as error:
             message = str(error).strip().splitlines()[0] if str(error).strip() else type(error).__name__
             raise PhasescopeError(f"the data does not fit the model or the loss: {message}") from None
@@ -165,6 +172,9 @@ class HessianOperator(LinearOperator):
         if not torch.isfinite(loss):
             raise PhasescopeError(f"the loss is {loss.item()} at this point: curvature of a non-finite loss "
                                   "is undefined (did training diverge?)")
+        if keep_graph:
+            with _eval_mode(self.model), torch.enable_grad():
+                self._graphs.append((leaves, torch.autograd.grad(loss, leaves, create_graph=True)))
 
     def loss(self) -> float:
         """The dataset loss at the operator's point."""
@@ -184,13 +194,17 @@ class HessianOperator(LinearOperator):
         gradient = grad(self._batch_loss)
         return jvp(lambda p: gradient(p, inputs, targets), (self.params,), (tangent,))[1]
 
-    def _gradient_graph(self, inputs: Tensor, targets: Tensor) -> tuple[list[Tensor], tuple[Tensor, ...]]:
-        """Leaf parameters and the batch gradient with its autograd graph (``create_graph=True``)."""
+    def _leaves_and_loss(self, inputs: Tensor, targets: Tensor) -> tuple[list[Tensor], Tensor]:
+        """Fresh leaf parameters and the batch loss with its autograd graph."""
         leaves = [p.detach().requires_grad_(True) for p in self.params.values()]
         with torch.enable_grad():
-            loss = self._batch_loss(dict(zip(self.names, leaves)), inputs, targets)
-            grads = torch.autograd.grad(loss, leaves, create_graph=True)
-        return leaves, grads
+            return leaves, self._batch_loss(dict(zip(self.names, leaves)), inputs, targets)
+
+    def _gradient_graph(self, inputs: Tensor, targets: Tensor) -> tuple[list[Tensor], tuple[Tensor, ...]]:
+        """Leaf parameters and the batch gradient with its autograd graph (``create_graph=True``)."""
+        leaves, loss = self._leaves_and_loss(inputs, targets)
+        with torch.enable_grad():
+            return leaves, torch.autograd.grad(loss, leaves, create_graph=True)
 
     def _backward_through(self, leaves: list[Tensor], grads: tuple[Tensor, ...], tangent: dict[str, Tensor],
                           keep_graph: bool) -> dict[str, Tensor]:
