@@ -46,7 +46,7 @@ def tensors(path: Path) -> dict[str, torch.Tensor]:
 
 def test_sigkill_at_random_moments_then_resume_is_bitwise_equal(tmp_path, monkeypatch, capsys):
     config = write_config(tmp_path / "tiny.yaml", tiny_config(
-        train={"max_steps": 24}, checkpoints={"schedule": "every_steps", "every": 3}))
+        train={"max_steps": 60}, checkpoints={"schedule": "every_steps", "every": 2}))
     code, stderr = phasescope_here(monkeypatch, capsys, "train", str(config), "--out", str(tmp_path / "reference"))
     assert code == 0, stderr
 
@@ -54,14 +54,14 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_equal(tmp_path, monkey
     delays = random.Random(0)
     kills = []
     # first during start-up (imports, corpus, tokenizer training and saving), then during training and
-    # checkpoint writing: a random delay after a new checkpoint has appeared
+    # checkpoint writing: a short random delay after the checkpoint count reaches a target spread over the
+    # 31 checkpoints, so that each kill lands mid-run however fast the machine steps
     process = start_training(config, killed)
     if kill_after(process, lambda: (killed / "config.yaml").exists(), delays.uniform(0.0, 0.5)):
         kills.append(checkpoint_count(killed))
-    for _ in range(3):
-        seen = checkpoint_count(killed)
+    for target in (6, 14, 22):
         process = start_training(config, killed)
-        if kill_after(process, lambda seen=seen: checkpoint_count(killed) > seen + 1, delays.uniform(0.0, 0.4)):
+        if kill_after(process, lambda target=target: checkpoint_count(killed) >= target, delays.uniform(0.0, 0.05)):
             kills.append(checkpoint_count(killed))
     final = start_training(config, killed)
     _, stderr = final.communicate(timeout=600)
@@ -71,14 +71,14 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_equal(tmp_path, monkey
 
     reference_run, killed_run = RunDir.open(tmp_path / "reference"), RunDir.open(killed)
     assert [c.step for c in killed_run.list_checkpoints()] == [c.step for c in reference_run.list_checkpoints()]
-    expected = tensors(reference_run.checkpoint_dir(24))
-    resumed = tensors(killed_run.checkpoint_dir(24))
+    expected = tensors(reference_run.checkpoint_dir(60))
+    resumed = tensors(killed_run.checkpoint_dir(60))
     assert expected.keys() == resumed.keys()
     for name in expected:  # weights, AdamW moments and step counts, RNG state
         assert torch.equal(expected[name], resumed[name]), name
     reference_log, killed_log = (MetricStore(run).read("train") for run in (reference_run, killed_run))
     for log in (reference_log, killed_log):
-        assert sorted(log[log.metric == "loss"].step) == list(range(24))  # each step exactly once
+        assert sorted(log[log.metric == "loss"].step) == list(range(60))  # each step exactly once
     losses = [log[log.metric == "loss"].sort_values("step").value.tolist() for log in (reference_log, killed_log)]
     assert losses[0] == losses[1]
     assert not [p for p in killed.rglob(".tmp-*")]  # leftovers of killed writers are cleaned up on resume
