@@ -213,6 +213,30 @@ def measure(series: str = typer.Argument(..., help="A run directory with checkpo
         sys.exit(1)  # the other checkpoints and measures ran; the failed ones are listed above
 
 
+@app.command()
+def demo(quick: bool = typer.Option(False, "--quick", help="The CI-sized variant (under 3 minutes on 2 cores)."),
+         out: Path = typer.Option(None, "--out", "-o", help="Demo directory (default: runs/demo, runs/demo-quick)."),
+         device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu or cuda."),
+         ) -> None:
+    """Both studies end to end on the built-in data, offline: tiny multilingual LM + every study-B measure,
+    the digits learning-rate sweep and the diagonal-network theory, then the HTML report."""
+    from phasescope.demo import run_demo
+
+    result = run_demo(out, quick=quick, device=device)
+    output.rule("headline findings")
+    for line in result.report.headline:
+        output.print(f"- {line}", markup=False, highlight=False)
+    if result.skipped_measures:
+        output.print(f"not run (not registered): {', '.join(result.skipped_measures)}")
+    timings = ", ".join(f"{name.split(': ')[-1]} {seconds:.0f} s" for name, seconds in result.seconds.items())
+    output.print(f"time: {result.wall_seconds:.0f} s ({timings})")
+    output.print(f"report: {result.report.path}")
+    if result.failures:
+        _print_error(f"{len(result.failures)} measure(s) failed at some checkpoints (listed above); "
+                     "the report shows the rest")
+        sys.exit(1)
+
+
 @runs_app.command("show")
 def runs_show(run: Path = typer.Argument(..., help="A run directory.")) -> None:
     """Print a run's config, its checkpoints (step, tokens) and a summary of its metrics."""

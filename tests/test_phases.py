@@ -53,6 +53,20 @@ def test_onset_direction_and_no_onset_in_noise():
     assert detect_onset(spike, STEPS).index == 30
 
 
+def test_min_change_ignores_a_drift_too_small_to_matter():
+    """A behaviour that never appears (top-1 drifting 0.000 -> 0.004) has no onset on an accuracy's
+    scale, although the drift leaves a band sized by its own range and noise; a real rise still does."""
+    rng = np.random.default_rng(4)
+    drift = np.where(np.arange(T) >= 15, 0.004, 0.0) + rng.normal(0, 1e-4, T)
+    items = drift + rng.normal(0, 1e-3, (72, T))
+    assert detect_onset(drift, STEPS, direction="up").index == 15
+    assert detect_onset(drift, STEPS, items=items, direction="up", min_change=0.05).index is None
+    assert np.all(onset_indices(items, "up", min_change=0.05) == -1)
+    rise = drift + 0.3 * (np.arange(T) >= 25)
+    found = detect_onset(rise, STEPS, direction="up", min_change=0.05)
+    assert found.index == 25 and found.band.high - found.band.center >= 0.05
+
+
 def test_bootstrap_interval_covers_the_population_onset():
     """Items start succeeding at uniform random checkpoints 10..30: the population mean leaves its
     band (10% of the range) at checkpoint 12; the 90% intervals of 40 samples of 72 items cover it."""

@@ -114,13 +114,15 @@ def noise_scale(values: np.ndarray, order: int = 1) -> float:
     return float(_MAD_TO_SIGMA * mad / np.sqrt({1: 2.0, 2: 6.0}.get(order, 2.0)))
 
 
-def initial_band(values: np.ndarray, baseline: int = 3, n_sigma: float = 3.0, min_fraction: float = 0.1) -> Band:
+def initial_band(values: np.ndarray, baseline: int = 3, n_sigma: float = 3.0, min_fraction: float = 0.1,
+                 min_change: float = 0.0) -> Band:
     """The band around the mean of the first ``baseline`` checkpoints.
 
     Half-width: the larger of ``n_sigma`` standard deviations of a new point's distance from the
     baseline mean (noise from :func:`noise_scale` over the whole trajectory, times
-    sqrt(1 + 1/baseline)) and ``min_fraction`` of the trajectory's range, so that leaving the band
-    means a move above the noise and a sizeable share of the total change.
+    sqrt(1 + 1/baseline)), ``min_fraction`` of the trajectory's range and ``min_change`` (in the
+    metric's units), so that leaving the band means a move above the noise, a sizeable share of the
+    total change and, for a metric on a known scale such as an accuracy, a change that matters.
     """
     values = np.asarray(values, dtype=np.float64)
     finite = values[np.isfinite(values)]
@@ -129,7 +131,7 @@ def initial_band(values: np.ndarray, baseline: int = 3, n_sigma: float = 3.0, mi
     start = values[:baseline][np.isfinite(values[:baseline])]
     center = float(start.mean()) if len(start) else float(finite[0])
     spread = np.sqrt(1 + 1 / max(len(start), 1))  # a new point vs the mean of the baseline points
-    half = max(n_sigma * spread * noise_scale(finite), min_fraction * float(finite.max() - finite.min()))
+    half = max(n_sigma * spread * noise_scale(finite), min_fraction * float(finite.max() - finite.min()), min_change)
     return Band(center, center - half, center + half)
 
 
@@ -150,19 +152,20 @@ def first_exit(values: np.ndarray, band: Band, direction: Direction = "either", 
 
 
 def onset_index(values: np.ndarray, direction: Direction = "either", baseline: int = 3, n_sigma: float = 3.0,
-                min_fraction: float = 0.1, sustain: int = 2) -> tuple[int | None, Band]:
+                min_fraction: float = 0.1, sustain: int = 2, min_change: float = 0.0) -> tuple[int | None, Band]:
     """(onset index or None, initial band) of one trajectory: the first checkpoint after the
     baseline that is outside :func:`initial_band` for ``sustain`` checkpoints.
 
     The baseline checkpoints themselves cannot be the onset: they define the start.
     """
-    band = initial_band(values, baseline, n_sigma, min_fraction)
+    band = initial_band(values, baseline, n_sigma, min_fraction, min_change)
     return first_exit(values, band, direction, sustain, start=min(baseline, len(values))), band
 
 
 def detect_onset(values: np.ndarray | None, steps, tokens=None, *, items: np.ndarray | None = None,
                  direction: Direction = "either", baseline: int = 3, n_sigma: float = 3.0, min_fraction: float = 0.1,
-                 sustain: int = 2, n_bootstrap: int = 1000, confidence: float = 0.9, seed: int = 0) -> Onset:
+                 sustain: int = 2, n_bootstrap: int = 1000, confidence: float = 0.9, seed: int = 0,
+                 min_change: float = 0.0) -> Onset:
     """The onset of a trajectory (:func:`onset_index`), with a bootstrap interval over items.
 
     Args:
@@ -173,7 +176,8 @@ def detect_onset(values: np.ndarray | None, steps, tokens=None, *, items: np.nda
             ``n_bootstrap`` times, the onset recomputed on each resample's mean trajectory (band
             included), and the interval read from the percentiles of those onsets.
         direction: ``up`` (rises out of the band), ``down`` or ``either``.
-        baseline, n_sigma, min_fraction, sustain: see :func:`initial_band` and :func:`first_exit`.
+        baseline, n_sigma, min_fraction, min_change, sustain: see :func:`initial_band` and
+            :func:`first_exit`.
 
     Returns:
         An :class:`Onset`. The interval is None when fewer than half the resamples left the band.
@@ -189,7 +193,7 @@ def detect_onset(values: np.ndarray | None, steps, tokens=None, *, items: np.nda
     values = np.asarray(values, dtype=np.float64)
     if values.shape != steps.shape:
         raise PhasescopeError(f"onset: {len(values)} values for {len(steps)} checkpoints")
-    index, band = onset_index(values, direction, baseline, n_sigma, min_fraction, sustain)
+    index, band = onset_index(values, direction, baseline, n_sigma, min_fraction, sustain, min_change)
 
     def at(i):
         return (int(steps[i]), None if tokens_array is None else _int_or_none(tokens_array[i]))
@@ -203,7 +207,7 @@ def detect_onset(values: np.ndarray | None, steps, tokens=None, *, items: np.nda
     finite = np.isfinite(items)
     with np.errstate(invalid="ignore", divide="ignore"):
         means = (weights @ np.where(finite, items, 0.0)) / (weights @ finite)  # (B, T), NaN where no item
-    found = onset_indices(means, direction, baseline, n_sigma, min_fraction, sustain)
+    found = onset_indices(means, direction, baseline, n_sigma, min_fraction, sustain, min_change)
     detected = found >= 0
     interval_steps = interval_tokens = None
     if detected.mean() >= 0.5:
@@ -221,7 +225,8 @@ def detect_onset(values: np.ndarray | None, steps, tokens=None, *, items: np.nda
 
 
 def onset_indices(trajectories: np.ndarray, direction: Direction = "either", baseline: int = 3,
-                  n_sigma: float = 3.0, min_fraction: float = 0.1, sustain: int = 2) -> np.ndarray:
+                  n_sigma: float = 3.0, min_fraction: float = 0.1, sustain: int = 2,
+                  min_change: float = 0.0) -> np.ndarray:
     """:func:`onset_index` of each row of a (B, T) array at once (-1 where there is no onset).
 
     Rows without NaN are done in a few array operations (the bootstrap's thousand resamples);
@@ -233,7 +238,7 @@ def onset_indices(trajectories: np.ndarray, direction: Direction = "either", bas
     complete = np.isfinite(trajectories).all(axis=1)
     for row in np.flatnonzero(~complete):
         if np.isfinite(trajectories[row]).any():
-            index, _ = onset_index(trajectories[row], direction, baseline, n_sigma, min_fraction, sustain)
+            index, _ = onset_index(trajectories[row], direction, baseline, n_sigma, min_fraction, sustain, min_change)
             found[row] = -1 if index is None else index
     rows = trajectories[complete]  # (R, T)
     if len(rows) == 0:
@@ -245,7 +250,8 @@ def onset_indices(trajectories: np.ndarray, direction: Direction = "either", bas
     else:
         sigma = np.zeros(len(rows))
     spread = np.sqrt(1 + 1 / min(baseline, length))  # a new point vs the mean of the baseline ones
-    half = np.maximum(n_sigma * spread * sigma, min_fraction * (rows.max(axis=1) - rows.min(axis=1)))
+    half = np.maximum(np.maximum(n_sigma * spread * sigma, min_fraction * (rows.max(axis=1) - rows.min(axis=1))),
+                      min_change)
     center = rows[:, :baseline].mean(axis=1)
     above, below = rows > (center + half)[:, None], rows < (center - half)[:, None]
     out = {"up": above, "down": below, "either": above | below}[direction]

@@ -70,6 +70,9 @@ BEHAVIOURS = [
     BehaviourSpec("minimal_pairs", "linguistic ability: minimal-pair accuracy", "minimal_pairs", "accuracy", None,
                   ("src",), "C2"),
 ]
+# An accuracy or a probability has left its start only after a move of at least 5 points (not a
+# drift from 0.000 to 0.004 of a behaviour that never appears)
+ACCURACY_ONSET = 0.05
 
 
 @dataclass
@@ -151,17 +154,20 @@ def behaviour_trajectory(frame: pd.DataFrame, spec: BehaviourSpec, direction: st
         points = points.assign(value=values)
     else:
         points = trajectory(rows)
-    return analysed(Trajectory(spec.label, points, color=spec.color, style=spec.style), direction, matrix)
+    return analysed(Trajectory(spec.label, points, color=spec.color, style=spec.style), direction, matrix,
+                    min_change=ACCURACY_ONSET)
 
 
-def analysed(line: Trajectory, direction: str = "up", items: np.ndarray | None = None) -> Trajectory:
-    """The trajectory with its onset and change points filled in (when it has enough checkpoints)."""
+def analysed(line: Trajectory, direction: str = "up", items: np.ndarray | None = None,
+             min_change: float = 0.0) -> Trajectory:
+    """The trajectory with its onset (a move of at least ``min_change`` out of the initial band) and
+    change points filled in (when it has enough checkpoints)."""
     points = line.points
     if len(points) < MIN_CHECKPOINTS or not np.isfinite(points.value).any():
         return line
     tokens = points.tokens.to_numpy() if points.tokens.notna().all() else None
     line.onset = detect_onset(points.value.to_numpy(dtype=float), points.step.to_numpy(), tokens, items=items,
-                              direction=direction)
+                              direction=direction, min_change=min_change)
     line.change_points = detect_change_points(points.value.to_numpy(dtype=float), points.step.to_numpy(), tokens)
     return line
 
@@ -203,7 +209,7 @@ def _direction_figure(frame: pd.DataFrame, section: Section, use_tokens: bool) -
     languages = list(dict.fromkeys([*last.src, *last.tgt]))
     square = last.pivot_table(index="src", columns="tgt", values="value").reindex(index=languages, columns=languages)
     matrix, checkpoints, labels = item_matrix(rows, ("src", "tgt"))
-    onsets = [detect_onset(row, checkpoints.step.to_numpy(), direction="up").index
+    onsets = [detect_onset(row, checkpoints.step.to_numpy(), direction="up", min_change=ACCURACY_ONSET).index
               if len(checkpoints) >= MIN_CHECKPOINTS and np.isfinite(row).sum() >= MIN_CHECKPOINTS else None
               for row in matrix]
     order = sorted(range(len(labels)), key=lambda i: (onsets[i] is None, onsets[i] or 0, labels[i]))

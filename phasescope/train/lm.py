@@ -17,6 +17,7 @@ scale towards zero without any regularizing benefit, the convention of GPT-3, na
 from __future__ import annotations
 
 import contextlib
+import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -28,7 +29,7 @@ from pydantic import Field, model_validator
 from pydantic_core import PydanticCustomError
 from torch import Tensor, nn
 
-from phasescope.data.controlled_corpus import ControlledCorpusConfig
+from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpusConfig
 from phasescope.data.corpora import CorpusConfig, build_corpus
 from phasescope.data.mixture import MixtureConfig, PackedStream
 from phasescope.data.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer
@@ -40,6 +41,7 @@ from phasescope.run import (
     RunDir,
     StrictModel,
     atomic_directory,
+    atomic_write_text,
     config_hash,
     dump_config,
     remove_stale_temporaries,
@@ -279,10 +281,20 @@ def _prepare_tokenizer(config: LMRunConfig, corpus, run_path: Path, context: Dis
         if not tokenizer_dir.is_dir():
             tokenizer = build_tokenizer(config.tokenizer, corpus)
             RunDir.create(run_path, dump_config(config), exist_ok=True)
+            _save_corpus_vocabulary(corpus, run_path)
             with atomic_directory(tokenizer_dir) as directory:
                 tokenizer.save_pretrained(directory)
     context.barrier()
     return load_tokenizer(tokenizer_dir), tokenizer_dir
+
+
+def _save_corpus_vocabulary(corpus, run_path: Path) -> None:
+    """For the controlled corpus: its lexicon (``data/lexicon.parquet``) and the concepts it holds out of
+    every bilingual signal (``data/heldout_concepts.json``), which the translation measures read."""
+    if not isinstance(corpus, ControlledCorpus):
+        return
+    corpus.lexicon.save(run_path / "data" / "lexicon.parquet")
+    atomic_write_text(run_path / "data" / "heldout_concepts.json", json.dumps(list(corpus.heldout_concepts)) + "\n")
 
 
 def config_kind(path: Path | str) -> str:
