@@ -1,12 +1,9 @@
 #!/usr/bin/env bash
-# The main job: study A's smallest learning-rate sweep on digits (16 rates trained as one vectorized
-# computation, plus gradient flow for eta_c), then its figures and the headline numbers.
+# The main job: `phasescope demo`, both studies end to end on the built-in data, offline: the tiny
+# multilingual LM with dense checkpoints and every study-B measure across them, the digits
+# learning-rate sweep and the diagonal-network theory (study A), then the HTML report and the headline
+# numbers. Arguments go to `phasescope demo` (--quick for the 2-minute variant, --out DIR).
+# Run again, it resumes: training from its last checkpoint, measures from their missing shards.
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
-run="${1:-runs/digits-mlp-mse}"
-if [ -e "$run" ]; then
-  echo "demo: $run exists, drawing its report again (delete it to train again)" >&2
-else
-  phasescope sweep configs/digits-mlp-mse.yaml --out "$run"
-fi
-phasescope report "$run"
+phasescope demo "$@"
