@@ -2,12 +2,13 @@
 
 Both train the identical model (the same ``build_llama`` initialization) on the identical packed
 batches (drawn once from ``PackedStream`` over the built-in controlled corpus and held in memory,
-so neither loop pays for data), with the same AdamW (fused, weight decay 0.01, betas 0.9/0.95),
-gradient clipping at 1.0, float32 on the CPU (bf16 autocast on CUDA), in this one process, in
-alternating repeats. Reported: tokens per second (median over log intervals after a warm-up, best
-repeat), their ratio, and the model FLOP utilization: training FLOPs per token (6 N + attention,
-``phasescope.models.llama.training_flops_per_token``) times tokens/s, against a measured float32
-matmul peak (a large ``torch.matmul``, same threads).
+so neither loop pays for data), with the same optimizer object type and rates (fused AdamW, weight
+decay 0.01 on matrices, betas 0.9/0.95, the same warmup-stable-decay rates handed to the Trainer
+as a LambdaLR), gradient clipping at 1.0, float32 on the CPU (bf16 on CUDA), in this one process,
+in alternating repeats; their first losses are checked to agree. Reported: tokens per second
+(median over log intervals after a warm-up, best repeat), their ratio, and the model FLOP
+utilization: training FLOPs per token (6 N + attention, ``training_flops_per_token``) times
+tokens/s, against a measured float32 matmul peak (a large ``torch.matmul``, same threads).
 
     python benchmarks/lm_train.py            # tiny and small presets
     python benchmarks/lm_train.py --quick    # fewer steps and repeats (a smoke run)
@@ -30,7 +31,8 @@ from phasescope.models.llama import build_llama, count_parameters, training_flop
 from phasescope.progress import output
 from phasescope.run import RunDir, dump_config
 from phasescope.train.distributed import DistributedConfig, init_distributed
-from phasescope.train.lm import LMRunConfig, run_training
+from phasescope.train.lm import LMRunConfig, build_optimizer, run_training
+from phasescope.train.schedules import wsd_learning_rate
 
 LR, WARMUP, LOG_EVERY = 1e-3, 5, 5
 
@@ -104,7 +106,7 @@ def phasescope_loop(config: LMRunConfig, vocab_size: int, batches: list[torch.Te
 def trainer_loop(config: LMRunConfig, vocab_size: int, batches: list[torch.Tensor]) -> tuple[float, float]:
     """(tokens/s over the same intervals, mean loss of the first interval) of transformers' Trainer on the same rows."""
     from torch.utils.data import Dataset, SequentialSampler
-    from transformers import Trainer, TrainerCallback, TrainingArguments
+    from transformers import PrinterCallback, Trainer, TrainerCallback, TrainingArguments
 
     rows = torch.cat(batches)
     train = config.train
@@ -133,16 +135,21 @@ def trainer_loop(config: LMRunConfig, vocab_size: int, batches: list[torch.Tenso
                 losses.append(logs["loss"])
 
     model = build_llama(config.model, vocab_size, seed=0)
+    # the same AdamW (groups, fused kernel) and the same warmup-stable-decay rates as phasescope's loop
+    optimizer = build_optimizer(model, train)
+    schedule = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda step: wsd_learning_rate(min(step, train.total_steps - 1), 1.0, train.total_steps,
+                                                  train.lr_schedule))
     with tempfile.TemporaryDirectory() as root:
         arguments = TrainingArguments(
             output_dir=root, per_device_train_batch_size=train.batch_size, max_steps=train.total_steps,
-            learning_rate=LR, lr_scheduler_type="constant_with_warmup", warmup_steps=WARMUP,
-            weight_decay=train.weight_decay, adam_beta1=train.betas[0], adam_beta2=train.betas[1],
-            adam_epsilon=train.eps, max_grad_norm=train.grad_clip, optim="adamw_torch_fused",
-            logging_steps=LOG_EVERY, save_strategy="no", report_to=[],
+            max_grad_norm=train.grad_clip, logging_steps=LOG_EVERY, save_strategy="no", report_to=[],
             use_cpu=config.device == "cpu", bf16=config.device == "cuda", dataloader_num_workers=0,
-            disable_tqdm=True, seed=0)
-        InOrder(model=model, args=arguments, train_dataset=Rows(), callbacks=[Clock()]).train()
+            disable_tqdm=True, log_level="error", seed=0)
+        trainer = InOrder(model=model, args=arguments, train_dataset=Rows(), callbacks=[Clock()],
+                          optimizers=(optimizer, schedule))
+        trainer.remove_callback(PrinterCallback)
+        trainer.train()
     tokens = LOG_EVERY * train.tokens_per_step
     rates = [tokens / (b - a) for a, b in zip(stamps, stamps[1:])]
     return statistics.median(rates[1:]), losses[0]
