@@ -91,12 +91,13 @@ def demo_headline(result: ReportResult) -> list[str]:
     study_b = result.study_b
     if study_b is not None:
         use_tokens = True
-        for key, text in (("wlt_no_overlap", "translation without shared first tokens first succeeds"),
-                          ("copying", "copying the source word first succeeds"),
-                          ("wlt_overlap", "translation with shared first tokens first succeeds")):
+        for key, text in (("wlt_no_overlap", "translation without shared first tokens"),
+                          ("copying", "copying the source word"),
+                          ("wlt_overlap", "translation with shared first tokens")):
             onset = study_b.onset(key)
             if onset is not None:
-                lines.append(f"{text} {describe_onset(onset, use_tokens)}")
+                found = onset.index is not None
+                lines.append(f"{text}{' first succeeds' if found else ':'} {describe_onset(onset, use_tokens)}")
         lines += [line for line in study_b.section.findings if " leads " in line or " lags " in line]
     for name, sweep in result.sweeps.items():
         eta_c = ", ".join(f"{value:.4g}" for value in sweep.flow["eta_c"])
