@@ -165,6 +165,24 @@ def test_glossary_lines_are_in_the_prompt_form(corpus):
         assert target_word == corpus.lexicon.word(second.concept, document.partner)
 
 
+def test_name_lines_copy_a_pseudo_word_at_the_knob_rate():
+    corpus = ControlledCorpus(ControlledCorpusConfig(glossary_rate=0.9, name_rate=0.3))
+    names = lines = 0
+    for index in range(300):
+        document = corpus.generate("de", index)
+        if document.kind != "glossary":
+            continue
+        with_concept = {mention.sentence for mention in document.mentions}
+        for number, line in enumerate(document.text.split("\n")):
+            _, source_word, _, target_word = GLOSSARY_LINE.match(line).groups()
+            lines += 1
+            if number not in with_concept:  # a name line: a pseudo-word, copied, never translated
+                assert target_word == source_word
+                assert re.fullmatch(r"(?:[bdklmnprstvz][aeiou]){2,3}", source_word.lower())
+                names += 1
+    assert lines > 1000 and abs(names / lines - 0.3) < 0.04
+
+
 def test_parallel_documents_render_the_same_plan(corpus):
     document = next(d for d in (corpus.generate("de", i) for i in range(200)) if d.kind == "parallel")
     first, second = document.text.split("\n\n")

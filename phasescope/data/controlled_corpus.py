@@ -85,6 +85,9 @@ class ControlledCorpusConfig(StrictModel):
     # a document is a bilingual word list in the prompt's form, English: "dog" - Deutsch: "Hund"
     glossary_rate: float = Field(0.35, ge=0, le=1)
     glossary_lines: tuple[int, int] = (4, 10)  # (min, max) lines of a glossary document
+    # a glossary line lists a name instead of a concept: a pseudo-word written the same in both
+    # languages, as names, numbers and many loanwords are in web text, so copying is right there
+    name_rate: float = Field(0.0, ge=0, le=1)
     # share of concepts (per category, seeded) that never appear in a bilingual signal
     heldout_concept_share: float = Field(0.2, ge=0, lt=1)
     heldout_language_pairs: list[str] = Field(default_factory=list)  # "de-fr": no bilingual signal between them
@@ -307,6 +310,10 @@ class ControlledCorpus:
         source_name, target_name = endonym(language), endonym(partner)
         lines, mentions = [], []
         for number, position in enumerate(chosen):
+            if rng.random() < self.config.name_rate:
+                name = pseudo_name(rng)
+                lines.append(f'{source_name}: "{name}" - {target_name}: "{name}"')
+                continue
             concept = self.seen_concepts[int(position)]
             lines.append(f'{source_name}: "{self._words[(concept, language)]}" - '
                          f'{target_name}: "{self._words[(concept, partner)]}"')
@@ -322,6 +329,19 @@ class ControlledCorpus:
                                   f"it has {', '.join(self.languages)}")
         if split not in SPLIT_IDS:
             raise PhasescopeError(f"unknown split {split!r}; expected 'train' or 'heldout'")
+
+
+NAME_ONSETS = ("b", "d", "k", "l", "m", "n", "p", "r", "s", "t", "v", "z")
+NAME_VOWELS = ("a", "e", "i", "o", "u")
+
+
+def pseudo_name(rng: np.random.Generator) -> str:
+    """A capitalized pseudo-word of two or three consonant-vowel syllables (``Moraki``): a name no
+    language translates, so that its only continuation in a glossary line is a copy."""
+    syllables = int(rng.integers(2, 4))
+    onsets = rng.integers(len(NAME_ONSETS), size=syllables)
+    vowels = rng.integers(len(NAME_VOWELS), size=syllables)
+    return "".join(NAME_ONSETS[o] + NAME_VOWELS[v] for o, v in zip(onsets, vowels)).capitalize()
 
 
 def _language_key(code: str) -> int:
