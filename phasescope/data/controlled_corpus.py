@@ -310,7 +310,7 @@ class ControlledCorpus:
         source_name, target_name = endonym(language), endonym(partner)
         lines, mentions = [], []
         for number, position in enumerate(chosen):
-            if rng.random() < self.config.name_rate:
+            if self.config.name_rate and rng.random() < self.config.name_rate:  # no draw when off: same documents
                 name = pseudo_name(rng)
                 lines.append(f'{source_name}: "{name}" - {target_name}: "{name}"')
                 continue
