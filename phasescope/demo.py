@@ -20,7 +20,6 @@ sweeps are kept.
 
 from __future__ import annotations
 
-import copy
 import multiprocessing
 import os
 import shutil
@@ -36,11 +35,11 @@ from phasescope.execute import UnitOutcome, plan_measures, run_measures
 from phasescope.measures.registry import available_measures
 from phasescope.progress import console, progress_bar
 from phasescope.report.index import DemoConfig, ReportResult, write_report
-from phasescope.run import MetricStore, RunDir, dump_config, validate_config
+from phasescope.run import MetricStore, RunDir, dump_config, merge_config, validate_config
 from phasescope.run.series import open_series
 
-# configs/multilingual-tiny.yaml (a test keeps them equal): the tiny Llama learns copying and WLT
-# translation of the seen concepts within its 2.7M tokens; the quick size below trains a fraction.
+# configs/multilingual-tiny.yaml (a test keeps them equal): the tiny Llama learns WLT translation
+# of the seen concepts within its 2.7M tokens; the quick size below trains a fraction.
 LM_CONFIG = {
     "kind": "lm", "seed": 0, "device": "auto",
     "data": {"source": "controlled", "languages": ["en", "de", "fr", "es", "tr", "ru", "ar", "zh", "ja"],
@@ -143,26 +142,16 @@ class DemoResult:
     wall_seconds: float = 0.0  # study A runs beside study B: less than the sum of the stages
 
 
-def merged(base: dict, update: dict) -> dict:
-    """``base`` with ``update`` deep-merged into it (neither is modified)."""
-    result = copy.deepcopy(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(result.get(key), dict):
-            result[key] = merged(result[key], value)
-        else:
-            result[key] = copy.deepcopy(value)
-    return result
-
-
 def demo_configs(size: DemoSize, device: str = "auto"):
     """The validated (LM, digits sweep, diagonal sweep) configs of a demo size."""
     from phasescope.train.lm import LMRunConfig
     from phasescope.train.sweep import SweepConfig
 
-    lm = validate_config(merged(LM_CONFIG, {**size.lm, "device": device}), LMRunConfig, source=f"demo {size.name} LM")
-    digits = validate_config(merged(DIGITS_SWEEP, {**size.digits, "device": device}), SweepConfig,
+    lm = validate_config(merge_config(LM_CONFIG, {**size.lm, "device": device}), LMRunConfig,
+                         source=f"demo {size.name} LM")
+    digits = validate_config(merge_config(DIGITS_SWEEP, {**size.digits, "device": device}), SweepConfig,
                              source=f"demo {size.name} digits sweep")
-    diagonal = validate_config(merged(DIAGONAL_SWEEP, {**size.diagonal, "device": device}), SweepConfig,
+    diagonal = validate_config(merge_config(DIAGONAL_SWEEP, {**size.diagonal, "device": device}), SweepConfig,
                                source=f"demo {size.name} diagonal sweep")
     return lm, digits, diagonal
 

@@ -24,7 +24,7 @@ import yaml
 
 from phasescope.errors import PhasescopeError
 from phasescope.measures.registry import Measure, available_measures, get_measure
-from phasescope.run.config import StrictModel, config_hash, validate_config
+from phasescope.run.config import StrictModel, config_hash, merge_config, validate_config
 
 
 @dataclass(frozen=True)
@@ -61,14 +61,14 @@ def plan_measures(names: str | Iterable[str], config_file: Path | str | None = N
     if config_file is not None:
         for name, fields in _read_config_file(Path(config_file)).items():
             if name in overrides:
-                overrides[name] = _merge(overrides[name], fields)
+                overrides[name] = merge_config(overrides[name], fields)
     for setting in settings:
         name, path, value = _parse_setting(setting)
         if name not in overrides:
             get_measure(name)  # an unknown name lists the available measures
             raise PhasescopeError(f"--set {setting!r} names measure {name!r}, which is not among the selected "
                                   f"measures ({', '.join(selected)})")
-        overrides[name] = _merge(overrides[name], _nested(path, value))
+        overrides[name] = merge_config(overrides[name], _nested(path, value))
     plan = []
     for name in selected:
         measure = get_measure(name)
@@ -130,13 +130,3 @@ def _nested(path: list[str], value: Any) -> dict[str, Any]:
     for part in reversed(path):
         value = {part: value}
     return value
-
-
-def _merge(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
-    merged = dict(base)
-    for key, value in update.items():
-        if isinstance(value, dict) and isinstance(merged.get(key), dict):
-            merged[key] = _merge(merged[key], value)
-        else:
-            merged[key] = value
-    return merged

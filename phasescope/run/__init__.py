@@ -15,6 +15,7 @@ from phasescope.run.config import (
     config_hash,
     dump_config,
     load_config,
+    merge_config,
     validate_config,
 )
 from phasescope.run.layout import STEP_DIR_PATTERN, CheckpointInfo, RunDir, step_dir_name
@@ -34,6 +35,7 @@ __all__ = [
     "config_hash",
     "dump_config",
     "load_config",
+    "merge_config",
     "load_checkpoint",
     "remove_stale_temporaries",
     "save_checkpoint",

@@ -69,6 +69,18 @@ def validate_config(data: Any, model_cls: type[T], source: str = "config") -> T:
         raise PhasescopeError(f"{source}: " + "; ".join(problems)) from None
 
 
+def merge_config(base: dict[str, Any], update: dict[str, Any]) -> dict[str, Any]:
+    """``base`` with ``update`` merged into it section by section (nested mappings merged, other values
+    replaced); neither argument is modified."""
+    merged = dict(base)
+    for key, value in update.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = merge_config(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
+
+
 def dump_config(config: BaseModel) -> str:
     """The config as YAML text, fields in declaration order, values as JSON types."""
     return yaml.safe_dump(config.model_dump(mode="json"), sort_keys=False, allow_unicode=True)
