@@ -54,7 +54,7 @@ from typing import Literal
 import numpy as np
 from pydantic import Field, field_validator, model_validator
 
-from phasescope.data.languages import BUILTIN_LANGUAGES, check_language_codes, endonym
+from phasescope.data.languages import BUILTIN_LANGUAGES, endonym, language_codes_field
 from phasescope.data.lexicon import Lexicon
 from phasescope.data.templates import TEMPLATES, Template, gloss, join_sentences, render
 from phasescope.errors import PhasescopeError
@@ -104,10 +104,7 @@ class ControlledCorpusConfig(StrictModel):
     @field_validator("languages")
     @classmethod
     def _known_languages(cls, value: list[str]) -> list[str]:
-        try:
-            return check_language_codes(value, "languages")
-        except PhasescopeError as error:
-            raise ValueError(str(error).removeprefix("languages: ")) from None
+        return language_codes_field(value)
 
     @model_validator(mode="after")
     def _consistent(self) -> ControlledCorpusConfig:

@@ -26,7 +26,7 @@ from typing import Annotated, Literal, Protocol, runtime_checkable
 from pydantic import Field, field_validator
 
 from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpusConfig
-from phasescope.data.languages import LANGUAGES, check_language_codes
+from phasescope.data.languages import LANGUAGES, check_language_codes, language_codes_field
 from phasescope.errors import PhasescopeError
 from phasescope.run.config import StrictModel
 
@@ -273,10 +273,7 @@ class HuggingFaceCorpusConfig(StrictModel):
     @field_validator("languages")
     @classmethod
     def _known_codes(cls, value: dict) -> dict:
-        try:
-            check_language_codes(list(value), "languages")
-        except PhasescopeError as error:
-            raise ValueError(str(error).removeprefix("languages: ")) from None
+        language_codes_field(list(value))
         return value
 
 

@@ -46,18 +46,29 @@ def get_language(code: str) -> Language:
 
 
 def check_language_codes(codes: list[str] | tuple[str, ...], what: str = "languages") -> list[str]:
-    """Validate a list of codes (known, no duplicates, not empty) and return it as a list."""
+    """Validate a list of codes (known, no duplicates, not empty) and return it as a list; errors
+    start with ``what:`` (nothing when ``what`` is empty)."""
     codes = list(codes)
+    prefix = f"{what}: " if what else ""
     if not codes:
-        raise PhasescopeError(f"{what}: expected at least one language code, got none")
+        raise PhasescopeError(f"{prefix}expected at least one language code, got none")
     unknown = [code for code in codes if code not in LANGUAGES]
     if unknown:
-        raise PhasescopeError(f"{what}: unknown language code(s) {', '.join(map(repr, unknown))}; "
+        raise PhasescopeError(f"{prefix}unknown language code(s) {', '.join(map(repr, unknown))}; "
                               f"supported: {', '.join(LANGUAGES)}")
     duplicates = sorted({code for code in codes if codes.count(code) > 1})
     if duplicates:
-        raise PhasescopeError(f"{what}: language code(s) listed twice: {', '.join(duplicates)}")
+        raise PhasescopeError(f"{prefix}language code(s) listed twice: {', '.join(duplicates)}")
     return codes
+
+
+def language_codes_field(codes: list[str] | tuple[str, ...]) -> list[str]:
+    """:func:`check_language_codes` for a pydantic field validator: a ValueError without a prefix, since
+    the config error already names the field."""
+    try:
+        return check_language_codes(codes, what="")
+    except PhasescopeError as error:
+        raise ValueError(str(error)) from None
 
 
 def endonym(code: str) -> str:

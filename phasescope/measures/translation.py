@@ -31,7 +31,7 @@ import torch
 from pydantic import Field, field_validator
 from torch import Tensor, nn
 
-from phasescope.data.languages import check_language_codes
+from phasescope.data.languages import language_codes_field
 from phasescope.data.lexicon import Lexicon
 from phasescope.data.wlt import (
     DEFAULT_TEMPLATE,
@@ -398,10 +398,7 @@ class WLTDataConfig(StrictModel):
     def _known_languages(cls, value):
         if value is None:
             return value
-        try:
-            return check_language_codes(value, "languages")
-        except PhasescopeError as error:
-            raise ValueError(str(error).removeprefix("languages: ")) from None
+        return language_codes_field(value)
 
     @field_validator("template")
     @classmethod
