@@ -179,8 +179,7 @@ def run_demo(out: Path | str | None = None, quick: bool = False, device: str = "
     def measure() -> None:
         series = open_series(demo.path / LM_RUN)
         for stage_plan, selection in plans:
-            if study_a.done():
-                torch.set_num_threads(cores)  # study A is over: study B takes every core
+            take_freed_cores()
             report = run_measures(series, stage_plan, series.select(selection), device=device)
             failures.extend(report.failures)
             for failure in report.failures:
@@ -191,6 +190,12 @@ def run_demo(out: Path | str | None = None, quick: bool = False, device: str = "
     # stall whenever another process holds a core.
     cores = _cores()
     threads = torch.get_num_threads()
+
+    def take_freed_cores() -> None:
+        """Once study A is over, study B takes every core."""
+        if torch.get_num_threads() < cores and study_a.done():
+            torch.set_num_threads(cores)
+
     spawn = multiprocessing.get_context("spawn")
     with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
         study_a = pool.submit(_run_study_a, [(digits_config, demo.path / DIGITS_RUN),
@@ -200,7 +205,7 @@ def run_demo(out: Path | str | None = None, quick: bool = False, device: str = "
         torch.set_num_threads(max(1, cores - 1))
         try:
             stage("study B: pretraining the tiny multilingual LM",
-                  lambda: _train_lm(lm_config, demo.path / LM_RUN, every_core_when=study_a.done))
+                  lambda: _train_lm(lm_config, demo.path / LM_RUN, at_log_points=take_freed_cores))
             stage("study B: measures across the checkpoints", measure)
             started = time.perf_counter()
             sweep_seconds, messages = study_a.result()
@@ -252,17 +257,15 @@ def _measure_plans(size: DemoSize):
     return plans, skipped
 
 
-def _train_lm(config, path: Path, every_core_when: Callable[[], bool] = lambda: True) -> None:
-    """Train the LM run; it takes every core once ``every_core_when()`` holds (study A is over)."""
+def _train_lm(config, path: Path, at_log_points: Callable[[], None] = lambda: None) -> None:
+    """Train the LM run, calling ``at_log_points()`` at every log point (the demo frees cores there)."""
     from phasescope.train.lm import train_lm
 
-    cores = _cores()
     with progress_bar("LM steps", config.train.total_steps) as advance:
         shown = [0]
 
         def on_progress(step: int, total: int, info: dict) -> None:
-            if torch.get_num_threads() < cores and every_core_when():
-                torch.set_num_threads(cores)
+            at_log_points()
             text = f"loss {info['loss']:.3f}  {info['tokens_per_second']:,.0f} tok/s" if info else ""
             advance(step - shown[0], info=text)
             shown[0] = step
