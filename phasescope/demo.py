@@ -38,13 +38,13 @@ from phasescope.report.index import DemoConfig, ReportResult, write_report
 from phasescope.run import MetricStore, RunDir, dump_config, merge_config, validate_config
 from phasescope.run.series import open_series
 
-# configs/multilingual-tiny.yaml (a test keeps them equal): the tiny Llama learns WLT translation
-# of the seen concepts within its 2.7M tokens; the quick size below trains a fraction.
+# configs/multilingual-tiny.yaml (a test keeps them equal): within its 2.7M tokens the tiny Llama first
+# copies the WLT prompt's source word, then translates the seen concepts; the quick size trains a fraction.
 LM_CONFIG = {
     "kind": "lm", "seed": 0, "device": "auto",
     "data": {"source": "controlled", "languages": ["en", "de", "fr", "es", "tr", "ru", "ar", "zh", "ja"],
              "concepts_per_category": 3, "repetition_rate": 0.8, "sentences_per_document": [4, 10],
-             "code_switch_rate": 0.3, "glossary_rate": 0.5, "glossary_lines": [6, 12]},
+             "code_switch_rate": 0.05, "glossary_rate": 0.5, "glossary_lines": [6, 12], "untranslated_rate": 0.6},
     "mixture": {},
     "tokenizer": {"vocab_size": 2048, "documents_per_language": 1000},
     "model": {"preset": "tiny"},  # 4 layers x 128, 4 heads, tied embeddings

@@ -158,29 +158,80 @@ def test_next_frames_only_with_the_whole_cycle():
 
 def test_glossary_lines_are_in_the_prompt_form(corpus):
     document = next(d for d in (corpus.generate("ja", i) for i in range(100)) if d.kind == "glossary")
-    for line, (first, second) in zip(document.text.split("\n"), zip(document.mentions[::2], document.mentions[1::2])):
+    by_line: dict[int, list] = {}
+    for mention in document.mentions:
+        by_line.setdefault(mention.sentence, []).append(mention)
+    translated = 0
+    for number, line in enumerate(document.text.split("\n")):
         source, source_word, target, target_word = GLOSSARY_LINE.match(line).groups()
         assert source == endonym("ja") and target == endonym(document.partner)
+        if number not in by_line:  # an untranslated line (see the test below)
+            assert target_word == source_word
+            continue
+        first, second = by_line[number]
         assert source_word == corpus.lexicon.word(first.concept, "ja")
         assert target_word == corpus.lexicon.word(second.concept, document.partner)
+        translated += 1
+    assert translated > 0
 
 
-def test_name_lines_copy_a_pseudo_word_at_the_knob_rate():
-    corpus = ControlledCorpus(ControlledCorpusConfig(glossary_rate=0.9, name_rate=0.3))
-    names = lines = 0
-    for index in range(300):
-        document = corpus.generate("de", index)
+def glossary_lines(corpus: ControlledCorpus, language: str, documents: int = 300):
+    """(document, the line's four fields, whether it names no concept) for each glossary line of the documents."""
+    for index in range(documents):
+        document = corpus.generate(language, index)
         if document.kind != "glossary":
             continue
         with_concept = {mention.sentence for mention in document.mentions}
         for number, line in enumerate(document.text.split("\n")):
-            _, source_word, _, target_word = GLOSSARY_LINE.match(line).groups()
-            lines += 1
-            if number not in with_concept:  # a name line: a pseudo-word, copied, never translated
-                assert target_word == source_word
-                assert re.fullmatch(r"(?:[bdklmnprstvz][aeiou]){2,3}", source_word.lower())
-                names += 1
+            yield document, GLOSSARY_LINE.match(line).groups(), number not in with_concept
+
+
+def test_name_lines_copy_a_pseudo_word_at_the_knob_rate():
+    corpus = ControlledCorpus(ControlledCorpusConfig(glossary_rate=0.9, name_rate=0.3, untranslated_rate=0))
+    names = lines = 0
+    for _, (_, source_word, _, target_word), copied in glossary_lines(corpus, "de"):
+        lines += 1
+        if copied:  # a name line: a pseudo-word, copied, never translated
+            assert target_word == source_word
+            assert re.fullmatch(r"(?:[bdklmnprstvz][aeiou]){2,3}", source_word.lower())
+            names += 1
     assert lines > 1000 and abs(names / lines - 0.3) < 0.04
+
+
+def test_untranslated_lines_copy_a_word_from_outside_the_corpus_at_the_knob_rate():
+    corpus = ControlledCorpus(ControlledCorpusConfig(glossary_rate=0.9, untranslated_rate=0.25))
+    corpus_words = {corpus.lexicon.word(c, "fr") for c in corpus.concepts}
+    outside = set(corpus._untranslated["fr"])
+    untranslated, lines, distinct = 0, 0, set()
+    for document, (source, source_word, target, target_word), copied in glossary_lines(corpus, "fr"):
+        assert source == endonym("fr") and target == endonym(document.partner)
+        lines += 1
+        if copied:  # left untranslated: a French word outside the corpus, copied
+            assert target_word == source_word and source_word in outside and source_word not in corpus_words
+            untranslated += 1
+            distinct.add(source_word)
+    assert lines > 1000 and abs(untranslated / lines - 0.25) < 0.04
+    assert len(distinct) > 150  # hundreds of words: copying, not a memorized pair, is what pays
+    every = ControlledCorpusConfig(languages=["en"], categories=["month"], concepts_per_category=None,
+                                   untranslated_rate=0.2)
+    with pytest.raises(PhasescopeError, match="untranslated_rate needs lexicon concepts outside"):
+        ControlledCorpus(every, lexicon=ControlledCorpus(every.model_copy(update={"untranslated_rate": 0})).lexicon)
+
+
+def test_untranslated_rate_touches_glossaries_only():
+    """Each document has its own generator: the knob changes glossary lines and nothing else."""
+    off = ControlledCorpus(ControlledCorpusConfig(glossary_rate=0.6, untranslated_rate=0))
+    on = ControlledCorpus(ControlledCorpusConfig(glossary_rate=0.6, untranslated_rate=0.5))
+    changed = 0
+    for index in range(80):
+        before, after = off.generate("ru", index), on.generate("ru", index)
+        assert before.kind == after.kind
+        if before.kind != "glossary":
+            assert before.text == after.text
+        else:
+            assert before.text.count("\n") == after.text.count("\n")
+            changed += before.text != after.text
+    assert changed > 20
 
 
 def test_parallel_documents_render_the_same_plan(corpus):

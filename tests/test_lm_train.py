@@ -29,7 +29,10 @@ def tiny_config(**sections) -> dict:
     """A run of seconds: the built-in corpus, a 300-token BPE, a 1-layer 32-wide Llama, 12 steps."""
     config = {
         "kind": "lm", "seed": 0, "device": "cpu",
-        "data": {"source": "controlled", "concepts_per_category": 4},
+        # mostly monolingual text with short documents, so that 12 steps see every language's sentences
+        # (the defaults' glossaries, half of all documents, are set for the demo's copy-then-translate order)
+        "data": {"source": "controlled", "concepts_per_category": 4, "glossary_rate": 0.35, "repetition_rate": 0.35,
+                 "sentences_per_document": [3, 8]},
         "tokenizer": {"vocab_size": 300, "documents_per_language": 20},
         "model": {"preset": "tiny", "num_layers": 1, "hidden_size": 32, "num_heads": 2, "intermediate_size": 64,
                   "max_position_embeddings": 64},

@@ -16,31 +16,42 @@ language ``L`` for a seed is a pure function of ``(seed, split, L, i)``, so read
 
       English: "dog" - Deutsch: "Hund"
 
+  where a share of the lines (``untranslated_rate``) leaves a word as it is, as web text does with
+  rare words, names and code-switched words: ``Deutsch: "Zwiebel" - English: "Zwiebel"``, the word
+  taken from a lexicon concept that the corpus does not otherwise use.
+
 A seeded share of the concepts (``heldout_concept_share``, stratified by category) never appears
 in any bilingual signal (glosses, parallel documents, glossaries), only in monolingual sentences:
 translating them tests generalization rather than memorized pairs (:attr:`ControlledCorpus.heldout_concepts`).
 ``heldout_language_pairs`` likewise withholds every bilingual signal between two languages.
 
-Why these defaults. The target is that a tiny Llama (1-2M parameters, a few minutes of CPU,
-5-10M tokens) learns both to copy and to translate in the few-shot prompt. Copying comes from
-repetition (0.35 of sentences mention an earlier concept again) and from the many pairs whose
-words are identical or share their first tokens (names of countries and languages, loanwords:
-``Taxi``/``taxi``). Translation needs bilingual signals whose surface form generalizes to the
-prompt: glossary documents (0.35 of documents, 4-10 lines each, all in one direction like the
-five few-shot lines of the prompt), reinforced by glossed mentions (0.1 of mentions) and parallel
-documents (0.1), which tie each word to its translations in running text.
+Why these defaults. The target is study B's order of events in a tiny Llama (1-2M parameters,
+2.7M tokens, a few minutes of CPU): the few-shot WLT prompt is first answered by copying the
+source word, and only later by its translation. Two signals decide that order, and the defaults
+dose them; each finding below is one run of the demo's model (``configs/multilingual-tiny.yaml``)
+on this machine, WLT measured every 75 steps:
 
-The binding constraint is how often each word is seen in a bilingual signal. Measured on this
-machine (2 CPU cores): a 0.14M-parameter Llama on two languages with 10 seen concepts went from
-chance to 47% top-1 translation accuracy (mean probability of the right first token 0.30) in
-400k tokens, when each word had been in ~1,000 glossary lines; a 0.4M-parameter model on three
-languages with 26 seen concepts, each word in ~500 lines after 800k tokens, was still at chance.
-So the default is few concepts: 3 per category (``concepts_per_category``), ~46 concepts in 16
-categories, ~37 seen: in 5M tokens each of their ~330 words is in ~1,000 glossary lines. Raise
-``concepts_per_category`` (and the token budget) for larger models. The held-out share (0.2)
-keeps ~9 concepts out of every bilingual signal to measure generalization. Documents are short
-(3-8 sentences) so that sequences of 128 to 256 tokens hold several documents and their
-language switches.
+- Copying as such comes from untranslated glossary lines (``untranslated_rate``: 0.6 of the
+  lines). Their ~400 words per language are too many to memorize, so the model learns to attend
+  from the target slot to the source word and copy it, for any word: copy top-1 on pairs without
+  shared first tokens moves from 0.01 to 0.08 by 0.5M tokens and peaks at 0.25 near 1.1M, while
+  translation is still at 0.03-0.05 until 0.8M and then rises to 0.80 at the end; concepts held
+  out of every bilingual signal are copied (0.88 top-1). Without these lines the prompt was never
+  answered by copying (top-1 0.00 throughout); with pseudo-names in their place (``name_rate``
+  0.3-0.5: a small set of syllable tokens) copy top-1 stayed under 0.04 before translation, and
+  with the corpus's own words left untranslated (learned as pairs) it rose only with translation.
+- Translation of a word pair comes from glossary lines that translate (the other 0.4), glossed
+  mentions and parallel documents. A gloss sits next to its word (``Hund (dog)``), so it teaches
+  the pair without any attention to a distant source word: at ``code_switch_rate`` 0.3 the pairs
+  were mostly known when that attention formed, and translation followed copying within 0.15M
+  tokens. At 0.05 the pairs are learned mostly through the glossary lines, after the attention.
+
+The binding constraint on translation is how often each word is seen in a bilingual signal, so
+the corpus has few concepts: 3 per category (``concepts_per_category``), 48 concepts, 38 seen, 10
+held out (``heldout_concept_share`` 0.2) to measure generalization; raise it, and the token
+budget, for larger models. Repetition within a document (0.8 of sentences mention an earlier
+concept again) makes in-context copying pay off in monolingual text too. Documents are short
+(4-10 sentences) so that sequences of 128 tokens hold several documents and their language switches.
 """
 
 from __future__ import annotations
@@ -74,20 +85,29 @@ class ControlledCorpusConfig(StrictModel):
     language_weights: dict[str, float] | None = None
     lexicon: Path | None = None  # a lexicon Parquet file; None: the built-in CLDR lexicon
     categories: list[str] | None = None  # lexicon categories to use; None: all
-    # concepts drawn (seeded) per category; None: every concept. 3 gives ~46 concepts, few enough
-    # that each word is in ~1,000 glossary lines in 5M tokens (see the module docstring)
+    # concepts drawn (seeded) per category; None: every concept. 3 gives ~48 concepts, few enough
+    # for a tiny model to memorize their translations in ~2M tokens (see the module docstring)
     concepts_per_category: int | None = Field(3, ge=2)
     seed: int = 0  # concept selection, held-out concepts and every document
-    sentences_per_document: tuple[int, int] = (3, 8)  # (min, max) sentences of a monolingual document
-    repetition_rate: float = Field(0.35, ge=0, le=1)  # a sentence mentions an earlier concept of the document again
-    code_switch_rate: float = Field(0.1, ge=0, le=1)  # a mention is glossed with its translation: "Hund (dog)"
+    sentences_per_document: tuple[int, int] = (4, 10)  # (min, max) sentences of a monolingual document
+    # a sentence mentions an earlier concept of the document again: in-context copying pays off
+    repetition_rate: float = Field(0.8, ge=0, le=1)
+    # a mention is glossed with its translation, "Hund (dog)". Kept low: a gloss next to its word
+    # teaches the word pair without any attention to the prompt's source word, and with 0.3 the
+    # pairs were known before that attention formed, so copying and translation appeared together
+    code_switch_rate: float = Field(0.05, ge=0, le=1)
     parallel_rate: float = Field(0.1, ge=0, le=1)  # a document is followed by its translation into another language
     # a document is a bilingual word list in the prompt's form, English: "dog" - Deutsch: "Hund"
-    glossary_rate: float = Field(0.35, ge=0, le=1)
-    glossary_lines: tuple[int, int] = (4, 10)  # (min, max) lines of a glossary document
+    glossary_rate: float = Field(0.5, ge=0, le=1)
+    glossary_lines: tuple[int, int] = (6, 12)  # (min, max) lines of a glossary document
     # a glossary line lists a name instead of a concept: a pseudo-word written the same in both
     # languages, as names, numbers and many loanwords are in web text, so copying is right there
     name_rate: float = Field(0.0, ge=0, le=1)
+    # a glossary line leaves a word untranslated, Deutsch: "Zwiebel" - English: "Zwiebel", as rare
+    # words, names and code-switched words are in web text. The word comes from a lexicon concept
+    # outside the corpus's concepts: thousands of real words in every script, too many to memorize,
+    # so what the line rewards is copying as such (which then applies to every word of the prompt)
+    untranslated_rate: float = Field(0.6, ge=0, le=1)
     # share of concepts (per category, seeded) that never appear in a bilingual signal
     heldout_concept_share: float = Field(0.2, ge=0, lt=1)
     heldout_language_pairs: list[str] = Field(default_factory=list)  # "de-fr": no bilingual signal between them
@@ -173,6 +193,10 @@ class ControlledCorpus:
             raise PhasescopeError(f"the lexicon has {len(self.concepts)} concept(s) with a word in every one of "
                                   f"{', '.join(self.languages)}; the controlled corpus needs at least 2")
         self.lexicon = lexicon.restrict(self.languages, self.concepts)
+        self._untranslated = _untranslated_words(lexicon, complete, self.concepts, self.languages)
+        if config.untranslated_rate and not all(self._untranslated.values()):
+            raise PhasescopeError("untranslated_rate needs lexicon concepts outside the corpus's own (lower "
+                                  "concepts_per_category or pass a larger lexicon); every concept is in use")
         self.category = {concept: category_of[concept] for concept in self.concepts}
         self.heldout_concepts = _heldout_concepts(self.concepts, self.category, config)
         held = set(self.heldout_concepts)
@@ -311,6 +335,11 @@ class ControlledCorpus:
                 name = pseudo_name(rng)
                 lines.append(f'{source_name}: "{name}" - {target_name}: "{name}"')
                 continue
+            if self.config.untranslated_rate and rng.random() < self.config.untranslated_rate:  # no draw when off
+                pool = self._untranslated[language]
+                word = pool[int(rng.integers(len(pool)))]
+                lines.append(f'{source_name}: "{word}" - {target_name}: "{word}"')
+                continue
             concept = self.seen_concepts[int(position)]
             lines.append(f'{source_name}: "{self._words[(concept, language)]}" - '
                          f'{target_name}: "{self._words[(concept, partner)]}"')
@@ -339,6 +368,24 @@ def pseudo_name(rng: np.random.Generator) -> str:
     onsets = rng.integers(len(NAME_ONSETS), size=syllables)
     vowels = rng.integers(len(NAME_VOWELS), size=syllables)
     return "".join(NAME_ONSETS[o] + NAME_VOWELS[v] for o, v in zip(onsets, vowels)).capitalize()
+
+
+def _untranslated_words(lexicon: Lexicon, complete: list[str], concepts: list[str],
+                        languages: list[str]) -> dict[str, list[str]]:
+    """Per language, the words of the lexicon's concepts outside the corpus, for untranslated lines.
+
+    A word that contains a corpus word or is contained in one, in any language and case (``鳄梨``,
+    avocado, holds ``梨``, pear), is left out: a held-out concept must not reach a bilingual line even
+    as part of another word.
+    """
+    chosen = set(concepts)
+    corpus_words = {lexicon.word(c, lang).casefold() for c in concepts for lang in languages}
+    words = {}
+    for language in languages:
+        candidates = (lexicon.word(c, language) for c in complete if c not in chosen)
+        words[language] = [word for word in candidates
+                           if not any(w in word.casefold() or word.casefold() in w for w in corpus_words)]
+    return words
 
 
 def _language_key(code: str) -> int:

@@ -210,10 +210,25 @@ def _calendar_rows(languages: list[str]) -> list[tuple]:
             concept = _concept_id(names_of(english)["stand-alone"]["wide"][key])
             for language in languages:
                 names = names_of(Locale.parse(language))
-                word = names["stand-alone"]["wide"][key]
-                forms = [names["format"]["wide"][key]]
+                forms = [names["stand-alone"]["wide"][key], names["format"]["wide"][key]]
+                if language in SCRIPTS_WITHOUT_SPACES:  # 一月 first: the CLDR data of babel 2.19 writes 1月 for ja
+                    forms = [_han_numeral_month(form) for form in forms] + forms
+                word, *forms = dict.fromkeys(forms)
                 rows.append((concept, category, language, word, _variants(word, language, forms)))
     return rows
+
+
+HAN_NUMERALS = "一二三四五六七八九十"
+
+
+def _han_numeral_month(name: str) -> str:
+    """``1月`` .. ``12月`` written with Han numerals (``一月`` .. ``十二月``); any other name as it is."""
+    match = re.fullmatch(r"(\d{1,2})月", name)
+    if match is None or not 1 <= int(match.group(1)) <= 12:
+        return name
+    number = int(match.group(1))
+    tens, ones = divmod(number, 10)
+    return ("十" if tens else "") + (HAN_NUMERALS[ones - 1] if ones else "") + "月"
 
 
 def _territory_rows(languages: list[str]) -> list[tuple]:

@@ -21,6 +21,7 @@ comes from the same pass: its last layer is these scores, and the two measures s
 from __future__ import annotations
 
 import contextlib
+import inspect
 import json
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -107,12 +108,19 @@ def _states_after_heads(model: nn.Module, encoded: EncodedWLT, indices: Tensor, 
     adapter = get_adapter(model)
     device = model_device(model)
     head_inputs, rows, suffix_inputs, last = encoded.prefixed_inputs(indices, device)
+    keyword = _cache_keyword(adapter.backbone)
     with autocast_for(device):
-        cache = adapter.backbone(**head_inputs, use_cache=True).past_key_values
+        cache = getattr(adapter.backbone(**head_inputs, use_cache=True), keyword)
         cache.batch_select_indices(rows)  # one copy of its head's keys and values per item
-        outputs = adapter.backbone(**suffix_inputs, past_key_values=cache, use_cache=True,
+        outputs = adapter.backbone(**suffix_inputs, **{keyword: cache}, use_cache=True,
                                    output_hidden_states=all_layers)
     return _gather_last(outputs, last, adapter.num_layers, all_layers)
+
+
+def _cache_keyword(backbone: nn.Module) -> str:
+    """The key/value cache's name in the backbone's arguments and outputs: ``cache`` from transformers 5.x
+    on (``past_key_values`` is deprecated there and warns on every call), ``past_key_values`` before."""
+    return "cache" if "cache" in inspect.signature(backbone.forward).parameters else "past_key_values"
 
 
 def _gather_last(outputs, last: Tensor, num_layers: int, all_layers: bool) -> tuple[Tensor, Tensor | None]:
