@@ -2,6 +2,7 @@
 onsets land where they were put), graceful notes for missing measures, and the page of a demo
 directory loaded in headless Chromium: every figure loads, no console error, no request leaves it."""
 
+import dataclasses
 import html
 import os
 import re
@@ -17,6 +18,8 @@ from phasescope.analysis.phases import detect_onset, item_matrix, trajectory
 from phasescope.errors import PhasescopeError
 from phasescope.report.browser import check_page, find_chromium
 from phasescope.report.index import DemoConfig, write_report
+from phasescope.report.study_b import findings
+from phasescope.report.trajectory_plots import format_tokens
 from phasescope.run import MetricStore, RunDir, dump_config
 from tests.report_fixtures import CENTERS, write_study_b_metrics, write_tiny_diagonal_sweep
 
@@ -72,6 +75,15 @@ def test_study_b_onsets_land_where_the_rises_were_placed(study_b_run):
         assert f'alt="{title}"' in page
     finding = next(line for line in study_b.section.findings if line.startswith("translation, no shared"))
     assert "onset at" in finding and "tokens" in finding and html.escape(finding) in page
+    # the verb carries the sign of the lag, the distance is positive
+    lag = study_b.lead_lags["layer_swap_middle"]
+    label = study_b.trajectories["layer_swap_middle"].label
+    distance = format_tokens(lag.onset_lag_tokens)
+    assert any(line.startswith(f"{label} leads translation without shared tokens by {distance} tokens")
+               for line in study_b.section.findings), study_b.section.findings
+    study_b.lead_lags = {"layer_swap_middle": dataclasses.replace(lag, onset_lag_tokens=-lag.onset_lag_tokens)}
+    line = next(line for line in findings(study_b, use_tokens=True) if line.startswith(label))
+    assert line.startswith(f"{label} lags translation without shared tokens by {distance} tokens"), line
 
 
 def test_missing_measures_leave_notes_and_the_rest(tmp_path):

@@ -476,7 +476,8 @@ def findings(result: StudyBResult, use_tokens: bool) -> list[str]:
             lines.append(f"{label}: no lead/lag (an onset is missing); curves aligned by a shift of "
                          f"{found.shift:+.2f} {found.axis}")
             continue
-        lag = format_tokens(found.onset_lag_tokens) if use_tokens else f"{found.onset_lag_tokens:.0f} steps"
+        distance = abs(found.onset_lag_tokens)  # the verb carries the sign
+        lag = format_tokens(distance) if use_tokens else f"{distance:.0f} steps"
         leads = "leads" if found.onset_lag_tokens > 0 else "lags" if found.onset_lag_tokens < 0 else "starts with"
         lines.append(f"{label} {leads} translation without shared tokens by {lag} "
                      f"{'tokens' if use_tokens else ''} (onsets {describe_onset(found.mechanism, use_tokens)} vs "
