@@ -194,7 +194,9 @@ class ControlledCorpus:
             raise PhasescopeError(f"the lexicon has {len(self.concepts)} concept(s) with a word in every one of "
                                   f"{', '.join(self.languages)}; the controlled corpus needs at least 2")
         self.lexicon = lexicon.restrict(self.languages, self.concepts)
-        self._untranslated = _untranslated_words(lexicon, complete, self.concepts, self.languages)
+        # words for untranslated lines, only when the knob is on (the overlap check reads every word pair)
+        self._untranslated = (_untranslated_words(lexicon, complete, self.concepts, self.languages)
+                              if config.untranslated_rate else {})
         if config.untranslated_rate and not all(self._untranslated.values()):
             raise PhasescopeError("untranslated_rate needs lexicon concepts outside the corpus's own (lower "
                                   "concepts_per_category or pass a larger lexicon); every concept is in use")
@@ -384,9 +386,13 @@ def _untranslated_words(lexicon: Lexicon, complete: list[str], concepts: list[st
     words = {}
     for language in languages:
         candidates = (lexicon.word(c, language) for c in complete if c not in chosen)
-        words[language] = [word for word in candidates
-                           if not any(w in word.casefold() or word.casefold() in w for w in corpus_words)]
+        words[language] = [word for word in candidates if not _overlaps(word.casefold(), corpus_words)]
     return words
+
+
+def _overlaps(word: str, others: set[str]) -> bool:
+    """Whether ``word`` contains one of ``others`` or is contained in one."""
+    return any(other in word or word in other for other in others)
 
 
 def _language_key(code: str) -> int:
