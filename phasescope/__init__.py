@@ -1,14 +1,27 @@
-"""phasescope: the science of training dynamics, measured densely across checkpoints and learning rates."""
+"""phasescope: the science of training dynamics, measured densely across checkpoints and learning rates.
 
-from phasescope.curvature import (
-    hessian_trace,
-    most_negative_eigenvalue,
-    preconditioned_sharpness,
-    sharpness,
-)
+The top-level names are imported on first use, so that ``phasescope --help`` and a script that only
+needs one layer do not pay for torch and transformers up front.
+"""
+
+from importlib import import_module
+
 from phasescope.errors import PhasescopeError
-from phasescope.measures.translation import wlt_scores
 
 __version__ = "0.1.0"
-__all__ = ["PhasescopeError", "hessian_trace", "most_negative_eigenvalue", "preconditioned_sharpness",
-           "sharpness", "wlt_scores", "__version__"]
+_LAZY = {"hessian_trace": "phasescope.curvature", "most_negative_eigenvalue": "phasescope.curvature",
+         "preconditioned_sharpness": "phasescope.curvature", "sharpness": "phasescope.curvature",
+         "wlt_scores": "phasescope.measures.translation"}
+__all__ = ["PhasescopeError", *sorted(_LAZY), "__version__"]
+
+
+def __getattr__(name: str):
+    if name in _LAZY:
+        value = getattr(import_module(_LAZY[name]), name)
+        globals()[name] = value  # later look-ups skip this function
+        return value
+    raise AttributeError(f"module 'phasescope' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(_LAZY))

@@ -2,15 +2,20 @@
 
 from __future__ import annotations
 
+import shlex
 import sys
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 
 import typer
 from rich.table import Table
 from rich.text import Text
+from typer.core import TyperCommand
 
 from phasescope.errors import PhasescopeError
 from phasescope.progress import console, output, progress_bar
+from phasescope.signals import received_signal, termination_handled
 
 app = typer.Typer(help="phasescope: training dynamics, measured densely across checkpoints and learning rates.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
@@ -19,6 +24,55 @@ app.add_typer(runs_app, name="runs")
 lexicon_app = typer.Typer(help="The concept lexicon of study B (words per concept and language).",
                           no_args_is_help=True)
 app.add_typer(lexicon_app, name="lexicon")
+EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells and schedulers read as "interrupted"
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during a command; the message says what was kept and how to resume."""
+
+
+@contextmanager
+def _resumable(kept: Callable[[], str]) -> Iterator[None]:
+    """Turn an interrupt of the block into :class:`Interrupted` with ``kept()``'s account of the run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(kept()) from None
+
+
+def _rerun() -> str:
+    """This very command line, to paste for resuming."""
+    return "phasescope " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
+
+
+def _kept_checkpoints(out: Path) -> str:
+    from phasescope.run import RunDir
+
+    latest = RunDir(out).latest_checkpoint() if (out / "config.yaml").is_file() else None
+    if latest is None:
+        return f"no checkpoint was written yet in {out}; rerun to start again: {_rerun()}"
+    tokens = f" ({latest.tokens:,} tokens)" if latest.tokens is not None else ""
+    return f"kept checkpoints up to step {latest.step}{tokens} in {out}; resume with: {_rerun()}"
+
+
+def _count_shards(metrics: Path) -> int:
+    return sum(1 for _ in metrics.rglob("*.parquet")) if metrics.is_dir() else 0
+
+
+def _kept_shards(metrics: Path, before: int) -> str:
+    return (f"kept the {_count_shards(metrics) - before} metric shards written before the interrupt in {metrics}; "
+            f"rerun to compute only the missing ones: {_rerun()}")
+
+
+class _MeasureCommand(TyperCommand):
+    """``phasescope measure --help`` ends with the registered measures (imported only for the help)."""
+
+    def format_help(self, ctx, formatter) -> None:
+        from phasescope.measures.registry import available_measures
+
+        listed = "\n\n".join(f"{name}: {measure.description}" for name, measure in sorted(available_measures().items()))
+        self.epilog = f"Measures:\n\n{listed}"
+        super().format_help(ctx, formatter)
 
 
 @app.command()
@@ -33,10 +87,11 @@ def train(config: Path = typer.Argument(..., help="Run config (YAML), e.g. confi
 
     out = out or Path("runs") / config.stem
     if config_kind(config) == "lm":
-        _train_language_model(config, out)
+        with _resumable(lambda: _kept_checkpoints(out)):
+            _train_language_model(config, out)
         return
     run_config = load_config(config, GDRunConfig)
-    with progress_bar("GD steps", run_config.train.max_steps) as advance:
+    with _resumable(lambda: _kept_checkpoints(out)), progress_bar("GD steps", run_config.train.max_steps) as advance:
         outcome = train_gd(run_config, out, on_step=lambda step, loss: advance(info=f"loss {loss:.4g}"))
     console.print(f"{outcome.status} after {outcome.steps} steps, train loss {outcome.final_train_loss:.4g}")
     console.print(f"run written to {out}")
@@ -47,21 +102,13 @@ def _train_language_model(config: Path, out: Path) -> None:
     import os
 
     from phasescope.run import load_config
-    from phasescope.train.lm import LMRunConfig, train_lm
+    from phasescope.train.lm import LMRunConfig, train_lm, train_lm_with_progress
 
     run_config = load_config(config, LMRunConfig)
     if int(os.environ.get("RANK", "0")) != 0:
         train_lm(run_config, out)
         return
-    with progress_bar("LM steps", run_config.train.total_steps) as advance:
-        shown = [0]
-
-        def on_progress(step: int, total: int, info: dict) -> None:
-            text = f"loss {info['loss']:.3f}  {info['tokens_per_second']:,.0f} tok/s" if info else ""
-            advance(step - shown[0], info=text)
-            shown[0] = step
-
-        outcome = train_lm(run_config, out, on_progress=on_progress)
+    outcome = train_lm_with_progress(run_config, out)
     loss = f", loss {outcome.final_loss:.4g}" if outcome.final_loss is not None else ""
     resumed = f" (resumed from step {outcome.resumed_from})" if outcome.resumed_from else ""
     console.print(f"trained to step {outcome.steps} ({outcome.tokens:,} tokens){loss}{resumed}")
@@ -79,7 +126,9 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
     sweep_config = load_config(config, SweepConfig)
     out = out or Path("runs") / config.stem
     members = len(sweep_config.lrs.resolve()) * len(sweep_config.seeds)
-    with progress_bar("sweep", members) as advance:
+    kept = (f"{out} holds an incomplete sweep (a sweep does not resume): delete it, then rerun: "
+            f"{_rerun()}")
+    with _resumable(lambda: kept), progress_bar("sweep", members) as advance:
         def on_progress(phase: str, count: int, info: str) -> None:
             advance(count if phase == "member" else 0, info=info)
 
@@ -142,7 +191,9 @@ def sharpness(run: Path = typer.Argument(..., help="A run directory written by `
     threshold = 2.0 / run_config.train.lr
     table = Table("step", "sharpness", *[f"lambda_{i}" for i in range(2, k + 1)], "2/eta", "HVPs", "converged")
     previous = None
-    with progress_bar("sharpness", len(checkpoints)) as advance:
+    before = _count_shards(run_dir.metrics_dir)
+    with _resumable(lambda: _kept_shards(run_dir.metrics_dir, before)), \
+            progress_bar("sharpness", len(checkpoints)) as advance:
         for checkpoint in checkpoints:
             model = load_gd_model(checkpoint, data.train_inputs.device)
             rows, result = sharpness_rows(model, loss_fn, (data.train_inputs, data.train_targets), measure_config,
@@ -156,7 +207,7 @@ def sharpness(run: Path = typer.Argument(..., help="A run directory written by `
     output.print(table)
 
 
-@app.command()
+@app.command(cls=_MeasureCommand)
 def measure(series: str = typer.Argument(..., help="A run directory with checkpoints, or a Hub repo id."),
             measures: str = typer.Option(..., "--measures", "-m", help="'all' or a comma list, e.g. wlt,logit_lens."),
             checkpoints: str = typer.Option(None, "--checkpoints", "-c",
@@ -196,7 +247,9 @@ def measure(series: str = typer.Argument(..., help="A run directory with checkpo
                          tokens_per_step=tokens_per_step, cache_dir=cache_dir, trust_remote_code=trust_remote_code,
                          offline=True if offline else None)
     chosen = opened.select(checkpoints)
-    result = run_measures(opened, plan, chosen, device=device, executor=executor, address=address)
+    before = _count_shards(opened.run.metrics_dir)
+    with _resumable(lambda: _kept_shards(opened.run.metrics_dir, before)):
+        result = run_measures(opened, plan, chosen, device=device, executor=executor, address=address)
     table = Table("measure", "computed", "already there", "failed", "not applicable")
     counts = result.by_measure()
     for planned in plan:
@@ -214,15 +267,19 @@ def measure(series: str = typer.Argument(..., help="A run directory with checkpo
 
 
 @app.command()
-def demo(quick: bool = typer.Option(False, "--quick", help="The CI-sized variant (under 3 minutes on 2 cores)."),
+def demo(quick: bool = typer.Option(False, "--quick", help="The CI-sized variant: a 60-step LM and 8-rate sweeps."),
          out: Path = typer.Option(None, "--out", "-o", help="Demo directory (default: runs/demo, runs/demo-quick)."),
          device: str = typer.Option("auto", "--device", help="auto (a GPU when there is one), cpu or cuda."),
          ) -> None:
     """Both studies end to end on the built-in data, offline: tiny multilingual LM + every study-B measure,
     the digits learning-rate sweep and the diagonal-network theory, then the HTML report."""
-    from phasescope.demo import run_demo
+    from phasescope.demo import default_demo_dir, run_demo
 
-    result = run_demo(out, quick=quick, device=device)
+    out = out or default_demo_dir(quick)
+    kept = (f"kept what was finished in {out} (checkpoints, metric shards, complete sweeps); resume with: "
+            f"{_rerun()}")
+    with _resumable(lambda: kept):
+        result = run_demo(out, quick=quick, device=device)
     output.rule("headline findings")
     for line in result.report.headline:
         output.print(f"- {line}", markup=False, highlight=False)
@@ -287,22 +344,31 @@ def _print_error(message: str) -> None:
 
 
 def main() -> None:
-    """Entry point: user errors become one line on stderr and exit code 2, never a traceback."""
+    """Entry point: user errors become one line on stderr and exit code 2, never a traceback;
+    Ctrl-C and SIGTERM one line saying what was kept, and exit code 130."""
     try:
-        app(standalone_mode=False)
+        with termination_handled():
+            code = app(standalone_mode=False)  # typer returns 130 for an interrupt outside _resumable
     except PhasescopeError as error:
         _print_error(str(error))
         sys.exit(2)
+    except Interrupted as interrupt:
+        console.print(Text(f"interrupted ({received_signal()}): ", style="yellow") + Text(str(interrupt)),
+                      soft_wrap=True)
+        sys.exit(EXIT_INTERRUPTED)
     except typer.Abort:
         console.print("aborted")
-        sys.exit(130)
+        sys.exit(EXIT_INTERRUPTED)
     except typer.TyperException as error:  # usage errors: bad or missing arguments and options
         if error.format_message():  # empty when the help was shown for a bare command
             _print_error(error.format_message())
         sys.exit(getattr(error, "exit_code", 2))
     except KeyboardInterrupt:
-        console.print("interrupted")
-        sys.exit(130)
+        code = EXIT_INTERRUPTED
+    if code == EXIT_INTERRUPTED:
+        console.print(f"interrupted ({received_signal()})")
+    if isinstance(code, int) and code:
+        sys.exit(code)
 
 
 if __name__ == "__main__":

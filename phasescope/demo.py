@@ -23,20 +23,24 @@ from __future__ import annotations
 import multiprocessing
 import os
 import shutil
+import threading
 import time
+import traceback
 from collections.abc import Callable
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import torch
 
+from phasescope.device import resolve_device
+from phasescope.errors import PhasescopeError
 from phasescope.execute import UnitOutcome, plan_measures, run_measures
 from phasescope.measures.registry import available_measures
 from phasescope.progress import console, progress_bar
 from phasescope.report.index import DemoConfig, ReportResult, write_report
 from phasescope.run import MetricStore, RunDir, dump_config, merge_config, validate_config
 from phasescope.run.series import open_series
+from phasescope.train.lm import train_lm_with_progress
 
 # configs/multilingual-tiny.yaml (a test keeps them equal): within its 2.7M tokens the tiny Llama first
 # copies the WLT prompt's source word, then translates the seen concepts; the quick size trains a fraction.
@@ -142,6 +146,10 @@ class DemoResult:
     wall_seconds: float = 0.0  # study A runs beside study B: less than the sum of the stages
 
 
+def default_demo_dir(quick: bool = False) -> Path:
+    return Path("runs") / ("demo-quick" if quick else "demo")
+
+
 def demo_configs(size: DemoSize, device: str = "auto"):
     """The validated (LM, digits sweep, diagonal sweep) configs of a demo size."""
     from phasescope.train.lm import LMRunConfig
@@ -161,7 +169,8 @@ def run_demo(out: Path | str | None = None, quick: bool = False, device: str = "
     """Run the whole demo into ``out`` (default ``runs/demo`` or ``runs/demo-quick``) and write its report."""
     begun = time.perf_counter()
     size = SIZES["quick" if quick else "full"]
-    out = Path(out) if out is not None else Path("runs") / ("demo-quick" if quick else "demo")
+    out = Path(out) if out is not None else default_demo_dir(quick)
+    resolve_device(device)  # no GPU for --device cuda: said before any process starts or folder is made
     lm_config, digits_config, diagonal_config = demo_configs(size, device)
     demo = RunDir.create(out, dump_config(DemoConfig(quick=quick, study_b=LM_RUN, study_a=[DIGITS_RUN, DIAGONAL_RUN])),
                          exist_ok=True)
@@ -196,16 +205,14 @@ def run_demo(out: Path | str | None = None, quick: bool = False, device: str = "
         if torch.get_num_threads() < cores and study_a.done():
             torch.set_num_threads(cores)
 
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(max_workers=1, mp_context=spawn) as pool:
-        study_a = pool.submit(_run_study_a, [(digits_config, demo.path / DIGITS_RUN),
-                                             (diagonal_config, demo.path / DIAGONAL_RUN)])
+    with StudyAProcess([(digits_config, demo.path / DIGITS_RUN), (diagonal_config, demo.path / DIAGONAL_RUN)]) \
+            as study_a:
         log("[bold]demo[/bold]: study A (digits learning-rate sweep, diagonal-network sweep and theory) runs in a "
             "second process")
         torch.set_num_threads(max(1, cores - 1))
         try:
             stage("study B: pretraining the tiny multilingual LM",
-                  lambda: _train_lm(lm_config, demo.path / LM_RUN, at_log_points=take_freed_cores))
+                  lambda: train_lm_with_progress(lm_config, demo.path / LM_RUN, at_log_points=take_freed_cores))
             stage("study B: measures across the checkpoints", measure)
             started = time.perf_counter()
             sweep_seconds, messages = study_a.result()
@@ -219,6 +226,70 @@ def run_demo(out: Path | str | None = None, quick: bool = False, device: str = "
     reported: list[ReportResult] = []
     stage("report", lambda: reported.append(write_report(demo.path)))
     return DemoResult(out, reported[0], seconds, failures, skipped, time.perf_counter() - begun)
+
+
+class StudyAProcess:
+    """Study A's sweeps in a second (spawned) process that never outlives the demo.
+
+    Leaving the ``with`` block any way but through :meth:`result` (an error, Ctrl-C, SIGTERM)
+    terminates the child; and the child watches its parent, exiting within a second of it if the
+    demo is killed outright (SIGKILL runs no handler), so no orphan is left blocked on a dead pipe.
+    """
+
+    def __init__(self, sweeps: list) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._receive, send = context.Pipe(duplex=False)
+        self._process = context.Process(target=_study_a_child, args=(sweeps, send, os.getpid()),
+                                        name="phasescope-study-a", daemon=True)
+        self._process.start()
+        send.close()  # the child holds the only write end: its death ends the pipe
+
+    def done(self) -> bool:
+        return self._receive.poll()
+
+    def result(self) -> tuple[dict[str, float], list[str]]:
+        """Wait for the sweeps: (seconds per sweep, messages for the log); the child's error, re-raised."""
+        try:
+            outcome, value = self._receive.recv()
+        except EOFError:
+            raise PhasescopeError(f"study A's process ended without a result (exit code "
+                                  f"{self._process.exitcode}); rerun the demo to train the missing sweeps") from None
+        self._process.join()
+        if outcome == "error":
+            raise PhasescopeError(value) if isinstance(value, str) else value
+        return value
+
+    def __enter__(self) -> StudyAProcess:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._process.is_alive():
+            self._process.terminate()
+        self._process.join()
+        self._receive.close()
+
+
+def _study_a_child(sweeps: list, send, parent: int) -> None:
+    """Entry point of study A's process: watch the parent, run the sweeps, send the outcome back."""
+    threading.Thread(target=_exit_with_parent, args=(parent,), daemon=True).start()
+    try:
+        send.send(("ok", _run_study_a(sweeps)))
+    except PhasescopeError as error:
+        send.send(("error", str(error)))
+    except KeyboardInterrupt:  # Ctrl-C reaches the whole process group: the parent reports it
+        pass
+    except Exception as error:  # noqa: BLE001  a bug: shown by the parent with its traceback
+        send.send(("error", RuntimeError(f"study A failed: {type(error).__name__}: {error}\n"
+                                         f"{traceback.format_exc()}")))
+    finally:
+        send.close()
+
+
+def _exit_with_parent(parent: int, every: float = 0.5) -> None:
+    """Exit this process as soon as ``parent`` is gone (it is re-parented, so getppid changes)."""
+    while os.getppid() == parent:
+        time.sleep(every)
+    os._exit(1)
 
 
 def _cores() -> int:
@@ -255,22 +326,6 @@ def _measure_plans(size: DemoSize):
         settings = [s for s in settings if s.split(".", 1)[0] in names]
         plans.append((plan_measures(names, settings=settings), measure_stage.checkpoints))
     return plans, skipped
-
-
-def _train_lm(config, path: Path, at_log_points: Callable[[], None] = lambda: None) -> None:
-    """Train the LM run, calling ``at_log_points()`` at every log point (the demo frees cores there)."""
-    from phasescope.train.lm import train_lm
-
-    with progress_bar("LM steps", config.train.total_steps) as advance:
-        shown = [0]
-
-        def on_progress(step: int, total: int, info: dict) -> None:
-            at_log_points()
-            text = f"loss {info['loss']:.3f}  {info['tokens_per_second']:,.0f} tok/s" if info else ""
-            advance(step - shown[0], info=text)
-            shown[0] = step
-
-        train_lm(config, path, on_progress=on_progress)
 
 
 def _sweep(config, path: Path, log: Callable[[str], None], show_progress: bool = True) -> None:

@@ -1,8 +1,6 @@
 """The command line end to end on a tiny digits run: values against a dense float64 Hessian, and
 one-line errors for bad input."""
 
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -10,6 +8,7 @@ import torch
 from phasescope.run import MetricStore, RunDir
 from phasescope.train import load_gd_model, open_gd_run
 from tests.cases import dense_hessian
+from tests.helpers import phasescope
 
 TINY = """\
 kind: gd
@@ -20,11 +19,6 @@ model: {arch: mlp, depth: 1, width: 8, activation: tanh}
 loss: mse
 train: {lr: 0.3, max_steps: 20, checkpoint_every: 10}
 """
-
-
-def phasescope(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "phasescope.cli", *args], capture_output=True, text=True,
-                          timeout=300)
 
 
 @pytest.fixture(scope="module")

@@ -10,7 +10,7 @@ import pandas as pd
 import yaml
 
 from phasescope.run import MetricStore, RunDir
-from tests.test_lm_train import REPO_ROOT, phasescope, write_config
+from tests.helpers import REPO_ROOT, phasescope, write_config
 
 # 666k tokens: in the demo's run copying has left its start by then (onset at 563k tokens), translation not
 # yet (onset at 819k); the run is deterministic, and this one reproduces the demo's step 325 exactly
@@ -30,9 +30,9 @@ def test_the_demo_lm_copies_the_source_word_before_it_translates(tmp_path):
     config["train"]["lr_schedule"]["decay_fraction"] = 0  # the demo's own rates so far (it decays from step 1040)
     config["checkpoints"] = {"schedule": "steps", "steps": [0, STEPS]}
     run = tmp_path / "run"
-    trained = phasescope("train", str(write_config(tmp_path / "tiny.yaml", config)), "-o", str(run), timeout=900)
+    trained = phasescope("train", str(write_config(tmp_path / "tiny.yaml", config)), "-o", str(run))
     assert trained.returncode == 0, trained.stderr[-2000:]
-    measured = phasescope("measure", str(run), "-m", "wlt", "--device", "cpu", timeout=600)
+    measured = phasescope("measure", str(run), "-m", "wlt", "--device", "cpu")
     assert measured.returncode == 0, measured.stderr[-2000:]
     scores = MetricStore(RunDir.open(run)).read("wlt")
     at_start, now = scores[scores["step"] == 0], scores[scores["step"] == STEPS]

@@ -12,7 +12,7 @@ from phasescope.measures.registry import BUILTIN_MEASURE_MODULES, available_meas
 from phasescope.run import MetricStore, RunDir, load_config
 from phasescope.train.lm import LMRunConfig
 from phasescope.train.sweep import SweepConfig
-from tests.test_lm_train import REPO_ROOT
+from tests.helpers import HANG_GUARD_SECONDS, REPO_ROOT
 
 
 def builtin_measures() -> set[str]:
@@ -43,7 +43,7 @@ def test_every_registered_study_b_measure_is_in_both_demo_sizes():
 def test_quick_demo_end_to_end_then_a_rerun_keeps_everything(tmp_path):
     out = tmp_path / "demo"
     result = subprocess.run([sys.executable, "-m", "phasescope.cli", "demo", "--quick", "--out", str(out)],
-                            capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+                            capture_output=True, text=True, timeout=HANG_GUARD_SECONDS, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     stdout = " ".join(result.stdout.split())  # rich wraps long lines
     assert f"report: {out / 'report' / 'index.html'}" in stdout
@@ -69,7 +69,7 @@ def test_quick_demo_end_to_end_then_a_rerun_keeps_everything(tmp_path):
 
     shards = sorted(p.relative_to(out) for p in (out / "lm" / "metrics").rglob("*.parquet"))
     again = subprocess.run([sys.executable, "-m", "phasescope.cli", "demo", "--quick", "--out", str(out)],
-                           capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+                           capture_output=True, text=True, timeout=HANG_GUARD_SECONDS, cwd=REPO_ROOT)
     assert again.returncode == 0, again.stderr[-3000:]
     assert "is complete, kept" in " ".join((again.stdout + again.stderr).split())  # the log is on stderr
     assert sorted(p.relative_to(out) for p in (out / "lm" / "metrics").rglob("*.parquet")) == shards

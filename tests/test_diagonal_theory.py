@@ -284,13 +284,24 @@ def test_theory_figure_with_gd_solutions(tmp_path):
     # Synthetic GD solutions moving from the min-l1 towards the min-sharpness interpolator with eta.
     gd_solutions = {float(rate): min_l1 + weight * (min_sharpness - min_l1)
                     for rate, weight in zip(rates, np.linspace(0, 1, len(rates)))}
-    paths = draw_theory_figure(X, y, beta_star, noise, gd_solutions, tmp_path / "figures" / "theory")
-    assert paths == [tmp_path / "figures" / "theory.png", tmp_path / "figures" / "theory.pdf"]
-    _assert_png_and_pdf(paths)
+    drawn = draw_theory_figure(X, y, beta_star, noise, gd_solutions, tmp_path / "figures" / "theory")
+    assert drawn.paths == [tmp_path / "figures" / "theory.png", tmp_path / "figures" / "theory.pdf"]
+    _assert_png_and_pdf(drawn.paths)
+    # the caption's numbers are panel (b)'s: the generalization error of each solution
+    expected = {name: generalization_error(beta, beta_star, noise)
+                for name, beta in [("min_l1", min_l1), ("min_sharpness", min_sharpness)]}
+    assert drawn.interpolator_errors == pytest.approx(expected, rel=1e-9)
+    assert drawn.gd_errors[float(rates[0])] == pytest.approx(expected["min_l1"], rel=1e-9)
+    gd = {rate: generalization_error(beta, beta_star, noise) for rate, beta in gd_solutions.items()}
+    assert drawn.gd_errors == pytest.approx(gd, rel=1e-9)
+    best_rate = min(gd, key=gd.get)  # here a mixture of the two interpolators generalizes better than both
+    assert gd[best_rate] < min(expected.values())
+    assert drawn.caption().endswith(f"the lowest is GD at eta = {best_rate:.3g}.")
 
 
 def test_theory_figure_with_interpolators_only(tmp_path):
     x = np.array([[0.3, 1.2, 0.7, 2.0]])
-    paths = draw_theory_figure(x, [1.0], np.array([0.0, 0.5, 0.5, 0.0]), 0.1, None, tmp_path / "one_point",
+    drawn = draw_theory_figure(x, [1.0], np.array([0.0, 0.5, 0.5, 0.0]), 0.1, None, tmp_path / "one_point",
                                parameterization="uu-vv")
-    _assert_png_and_pdf(paths)
+    _assert_png_and_pdf(drawn.paths)
+    assert drawn.gd_errors == {} and "GD" not in drawn.caption()

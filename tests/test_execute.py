@@ -19,6 +19,7 @@ from phasescope.errors import PhasescopeError
 from phasescope.execute import plan_measures, run_measures
 from phasescope.run import MetricStore
 from phasescope.run.series import open_series
+from tests.helpers import HANG_GUARD_SECONDS, phasescope
 from tests.lm_fixtures import tiny_llama, tiny_tokenizer, write_local_run
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -41,11 +42,6 @@ def reference_logprob(model, tokenizer, text: str) -> float:
     with torch.no_grad():
         logits = model(ids).logits[0].double()
     return -float(torch.nn.functional.cross_entropy(logits[:-1], ids[0, 1:]))
-
-
-def phasescope(*args: str, **kwargs):
-    return subprocess.run([sys.executable, "-m", "phasescope.cli", *args], capture_output=True, text=True,
-                          timeout=300, cwd=ROOT, **kwargs)
 
 
 def test_one_shard_per_checkpoint_and_measure_with_reference_values(run_path, tokenizer):
@@ -237,7 +233,8 @@ def test_peak_memory_stays_within_two_and_a_half_checkpoints(tmp_path, tokenizer
         assert report.count("computed") == 3, report.outcomes
         print(baseline, resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024)
     """)
-    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT, timeout=300)
+    result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, cwd=ROOT,
+                            timeout=HANG_GUARD_SECONDS)
     assert result.returncode == 0, result.stderr
     baseline, peak = map(int, result.stdout.split()[-2:])
     assert checkpoint_bytes > 80e6

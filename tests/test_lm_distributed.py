@@ -15,7 +15,7 @@ from transformers import AutoModelForCausalLM
 
 from phasescope.run import MetricStore, RunDir, load_config
 from phasescope.train.lm import LMRunConfig, train_lm
-from tests.test_lm_train import REPO_ROOT, tiny_config, write_config
+from tests.helpers import HANG_GUARD_SECONDS, REPO_ROOT, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -23,7 +23,7 @@ pytestmark = pytest.mark.slow
 def torchrun(config: Path, out: Path) -> subprocess.CompletedProcess:
     result = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
                              "-m", "phasescope.cli", "train", str(config), "--out", str(out)],
-                            capture_output=True, text=True, timeout=600, cwd=REPO_ROOT)
+                            capture_output=True, text=True, timeout=HANG_GUARD_SECONDS, cwd=REPO_ROOT)
     assert result.returncode == 0, result.stderr[-3000:]
     return result
 

@@ -14,7 +14,7 @@ import torch
 from safetensors.torch import load_file
 
 from phasescope.run import MetricStore, RunDir
-from tests.test_lm_train import REPO_ROOT, phasescope_here, tiny_config, write_config
+from tests.helpers import HANG_GUARD_SECONDS, REPO_ROOT, phasescope_here, tiny_config, write_config
 
 
 def start_training(config: Path, out: Path) -> subprocess.Popen:
@@ -64,7 +64,7 @@ def test_sigkill_at_random_moments_then_resume_is_bitwise_equal(tmp_path, monkey
         if kill_after(process, lambda target=target: checkpoint_count(killed) >= target, delays.uniform(0.0, 0.05)):
             kills.append(checkpoint_count(killed))
     final = start_training(config, killed)
-    _, stderr = final.communicate(timeout=600)
+    _, stderr = final.communicate(timeout=HANG_GUARD_SECONDS)
     assert final.returncode == 0, stderr
     assert len(kills) >= 3 and max(kills) >= 2, kills  # kills landed in the middle of training
     assert "resumed from step" in stderr

@@ -21,6 +21,7 @@ from phasescope.report.index import DemoConfig, write_report
 from phasescope.report.study_b import findings
 from phasescope.report.trajectory_plots import format_tokens
 from phasescope.run import MetricStore, RunDir, dump_config
+from tests.helpers import HANG_GUARD_SECONDS
 from tests.report_fixtures import CENTERS, write_study_b_metrics, write_tiny_diagonal_sweep
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -105,7 +106,7 @@ def test_missing_measures_leave_notes_and_the_rest(tmp_path):
 @pytest.mark.slow
 def test_demo_page_loads_every_figure_in_chromium_without_console_errors(demo_dir):
     result = subprocess.run([sys.executable, "-m", "phasescope.cli", "report", str(demo_dir)], capture_output=True,
-                            text=True, timeout=600, cwd=ROOT)
+                            text=True, timeout=HANG_GUARD_SECONDS, cwd=ROOT)
     assert result.returncode == 0, result.stderr
     page_path = demo_dir / "report" / "index.html"
     assert f"report: {page_path}" in result.stdout.replace("\n", "")

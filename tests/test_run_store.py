@@ -300,11 +300,14 @@ def test_duckdb_view_matches_pandas_and_summary(run: RunDir) -> None:
 
     summary = store.summary().set_index(["measure", "metric"])
     assert summary.loc[("translation", "wlt_prob")].to_dict() == {
-        "n_rows": 6, "n_steps": 3, "first_step": 0, "last_step": 200, "last_value": 2.0
+        "subset": "-", "n_rows": 6, "n_steps": 3, "first_step": 0, "last_step": 200, "last_value": 2.0,
+        "last_value_of": "mean of 2 rows over src, tgt, layer"
     }
     assert summary.loc[("translation", "loss"), "last_value"] == 4.0
+    assert summary.loc[("translation", "loss"), "subset"] == "train"
     assert summary.loc[("norms", "l1")].to_dict() == {
-        "n_rows": 1, "n_steps": 1, "first_step": 200, "last_step": 200, "last_value": 3.5
+        "subset": "-", "n_rows": 1, "n_steps": 1, "first_step": 200, "last_step": 200, "last_value": 3.5,
+        "last_value_of": "one row"
     }
 
 
@@ -314,6 +317,20 @@ def test_summary_prefers_the_row_without_dimensions(run: RunDir) -> None:
             {"metric": "l1", "value": 6.0, "component": "layers.2"}]
     store.write_shard(5, "train", {}, rows)
     assert store.summary().set_index(["measure", "metric"]).loc[("train", "l1"), "last_value"] == 10.0
+
+
+def test_summary_keeps_subsets_apart(run: RunDir) -> None:
+    store = MetricStore(run)
+    rows = [{"metric": "top1", "value": 0.8, "subset": "no_overlap"},
+            {"metric": "top1", "value": 0.2, "subset": "overlap"},
+            {"metric": "top1", "value": 0.6, "subset": "overlap", "src": "en", "tgt": "de"},
+            {"metric": "top1", "value": 0.4, "subset": "heldout", "src": "en", "tgt": "de"},
+            {"metric": "top1", "value": 0.0, "subset": "heldout", "src": "de", "tgt": "en"}]
+    store.write_shard(5, "wlt", {}, rows)
+    summary = store.summary().set_index("subset")
+    assert summary.last_value.to_dict() == {"heldout": 0.2, "no_overlap": 0.8, "overlap": 0.2}
+    assert summary.loc["heldout", "last_value_of"] == "mean of 2 rows over src, tgt"
+    assert summary.loc["overlap", "last_value_of"] == "the row without dimensions"
 
 
 def test_shard_rows_are_validated(run: RunDir) -> None:

@@ -16,6 +16,7 @@ from phasescope.models import MLP
 from phasescope.models.losses import mean_squared_error
 from phasescope.run import MetricStore, RunDir, validate_config
 from phasescope.train import GradientFlowConfig, SweepConfig, gradient_flow, run_sweep
+from tests.helpers import HANG_GUARD_SECONDS
 
 
 def sweep_config(**overrides) -> SweepConfig:
@@ -133,7 +134,7 @@ def test_sweep_and_report_commands_write_every_figure(tmp_path):
     run = tmp_path / "run"
     for args in (["sweep", str(tmp_path / "tiny.yaml"), "--out", str(run)], ["report", str(run)]):
         result = subprocess.run([sys.executable, "-m", "phasescope.cli", *args], capture_output=True, text=True,
-                                timeout=600)
+                                timeout=HANG_GUARD_SECONDS)
         assert result.returncode == 0, result.stderr
     assert "eta_c = 2/s_GF" in result.stdout
     for name in ("final_sharpness_vs_lr", "final_norms_vs_lr", "test_loss_vs_lr", "sharpness_trajectories",
@@ -141,7 +142,7 @@ def test_sweep_and_report_commands_write_every_figure(tmp_path):
         assert (run / "report" / f"{name}.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
         assert (run / "report" / f"{name}.pdf").read_bytes()[:5] == b"%PDF-"
     again = subprocess.run([sys.executable, "-m", "phasescope.cli", "sweep", str(tmp_path / "tiny.yaml"), "--out",
-                            str(run)], capture_output=True, text=True, timeout=600)
+                            str(run)], capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
     assert again.returncode == 2 and "already exists" in again.stderr
 
 

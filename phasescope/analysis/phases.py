@@ -370,8 +370,9 @@ def _progress(values: np.ndarray) -> np.ndarray:
 
 def lead_lag(mechanism: np.ndarray | None, behaviour: np.ndarray | None, steps, tokens=None, *,
              mechanism_items: np.ndarray | None = None, behaviour_items: np.ndarray | None = None,
-             direction: Direction = "up", mechanism_direction: Direction | None = None, n_bootstrap: int = 1000,
-             confidence: float = 0.9, seed: int = 0, **onset_options) -> LeadLag:
+             direction: Direction = "up", mechanism_direction: Direction | None = None,
+             behaviour_onset: Onset | None = None, n_bootstrap: int = 1000, confidence: float = 0.9, seed: int = 0,
+             **onset_options) -> LeadLag:
     """Lead and lag of a mechanism's trajectory over a behaviour's.
 
     Args:
@@ -383,6 +384,10 @@ def lead_lag(mechanism: np.ndarray | None, behaviour: np.ndarray | None, steps, 
         direction: the direction the behaviour leaves its initial band (default up).
         mechanism_direction: the mechanism's (default: ``direction``); a layer-swap benefit of the
             final model's layers falls as the checkpoint acquires what they do.
+        behaviour_onset: the behaviour's onset as found on all of its own checkpoints (often more
+            than the mechanism's), used as it is: one onset per behaviour, the same in every table. The
+            lag's interval is then the behaviour's interval minus the mechanism's onset, unless the
+            mechanism has items too.
         onset_options: ``baseline``, ``n_sigma``, ``min_fraction``, ``sustain`` of :func:`onset`.
 
     Returns:
@@ -393,10 +398,17 @@ def lead_lag(mechanism: np.ndarray | None, behaviour: np.ndarray | None, steps, 
     common = dict(n_bootstrap=n_bootstrap, confidence=confidence, seed=seed, **onset_options)
     first = detect_onset(mechanism, steps, tokens, items=mechanism_items, direction=mechanism_direction or direction,
                          **common)
-    second = detect_onset(behaviour, steps, tokens, items=behaviour_items, direction=direction, **common)
+    second = behaviour_onset or detect_onset(behaviour, steps, tokens, items=behaviour_items, direction=direction,
+                                             **common)
     position = np.asarray(tokens, dtype=np.float64) if tokens is not None else steps.astype(np.float64)
     lag = interval = None
-    if first.index is not None and second.index is not None:
+    if first.index is not None and second.index is not None and behaviour_onset is not None:
+        at = float(position[first.index])
+        lag = float(second.tokens if tokens is not None else second.step) - at
+        bounds = second.interval_tokens if tokens is not None else second.interval_steps
+        if bounds is not None and first.bootstrap_indices is None:
+            interval = (float(bounds[0]) - at, float(bounds[1]) - at)
+    elif first.index is not None and second.index is not None:
         lag = float(position[second.index] - position[first.index])
         if first.bootstrap_indices is not None and second.bootstrap_indices is not None:
             both = (first.bootstrap_indices >= 0) & (second.bootstrap_indices >= 0)
@@ -428,7 +440,7 @@ def trajectory(frame: pd.DataFrame, **where) -> pd.DataFrame:
     ``where`` filters columns by value (``metric="top1_accuracy", subset="no_overlap"``); a value of
     None selects rows where that column is null (the aggregate rows leave ``src``/``tgt`` null).
     """
-    rows = _filter(frame, where)
+    rows = select_rows(frame, **where)
     grouped = rows.groupby("step", sort=True).agg(tokens=("tokens", "first"), value=("value", "mean"))
     return grouped.reset_index()
 
@@ -445,14 +457,15 @@ def item_matrix(frame: pd.DataFrame, item_columns: tuple[str, ...], **where) -> 
     Returns:
         (matrix with NaN where an item lacks a step, the checkpoints (step, tokens), item labels).
     """
-    rows = _filter(frame, where).dropna(subset=list(item_columns))
+    rows = select_rows(frame, **where).dropna(subset=list(item_columns))
     checkpoints = rows.groupby("step", sort=True)["tokens"].first().reset_index()
     table = rows.pivot_table(index=list(item_columns), columns="step", values="value", aggfunc="mean")
     table = table.reindex(columns=checkpoints["step"])
     return table.to_numpy(dtype=np.float64), checkpoints, [i if isinstance(i, tuple) else (i,) for i in table.index]
 
 
-def _filter(frame: pd.DataFrame, where: dict) -> pd.DataFrame:
+def select_rows(frame: pd.DataFrame, **where) -> pd.DataFrame:
+    """The rows whose columns equal the given values; a value of None selects rows where that column is null."""
     mask = np.ones(len(frame), dtype=bool)
     for column, value in where.items():
         mask &= frame[column].isna().to_numpy() if value is None else (frame[column] == value).to_numpy()

@@ -10,6 +10,7 @@ import pandas as pd
 from phasescope.analysis.edge_of_stability import best_learning_rate, classify_regimes, final_state, flow_summary
 from phasescope.errors import PhasescopeError
 from phasescope.report.sweep_figures import draw_sweep_figures
+from phasescope.report.theory_figure import TheoryFigure
 from phasescope.run import MetricStore, RunDir, validate_config
 
 
@@ -21,6 +22,7 @@ class SweepReport:
     flow: pd.DataFrame
     best: pd.Series
     paths: list[Path]
+    theory: TheoryFigure | None = None  # the diagonal-network theory figure, for diagonal sweeps
 
 
 def sweep_report(run: RunDir) -> SweepReport:
@@ -41,12 +43,13 @@ def sweep_report(run: RunDir) -> SweepReport:
     table = classify_regimes(final_state(sweep_rows), flow)
     trajectories = sweep_rows[sweep_rows.metric == "sharpness"]
     paths = draw_sweep_figures(table, flow, trajectories, run.report_dir)
-    if config.model.arch == "diagonal":
-        paths += _theory_figure(run, config, table)
-    return SweepReport(table, flow, best_learning_rate(table), paths)
+    theory = _theory_figure(run, config, table) if config.model.arch == "diagonal" else None
+    if theory is not None:
+        paths += theory.paths
+    return SweepReport(table, flow, best_learning_rate(table), paths, theory)
 
 
-def _theory_figure(run: RunDir, config, table: pd.DataFrame) -> list[Path]:
+def _theory_figure(run: RunDir, config, table: pd.DataFrame) -> TheoryFigure | None:
     """The diagonal-network theory figure, with the GD solution of every rate from the last checkpoint."""
     import torch
 
@@ -56,7 +59,7 @@ def _theory_figure(run: RunDir, config, table: pd.DataFrame) -> list[Path]:
 
     data = load_supervised_data(config.data, config.loss)
     if data.beta_star is None:
-        return []
+        return None
     saved = load_checkpoint(run.latest_checkpoint().path)
     members = saved.train_meta["members"]
     u = saved.model_state["u"].double()
@@ -73,19 +76,59 @@ def _theory_figure(run: RunDir, config, table: pd.DataFrame) -> list[Path]:
                               run.report_dir / "diagonal_theory", parameterization=parameterization)
 
 
-SWEEP_FIGURES = [  # (file stem, title, caption) in page order
-    ("final_sharpness_vs_lr", "Final sharpness against the learning rate",
-     "Sharpness where GD stopped (loss below epsilon), beside 2/eta and gradient flow's s_GF; eta_c = 2/s_GF "
-     "dotted. Shading: flow-aligned (blue), edge of stability (orange), diverged (grey)."),
-    ("final_norms_vs_lr", "Final parameter norms against the learning rate",
-     "l1 and l2 norms of all parameters where GD stopped, beside gradient flow's; regimes shaded as above."),
-    ("test_loss_vs_lr", "Test loss against the learning rate", "The star marks the best rate; regimes shaded."),
-    ("sharpness_trajectories", "Sharpness trajectories", "Sharpness along training for a few rates; dashed: 2/eta."),
-    ("steps_to_threshold_vs_lr", "Steps until the loss is below epsilon", "Regimes shaded as above."),
-    ("diagonal_theory", "Diagonal linear network: norm versus sharpness of interpolators",
-     "(a) l1 norm and sharpness of the GD solution at every rate, the min-l1 interpolator and the min-sharpness "
-     "interpolator; (b) their generalization error: neither end is best."),
+SWEEP_FIGURES = [  # (file stem, title) in page order; captions come from the data (sweep_captions)
+    ("final_sharpness_vs_lr", "Final sharpness against the learning rate"),
+    ("final_norms_vs_lr", "Final parameter norms against the learning rate"),
+    ("test_loss_vs_lr", "Test loss against the learning rate"),
+    ("sharpness_trajectories", "Sharpness trajectories"),
+    ("steps_to_threshold_vs_lr", "Steps until the loss is below epsilon"),
+    ("diagonal_theory", "Diagonal linear network: norm versus sharpness of interpolators"),
 ]
+SHADING = "Shading: flow-aligned (blue), edge of stability (orange), diverged (grey); eta_c = 2/s_GF dotted."
+
+
+def sweep_captions(result: SweepReport) -> dict[str, str]:
+    """Each figure's caption: what is drawn, then what the sweep's numbers show."""
+    table = result.table
+    done = table[table.status == "reached_threshold"]
+    counts = table.regime.value_counts()
+    regimes = ", ".join(f"{counts.get(name, 0)} {name.replace('_', ' ')}"
+                        for name in ("flow_aligned", "edge_of_stability", "diverged"))
+    by_rate = done.groupby("lr")[["sharpness", "two_over_eta", "l1", "test_loss", "steps"]].mean()
+    eos = done[done.regime == "edge_of_stability"]
+    eos_ratio = (eos.sharpness / eos.two_over_eta) if len(eos) else pd.Series(dtype=float)
+    ratio = (f" At the edge of stability the final sharpness is {eos_ratio.min():.2f}-{eos_ratio.max():.2f} x 2/eta."
+             if len(eos_ratio) else "")
+    captions = {
+        "final_sharpness_vs_lr": (f"Sharpness where GD stopped (loss below epsilon), beside 2/eta and gradient flow's "
+                                  f"s_GF. {SHADING} Rates: {regimes}.{ratio}"),
+        "final_norms_vs_lr": (f"l1 and l2 norms of all parameters where GD stopped, beside gradient flow's. {SHADING}"
+                              + (f" l1 goes from {by_rate.l1.iloc[0]:.4g} at the smallest rate that reached epsilon "
+                                 f"to {by_rate.l1.iloc[-1]:.4g} at the largest." if len(by_rate) else "")),
+        "test_loss_vs_lr": "The star marks the rate with the lowest test loss. " + _test_loss_shape(by_rate),
+        "sharpness_trajectories": ("Sharpness along training for a few rates (a log step axis past the first "
+                                   "sample); dashed: each rate's 2/eta."),
+        "steps_to_threshold_vs_lr": f"{SHADING}" + (f" From {by_rate.steps.iloc[0]:.0f} steps at eta = "
+                                                    f"{by_rate.index[0]:.3g} to {by_rate.steps.iloc[-1]:.0f} at eta = "
+                                                    f"{by_rate.index[-1]:.3g}." if len(by_rate) else ""),
+    }
+    if result.theory is not None:
+        captions["diagonal_theory"] = ("(a) l1 norm and sharpness of GD's solution at every rate that reached "
+                                       "epsilon, the min-l1 and the min-sharpness interpolators; (b) "
+                                       + result.theory.caption())
+    return captions
+
+
+def _test_loss_shape(by_rate: pd.DataFrame) -> str:
+    """Where the lowest test loss sits among the rates that reached epsilon: an end, or inside."""
+    if len(by_rate) < 3:
+        return ""
+    losses = by_rate.test_loss
+    best = losses.idxmin()
+    where = ("the smallest rate" if best == losses.index[0] else "the largest rate" if best == losses.index[-1]
+             else "neither end of the grid")
+    return (f"Among the {len(losses)} rates that reached epsilon the lowest test loss, {losses.min():.4g} at eta = "
+            f"{best:.3g}, is at {where}; {losses.iloc[0]:.4g} at the smallest, {losses.iloc[-1]:.4g} at the largest.")
 
 
 def sweep_section(run: RunDir, result: SweepReport | None = None, title: str | None = None):
@@ -104,9 +147,10 @@ def sweep_section(run: RunDir, result: SweepReport | None = None, title: str | N
                              "initialization (s_GF, eta_c = 2/s_GF)."))
     section.findings = sweep_findings(result)
     by_stem = {path.stem: path for path in result.paths if path.suffix == ".png"}
-    for stem, figure_title, caption in SWEEP_FIGURES:
+    captions = sweep_captions(result)
+    for stem, figure_title in SWEEP_FIGURES:
         if stem in by_stem:
-            section.blocks.append(FigureBlock(figure_title, by_stem[stem].read_bytes(), caption))
+            section.blocks.append(FigureBlock(figure_title, by_stem[stem].read_bytes(), captions[stem]))
     columns = {"lr": "eta", "seed": "seed", "regime": "regime", "steps": "steps", "sharpness": "sharpness",
                "two_over_eta": "2/eta", "l1": "l1", "l2": "l2", "test_loss": "test loss"}
     section.table("Final state of every rate", result.table[list(columns)].rename(columns=columns))

@@ -16,9 +16,11 @@ import matplotlib
 
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
+import matplotlib.ticker  # noqa: E402
 import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
+from phasescope.analysis.mechanisms import middle_attribution_share, middle_swap_benefit  # noqa: E402
 from phasescope.analysis.phases import (  # noqa: E402
     LeadLag,
     Onset,
@@ -26,6 +28,7 @@ from phasescope.analysis.phases import (  # noqa: E402
     detect_onset,
     item_matrix,
     lead_lag,
+    select_rows,
     trajectory,
 )
 from phasescope.errors import PhasescopeError  # noqa: E402
@@ -38,6 +41,8 @@ from phasescope.report.trajectory_plots import (  # noqa: E402
     heat_map,
     legend_with_markers,
     plot_trajectories,
+    token_axis,
+    x_values,
 )
 from phasescope.run import MetricStore, RunDir  # noqa: E402
 
@@ -126,20 +131,13 @@ def _one_config_per_measure(frame: pd.DataFrame, section: Section) -> pd.DataFra
     return pd.concat(kept, ignore_index=True)
 
 
-def _rows(frame: pd.DataFrame, measure: str, metric: str, **where) -> pd.DataFrame:
-    rows = frame[(frame.measure == measure) & (frame.metric == metric)]
-    for column, value in where.items():
-        rows = rows[rows[column].isna()] if value is None else rows[rows[column] == value]
-    return rows
-
-
 def behaviour_trajectory(frame: pd.DataFrame, spec: BehaviourSpec, direction: str = "up") -> Trajectory | None:
     """A behaviour's trajectory (the pooled row where the measure writes one, else the item mean),
     with its onset (interval over items) and change points; None if its rows are absent."""
     where = {"component": None} if spec.measure == "minimal_pairs" else {}
     if spec.subset is not None:
         where["subset"] = spec.subset
-    rows = _rows(frame, spec.measure, spec.metric, **where)
+    rows = select_rows(frame, measure=spec.measure, metric=spec.metric, **where)
     if spec.measure == "minimal_pairs" and not rows.empty:
         rows = rows[rows.subset == sorted(rows.subset.dropna().unique(), key=lambda s: s != "multiblimp")[0]] \
             if rows.subset.notna().any() else rows  # MultiBLiMP where it was run, else the built-in pairs
@@ -202,20 +200,21 @@ def _behaviour_figure(frame: pd.DataFrame, result: StudyBResult, use_tokens: boo
 
 
 def _direction_figure(frame: pd.DataFrame, section: Section, use_tokens: bool) -> None:
-    rows = _rows(frame, "wlt", "top1_accuracy", subset="no_overlap").dropna(subset=["src", "tgt"])
+    """Translation per direction: the source x target matrix at the last checkpoint, and over training the
+    mean over targets of each source language and over sources of each target language (72 directions
+    are too many rows to read; their values are in the metric store)."""
+    rows = select_rows(frame, measure="wlt", metric="top1_accuracy", subset="no_overlap").dropna(subset=["src", "tgt"])
     if rows.empty:
         return
     last = rows[rows.step == rows.step.max()]
     languages = list(dict.fromkeys([*last.src, *last.tgt]))
     square = last.pivot_table(index="src", columns="tgt", values="value").reindex(index=languages, columns=languages)
-    matrix, checkpoints, labels = item_matrix(rows, ("src", "tgt"))
-    onsets = [detect_onset(row, checkpoints.step.to_numpy(), direction="up", min_change=ACCURACY_ONSET).index
-              if len(checkpoints) >= MIN_CHECKPOINTS and np.isfinite(row).sum() >= MIN_CHECKPOINTS else None
-              for row in matrix]
-    order = sorted(range(len(labels)), key=lambda i: (onsets[i] is None, onsets[i] or 0, labels[i]))
-    figure, (left, right) = plt.subplots(1, 2, figsize=(11, max(4.0, 0.11 * len(labels) + 1.5)),
-                                         gridspec_kw={"width_ratios": [1, 1.6]}, layout="constrained")
+    figure, (left, *over_time) = plt.subplots(1, 3, figsize=(13, 3.9), layout="constrained",
+                                              gridspec_kw={"width_ratios": [1, 1.25, 1.25]})
     image = left.imshow(square.to_numpy(dtype=float), cmap="viridis", vmin=0, vmax=1)
+    for index in range(len(languages)):  # same language: not a translation direction
+        left.add_patch(plt.Rectangle((index - 0.5, index - 0.5), 1, 1, facecolor="0.85", edgecolor="none"))
+        left.text(index, index, "–", ha="center", va="center", color="0.4")
     left.set_xticks(range(len(languages)), languages)
     left.set_yticks(range(len(languages)), languages)
     left.set_xlabel("target language")
@@ -223,18 +222,27 @@ def _direction_figure(frame: pd.DataFrame, section: Section, use_tokens: bool) -
     left.set_title(f"at the last checkpoint ({_where(last, use_tokens)})")
     left.grid(False)
     figure.colorbar(image, ax=left, label="WLT top-1 accuracy", fraction=0.046, pad=0.03)
-    heat_map(right, matrix[order], checkpoints, [f"{labels[i][0]}→{labels[i][1]}" for i in order], use_tokens,
-             "WLT top-1 accuracy", vmin=0, vmax=1)
-    marked = [(onsets[i], position) for position, i in enumerate(order) if onsets[i] is not None]
-    if marked:
-        right.plot([m[0] for m in marked], [m[1] for m in marked], "o", ms=3, mfc="none", mec="white",
-                   label="onset of the direction")
-        right.legend(loc="lower right")
-    right.set_title("per direction over checkpoints (sorted by onset)")
-    right.set_ylabel("direction (source→target)")
+    for axis, side, other in zip(over_time, ("src", "tgt"), ("targets", "sources")):
+        mean = rows.groupby(["step", side], as_index=False).agg(value=("value", "mean"), tokens=("tokens", "first"))
+        matrix, checkpoints, labels = item_matrix(mean, (side,))
+        heat_map(axis, matrix, checkpoints, [label[0] for label in labels], use_tokens, "WLT top-1 accuracy",
+                 vmin=0, vmax=1)
+        if len(checkpoints) >= MIN_CHECKPOINTS:
+            x = checkpoints["tokens" if use_tokens else "step"].to_numpy(dtype=float)
+            onsets = [detect_onset(row, checkpoints.step.to_numpy(), direction="up",
+                                   min_change=ACCURACY_ONSET).index for row in matrix]
+            marked = [(x[onset], position) for position, onset in enumerate(onsets) if onset is not None]
+            if marked:
+                axis.plot(*zip(*marked), "o", ms=5, mfc="none", mec="white", mew=1.5, label="onset")
+                axis.legend(loc="lower right", fontsize=7)
+        axis.set_ylabel("source language" if side == "src" else "target language")
+        axis.set_title(f"each {'source' if side == 'src' else 'target'} language, mean over its {other}")
     section.figure("Translation per direction (pairs without shared first tokens)", figure,
-                   "Left: source x target accuracy at the last checkpoint. Right: every direction across "
-                   "checkpoints; white circles mark each direction's onset.")
+                   "Left: top-1 accuracy of every source x target direction at the last checkpoint (grey diagonal: "
+                   "source and target are the same language, no translation). Middle and right: over training "
+                   "(linear token axis, each column at its checkpoint), the mean over target languages of each "
+                   "source language and over source languages of each target; white circles mark each row's onset "
+                   "(a rise of at least 5 points out of its initial band).")
 
 
 def _where(rows: pd.DataFrame, use_tokens: bool) -> str:
@@ -252,7 +260,8 @@ def _logit_lens_figure(frame: pd.DataFrame, section: Section, use_tokens: bool) 
     panels = [("p_target", "no_overlap", "target mass, no shared first token"),
               ("p_target", "overlap", "target mass, shared first token"),
               ("p_source", "no_overlap", "source (copy) mass, no shared first token")]
-    chosen = [(title, _rows(frame, "logit_lens", metric, subset=subset)) for metric, subset, title in panels]
+    chosen = [(title, select_rows(frame, measure="logit_lens", metric=metric, subset=subset))
+              for metric, subset, title in panels]
     chosen = [panel for panel in chosen if not panel[1].empty]
     if not chosen:
         section.note("no logit_lens metrics: the layer-by-checkpoint maps are missing "
@@ -272,8 +281,8 @@ def _logit_lens_figure(frame: pd.DataFrame, section: Section, use_tokens: bool) 
 
 
 def _mechanism_maps(frame: pd.DataFrame, section: Section, use_tokens: bool) -> None:
-    swap = _rows(frame, "layer_swap", "benefit", subset="no_overlap")
-    attribution = _rows(frame, "path_attribution", "attribution", subset="no_overlap")
+    swap = select_rows(frame, measure="layer_swap", metric="benefit", subset="no_overlap")
+    attribution = select_rows(frame, measure="path_attribution", metric="attribution", subset="no_overlap")
     panels = []
     if not swap.empty:
         swap = swap[swap.component != "base"].sort_values("layer")
@@ -317,87 +326,79 @@ def _component_order(name: str) -> tuple:
 
 
 # --- mechanism versus behaviour ----------------------------------------------------------------
-def middle_swap_benefit(frame: pd.DataFrame) -> pd.DataFrame | None:
-    """The layer-swap benefit (no shared token) of the window nearest the middle of the model."""
-    rows = _rows(frame, "layer_swap", "benefit", subset="no_overlap")
-    rows = rows[rows.component.str.match(r"^layers\.\d+-\d+$", na=False)]
-    if rows.empty:
-        return None
-    bounds = rows.component.str.extract(r"^layers\.(\d+)-(\d+)$").astype(int)
-    depth = bounds[1].max() + 1
-    distance = ((bounds[0] + bounds[1]) / 2 - (depth - 1) / 2).abs()
-    middle = rows.component[distance == distance.min()].iloc[0]
-    return trajectory(rows[rows.component == middle]).assign(component=middle)
-
-
-def middle_attribution_share(frame: pd.DataFrame) -> pd.DataFrame | None:
-    """Per checkpoint: the middle third of the blocks' share of the absolute path attribution."""
-    rows = _rows(frame, "path_attribution", "attribution", subset="no_overlap")
-    if rows.empty or rows.layer.isna().all():
-        return None
-    depth = int(rows.layer.max()) + 1
-    middle = rows.layer.between(depth / 3, 2 * depth / 3, inclusive="left")
-    total = rows.assign(value=rows.value.abs()).groupby("step").agg(tokens=("tokens", "first"), total=("value", "sum"))
-    inside = rows[middle].assign(value=rows[middle].value.abs()).groupby("step")["value"].sum()
-    share = (inside.reindex(total.index).fillna(0) / total["total"]).rename("value")
-    return total[["tokens"]].join(share).reset_index()
-
-
 def _lead_lag_figure(frame: pd.DataFrame, result: StudyBResult, use_tokens: bool) -> None:
+    """Translation against the middle-layer swap benefit (one figure, one lead/lag table), and the middle
+    blocks' share of path attribution drawn as the separate points it is measured at."""
     section = result.section
     behaviour = result.trajectories.get("wlt_no_overlap")
-    mechanisms = {"layer_swap_middle": ("middle-layer swap benefit", middle_swap_benefit(frame), "either", "C4"),
-                  "attribution_middle": ("middle layers' share of path attribution",
-                                         middle_attribution_share(frame), "up", "C5")}
-    mechanisms = {key: spec for key, spec in mechanisms.items() if spec[1] is not None and len(spec[1])}
-    if behaviour is None or not mechanisms:
+    swap = middle_swap_benefit(frame)
+    share = middle_attribution_share(frame)
+    if behaviour is None or (swap is None and share is None):
         section.note("mechanism against behaviour needs wlt and layer_swap or path_attribution metrics")
         return
-    figure, axis = plt.subplots(figsize=(8, 4.4), layout="constrained")
-    lines = [Trajectory(behaviour.label, _normalized(behaviour.points), behaviour.onset, behaviour.change_points,
+    panels = 1 + (share is not None and len(share) > 0)
+    figure, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.0), squeeze=False, layout="constrained")
+    lines = [Trajectory(behaviour.label, _progress(behaviour.points), behaviour.onset, behaviour.change_points,
                         behaviour.color)]
     table = []
-    behaviour_items = None
-    wlt = _rows(frame, "wlt", "top1_accuracy", subset="no_overlap").dropna(subset=["src", "tgt"])
-    for key, (label, points, direction, color) in mechanisms.items():
-        line = analysed(Trajectory(label, points, color=color), direction)
-        result.trajectories[key] = line
-        lines.append(Trajectory(label, _normalized(points), line.onset, line.change_points, color))
-        merged = points[["step", "tokens", "value"]].merge(behaviour.points[["step", "value"]], on="step",
-                                                           suffixes=("_mechanism", "_behaviour"))
-        if len(merged) < MIN_CHECKPOINTS:
-            continue
-        if not wlt.empty:
-            matrix, checkpoints, _ = item_matrix(wlt, ("src", "tgt"))
-            keep = checkpoints.step.isin(merged.step).to_numpy()
-            behaviour_items = matrix[:, keep] if keep.sum() == len(merged) else None
-        tokens = merged.tokens.to_numpy() if use_tokens else None
-        try:
-            found = lead_lag(merged.value_mechanism.to_numpy(), merged.value_behaviour.to_numpy(),
-                             merged.step.to_numpy(), tokens, behaviour_items=behaviour_items,
-                             mechanism_direction=direction)
-        except PhasescopeError:
-            continue
-        result.lead_lags[key] = found
-        table.append(_lead_lag_row(label, found, use_tokens))
-    plot_trajectories(axis, lines, use_tokens, log=True)
-    axis.set_ylabel("progress (0 = first level, 1 = last)")
-    legend_with_markers(axis, figure=figure)
-    section.figure("Mechanism against behaviour", figure,
-                   "Each curve rescaled from its first to its last level (falling curves flipped), on a log token "
-                   "axis; a mechanism that forms before the behaviour it serves rises to its left.")
+    if swap is not None and len(swap):
+        label = f"middle-layer swap benefit ({swap.component.iloc[0]})"
+        line = analysed(Trajectory(label, swap, color="C4"), "either")
+        result.trajectories["layer_swap_middle"] = line
+        lines.append(Trajectory(label, _progress(swap), line.onset, line.change_points, "C4"))
+        found = _swap_lead_lag(swap, behaviour, use_tokens)
+        if found is not None:
+            result.lead_lags["layer_swap_middle"] = found
+            table.append(_lead_lag_row(label, found, use_tokens))
+    plot_trajectories(axes[0][0], lines, use_tokens, log=True)
+    axes[0][0].set_ylabel("progress (0 = level at the first checkpoint, 1 = at the last)")
+    axes[0][0].set_title("translation and the middle-layer swap benefit")
+    legend_with_markers(axes[0][0], figure=figure)
+    caption = ("Left: each curve rescaled so that its first checkpoint is 0 and its last is 1 (log token axis); "
+               "a mechanism that forms before the behaviour it serves moves to its left.")
+    if panels == 2:
+        axis = axes[0][1]
+        x = share.tokens.to_numpy(dtype=float) if use_tokens else share.step.to_numpy(dtype=float)
+        keep = x > 0
+        axis.plot(x[keep], share.value.to_numpy()[keep], "o", color="C5", ms=5)
+        token_axis(axis, use_tokens, log=True)
+        axis.set_ylim(0, 1)
+        axis.set_ylabel("middle third of the blocks: share of |attribution|")
+        axis.set_title(f"path attribution, {len(share)} checkpoint intervals")
+        jump = float(np.nanmedian(np.abs(np.diff(share.value.to_numpy(dtype=float))))) if len(share) > 1 else 0.0
+        caption += (f" Right: the middle blocks' share of the absolute path attribution of each interval, one point "
+                    f"per interval; between neighbouring intervals it moves by {jump:.2f} (median), so no onset "
+                    "or lead/lag is read from it.")
+    section.figure("Mechanism against behaviour", figure, caption)
     if table:
-        section.table("Lead and lag of the mechanisms over translation without shared tokens", pd.DataFrame(table),
-                      "Onset lag: behaviour onset minus mechanism onset (positive: the mechanism leads), with its "
-                      "90% bootstrap interval over directions; shift: the token factor that best aligns the curves.")
+        section.table("Lead and lag of the middle-layer swap benefit over translation without shared tokens",
+                      pd.DataFrame(table),
+                      "Behaviour onset: translation's onset on all its checkpoints, the one in the findings. Onset "
+                      "lag: behaviour onset minus mechanism onset (positive: the mechanism leads); its interval is "
+                      "the behaviour onset's 90% bootstrap interval over directions minus the mechanism's onset. "
+                      "Shift: the token factor that best aligns the two curves.")
 
 
-def _normalized(points: pd.DataFrame) -> pd.DataFrame:
+def _swap_lead_lag(swap: pd.DataFrame, behaviour: Trajectory, use_tokens: bool) -> LeadLag | None:
+    """Lead/lag of the swap benefit (on its checkpoints) against translation's own onset."""
+    merged = swap[["step", "tokens", "value"]].merge(behaviour.points[["step", "value"]], on="step",
+                                                     suffixes=("_mechanism", "_behaviour"))
+    if len(merged) < MIN_CHECKPOINTS or behaviour.onset is None:
+        return None
+    try:
+        return lead_lag(merged.value_mechanism.to_numpy(), merged.value_behaviour.to_numpy(), merged.step.to_numpy(),
+                        merged.tokens.to_numpy() if use_tokens else None, mechanism_direction="either",
+                        behaviour_onset=behaviour.onset)
+    except PhasescopeError:
+        return None
+
+
+def _progress(points: pd.DataFrame) -> pd.DataFrame:
+    """Values rescaled so that the first checkpoint is 0 and the last is 1 (a flat curve stays at 0)."""
     values = points.value.to_numpy(dtype=float)
-    low, high = np.nanmin(values), np.nanmax(values)
-    scaled = (values - low) / (high - low) if high > low else np.zeros_like(values)
-    first, last = values[np.isfinite(values)][[0, -1]]
-    return points.assign(value=scaled if last >= first else 1 - scaled)
+    finite = values[np.isfinite(values)]
+    first, last = finite[0], finite[-1]
+    return points.assign(value=(values - first) / (last - first) if last != first else np.zeros_like(values))
 
 
 def _lead_lag_row(label: str, found: LeadLag, use_tokens: bool) -> dict:
@@ -415,32 +416,53 @@ def _lead_lag_row(label: str, found: LeadLag, use_tokens: bool) -> dict:
 
 
 def _other_trajectories(frame: pd.DataFrame, result: StudyBResult, use_tokens: bool) -> None:
+    """Held-out loss, sharpness (beside 2/eta), Adam-preconditioned sharpness (beside 38/eta) and surface
+    similarity: each on a linear token axis with every measured checkpoint, the initialization included."""
     specs = [("heldout_loss", "held-out loss", "nats per token", "lm_quality", "heldout_loss", {"src": None},
-              "down"),
-             ("sharpness", "sharpness", "top Hessian eigenvalue", "lm_sharpness", "sharpness", {}, "either"),
+              "down", None),
+             ("sharpness", "sharpness", "top Hessian eigenvalue", "lm_sharpness", "sharpness", {}, "either",
+              ("gd_threshold", r"$2/\eta$")),
              ("preconditioned_sharpness", "Adam-preconditioned sharpness", "top eigenvalue of P^-1 H",
-              "lm_sharpness", "preconditioned_sharpness", {}, "either"),
+              "lm_sharpness", "preconditioned_sharpness", {}, "either", ("adam_threshold", r"$38/\eta$")),
              ("surface_r2", "surface similarity of WLT", "R^2 of translation on surface features",
-              "surface_similarity", "r2_total", {}, "either")]
+              "surface_similarity", "r2_total", {}, "either", None)]
     panels = []
-    for key, label, unit, measure, metric, where, direction in specs:
-        rows = _rows(frame, measure, metric, **where)
+    for key, label, unit, measure, metric, where, direction, threshold in specs:
+        rows = select_rows(frame, measure=measure, metric=metric, **where)
         if rows.empty:
             continue
-        line = analysed(Trajectory(label, trajectory(rows), color="C0"), direction)
+        line = analysed(Trajectory(label, trajectory(rows), color="C0", style="o-"), direction)
         result.trajectories[key] = line
-        panels.append((line, unit))
+        limit = None
+        if threshold is not None:
+            limit_rows = select_rows(frame, measure=measure, metric=threshold[0])
+            limit = (trajectory(limit_rows), threshold[1]) if not limit_rows.empty else None
+        panels.append((line, unit, limit))
     if not panels:
         return
-    figure, axes = plt.subplots(1, len(panels), figsize=(3.6 * len(panels), 3.4), squeeze=False,
+    figure, axes = plt.subplots(1, len(panels), figsize=(3.7 * len(panels), 3.4), squeeze=False,
                                 layout="constrained")
-    for axis, (line, unit) in zip(axes[0], panels):
-        plot_trajectories(axis, [line], use_tokens, log=True)
-        axis.set_title(line.label)
+    for axis, (line, unit, limit) in zip(axes[0], panels):
+        plot_trajectories(axis, [line], use_tokens, log=False)
+        if limit is not None:
+            points, name = limit
+            axis.plot(x_values(points, use_tokens), points.value.to_numpy(dtype=float), "--", color="C3", lw=1.2,
+                      label=name)
+            values = np.concatenate([line.points.value.to_numpy(dtype=float), points.value.to_numpy(dtype=float)])
+            values = values[np.isfinite(values) & (values > 0)]
+            if len(values) and values.max() / values.min() > 10:
+                axis.set_yscale("log")  # the stability threshold is often far above the sharpness
+            axis.legend(loc="best", fontsize=7)
+        axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(4))
+        axis.set_title(f"{line.label} ({len(line.points)} checkpoints)")
         axis.set_ylabel(unit)
     legend_with_markers(axes[0][0], figure=figure, lines=False)
-    section_text = "Held-out loss per token, curvature and how much of translation surface similarity explains."
-    result.section.figure("Loss, curvature and surface similarity", figure, section_text)
+    result.section.figure("Loss, curvature and surface similarity", figure,
+                          "Held-out loss per token; the top Hessian eigenvalue of the held-out loss beside 2/eta "
+                          "(GD's stability threshold at the checkpoint's learning rate) and Adam's preconditioned "
+                          "sharpness beside 38/eta (Adam's threshold at beta1 = 0.9); how much of translation surface "
+                          "similarity explains. Linear token axis: every measured checkpoint is drawn, step 0 "
+                          "included.")
 
 
 # --- findings ----------------------------------------------------------------------------------

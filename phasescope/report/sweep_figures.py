@@ -20,7 +20,8 @@ STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fonts
 def _save(figure, out_dir: Path, name: str) -> list[Path]:
     out_dir.mkdir(parents=True, exist_ok=True)
     paths = [out_dir / f"{name}.png", out_dir / f"{name}.pdf"]
-    figure.tight_layout()
+    if figure.get_layout_engine() is None:
+        figure.tight_layout()
     for path in paths:
         figure.savefig(path, dpi=150)
     plt.close(figure)
@@ -121,20 +122,25 @@ def draw_sweep_figures(table: pd.DataFrame, flow: pd.DataFrame, trajectories: pd
         paths += _save(figure, out_dir, "test_loss_vs_lr")
 
         # 4. sharpness trajectories of a few etas against their 2/eta
-        figure, axis = plt.subplots(figsize=(3.5, 2.8))
+        figure, axis = plt.subplots(figsize=(3.5, 3.3), layout="constrained")
         seed = table["seed"].min()
         lrs = sorted(table[(table.seed == seed) & (table.status != "diverged")]["lr"].unique())
         chosen = [lrs[i] for i in np.unique(np.linspace(0, len(lrs) - 1, min(4, len(lrs))).round().astype(int))]
-        top = 0.0
+        top, first_step = 0.0, None
         for color, lr in zip(["C0", "C1", "C2", "C3"], chosen):
             series = trajectories[(trajectories.lr == lr) & (trajectories.seed == seed)].sort_values("step")
-            axis.plot(series["step"], series["value"], ".-", ms=3, color=color, lw=1.2, label=rf"$\eta$={lr:.3g}")
+            axis.plot(series["step"], series["value"], ".-", ms=4, color=color, lw=1.2, label=rf"$\eta$={lr:.3g}")
             axis.axhline(2 / lr, color=color, ls="--", lw=0.8)
             top = max(top, float(series["value"].max()))
+            positive = series["step"][series["step"] > 0]
+            if len(positive):
+                first_step = min(first_step or positive.min(), positive.min())
         axis.set_ylim(0, 1.4 * top)  # the 2/eta of small rates would squash the trajectories
-        axis.set_xlabel("step")
+        if first_step is not None:  # fast rates stop early: a log axis past the first sample keeps them apart
+            axis.set_xscale("symlog", linthresh=first_step)
+        axis.set_xlabel("step (linear up to the first sample, then log)")
         axis.set_ylabel(r"sharpness (dashed: $2/\eta$)")
-        axis.legend(loc="best")
+        figure.legend(loc="outside lower center", ncol=min(len(chosen), 4), frameon=False, fontsize=7)
         paths += _save(figure, out_dir, "sharpness_trajectories")
 
         # 5. steps to epsilon vs eta
@@ -143,6 +149,8 @@ def draw_sweep_figures(table: pd.DataFrame, flow: pd.DataFrame, trajectories: pd
         axis.plot(reached.index, reached.values, "o-", ms=3.5, color="C5")
         _eta_axis(axis, table, flow)
         axis.set_yscale("log")
+        # a range within a decade or two has few major ticks: the minor ones are labelled too
+        axis.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatterSciNotation(minor_thresholds=(2, 1)))
         axis.set_ylabel(r"steps until loss $<\epsilon$")
         paths += _save(figure, out_dir, "steps_to_threshold_vs_lr")
     return paths

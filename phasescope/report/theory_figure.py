@@ -7,6 +7,7 @@ error against the learning rate (arXiv 2505.21423, section on diagonal linear ne
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
@@ -32,8 +33,44 @@ MARKERS = {"min_l1": ("*", "#d62728", r"min-$\ell_1$ interpolator"),
            "min_sharpness": ("D", "#1f77b4", "min-sharpness interpolator")}
 
 
+@dataclass
+class TheoryFigure:
+    """The files drawn and the generalization errors shown in panel (b), for the caption."""
+
+    paths: list[Path]
+    interpolator_errors: dict[str, float]  # min_l1, min_sharpness
+    gd_errors: dict[float, float] = field(default_factory=dict)  # learning rate -> error of GD's solution
+
+    def caption(self) -> str:
+        """What panel (b) shows, in numbers: which solution generalizes best."""
+        named = {"the min-l1 interpolator": self.interpolator_errors["min_l1"],
+                 "the min-sharpness interpolator": self.interpolator_errors["min_sharpness"]}
+        text = (f"generalization error: min-l1 interpolator {named['the min-l1 interpolator']:.3g}, "
+                f"min-sharpness interpolator {named['the min-sharpness interpolator']:.3g}")
+        if self.gd_errors:
+            best_rate = min(self.gd_errors, key=self.gd_errors.get)
+            low, high = min(self.gd_errors.values()), max(self.gd_errors.values())
+            text += f", GD's solutions {low:.3g} to {high:.3g} (lowest at eta = {best_rate:.3g})"
+            named[f"GD at eta = {best_rate:.3g}"] = low
+        best = min(named, key=named.get)
+        return f"{text}; the lowest is {best}."
+
+
+def _same_point_groups(points: np.ndarray, rtol: float = 1e-3) -> list[list[int]]:
+    """Indices of points that coincide in (sharpness, l1) within ``rtol``, in order of appearance."""
+    groups: list[list[int]] = []
+    for index, point in enumerate(points[:, :2]):
+        for group in groups:
+            if np.allclose(points[group[0], :2], point, rtol=rtol, atol=0):
+                group.append(index)
+                break
+        else:
+            groups.append([index])
+    return groups
+
+
 def draw_theory_figure(X, y, beta_star, noise_std: float, gd_solutions: dict[float, np.ndarray] | None,
-                       out_stem: Path | str, parameterization: str = "ww") -> list[Path]:
+                       out_stem: Path | str, parameterization: str = "ww") -> TheoryFigure:
     """Draw the figure to ``out_stem.png`` (dpi 150) and ``out_stem.pdf``, 7 x 3 inches.
 
     Args:
@@ -47,7 +84,8 @@ def draw_theory_figure(X, y, beta_star, noise_std: float, gd_solutions: dict[flo
             the parameters a run holds, exact as the initialization scale goes to 0.
 
     Returns:
-        The PNG and PDF paths.
+        The PNG and PDF paths and the errors panel (b) shows. GD solutions that coincide in panel (a)
+        (flow-aligned rates end at one interpolator) are labelled with how many rates they are.
     """
     X = np.asarray(X, dtype=np.float64)
     interpolators = {"min_l1": min_l1_interpolator(X, y, nonnegative=parameterization == "ww"),
@@ -69,6 +107,11 @@ def draw_theory_figure(X, y, beta_star, noise_std: float, gd_solutions: dict[flo
             scatter = norm_axis.scatter(points[:, 1], points[:, 0], c=rates, norm=colours, cmap="viridis", s=18,
                                         zorder=3)
             handles, labels = [scatter], ["GD solutions"]
+            for group in _same_point_groups(points):
+                if len(group) > 1:
+                    norm_axis.annotate(f"{len(group)} rates, eta {rates[group].min():.2g}-{rates[group].max():.2g}",
+                                       (points[group[0], 1], points[group[0], 0]), xytext=(6, -12),
+                                       textcoords="offset points", fontsize=7.5, color="0.25")
             figure.colorbar(scatter, ax=error_axis, label=r"learning rate $\eta$")
             error_axis.plot(rates, points[:, 2], color="0.5", lw=1, zorder=2)
             error_axis.scatter(rates, points[:, 2], c=rates, norm=colours, cmap="viridis", s=18, zorder=3)
@@ -105,4 +148,6 @@ def draw_theory_figure(X, y, beta_star, noise_std: float, gd_solutions: dict[flo
         for path in paths:
             figure.savefig(path, dpi=150)
         plt.close(figure)
-    return paths
+    errors = {name: place(beta)[2] for name, beta in interpolators.items()}
+    gd_errors = {float(rate): float(error) for rate, error in zip(rates, points[:, 2])} if len(rates) else {}
+    return TheoryFigure(paths, errors, gd_errors)

@@ -18,6 +18,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 
 from phasescope.analysis.phases import ChangePoint, Onset  # noqa: E402
+from phasescope.progress import format_tokens  # noqa: E402
 
 STYLE = {"font.size": 9, "axes.titlesize": 9.5, "axes.labelsize": 9, "legend.fontsize": 7.5,
          "xtick.labelsize": 8, "ytick.labelsize": 8, "axes.grid": True, "grid.alpha": 0.3}
@@ -33,16 +34,6 @@ class Trajectory:
     change_points: list[ChangePoint] | None = None
     color: str | None = None
     style: str = "-"
-
-
-def format_tokens(tokens: float | None) -> str:
-    """1234567 -> '1.23M'; None -> '?'."""
-    if tokens is None or not np.isfinite(tokens):
-        return "?"
-    for scale, unit in ((1e12, "T"), (1e9, "B"), (1e6, "M"), (1e3, "k")):
-        if abs(tokens) >= scale:
-            return f"{tokens / scale:.3g}{unit}"
-    return f"{tokens:.0f}"
 
 
 def has_tokens(points: pd.DataFrame) -> bool:
@@ -101,29 +92,37 @@ def legend_with_markers(axis, loc: str = "best", figure=None, lines: bool = True
         axis.legend(handles, labels, loc=loc)
 
 
-def checkpoint_ticks(axis, checkpoints: pd.DataFrame, use_tokens: bool, count: int = 7) -> None:
-    """Tick labels of a heat map whose columns are checkpoints (index order): their tokens or steps."""
-    positions = np.unique(np.linspace(0, len(checkpoints) - 1, min(count, len(checkpoints))).round().astype(int))
-    values = checkpoints["tokens" if use_tokens else "step"].to_numpy()
-    axis.set_xticks(positions)
-    axis.set_xticklabels([format_tokens(values[p]) if use_tokens else str(values[p]) for p in positions],
-                         rotation=0)
-    axis.set_xlabel("checkpoint (training tokens)" if use_tokens else "checkpoint (optimizer step)")
-    axis.grid(False)
+def column_edges(positions: np.ndarray) -> np.ndarray:
+    """(T + 1,) cell edges around (T,) increasing column positions: halfway between neighbours, the
+    outer cells as wide as their inner halves (clipped at 0, where training starts)."""
+    positions = np.asarray(positions, dtype=np.float64)
+    if len(positions) == 1:
+        return np.array([positions[0] - 0.5, positions[0] + 0.5])
+    middles = (positions[1:] + positions[:-1]) / 2
+    first = max(positions[0] - (middles[0] - positions[0]), 0.0 if positions[0] >= 0 else -np.inf)
+    return np.concatenate([[first], middles, [positions[-1] + (positions[-1] - middles[-1])]])
 
 
 def heat_map(axis, matrix: np.ndarray, checkpoints: pd.DataFrame, row_labels: list[str], use_tokens: bool,
              colorbar_label: str, diverging: bool = False, vmin: float | None = None, vmax: float | None = None):
-    """rows x checkpoints matrix as an image with labelled axes and a colour bar; returns the image."""
+    """rows x checkpoints matrix on a linear token (or step) axis, each column drawn at its checkpoint's
+    true position and as wide as the gap to its neighbours, with a colour bar; returns the mesh."""
     matrix = np.asarray(matrix, dtype=np.float64)
     if diverging:
         finite = matrix[np.isfinite(matrix)]
         bound = float(np.abs(finite).max()) if finite.size and np.abs(finite).max() > 0 else 1.0
-        image = axis.imshow(matrix, aspect="auto", cmap="RdBu_r", vmin=-bound, vmax=bound, interpolation="nearest")
+        options = {"cmap": "RdBu_r", "vmin": -bound, "vmax": bound}
     else:
-        image = axis.imshow(matrix, aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax, interpolation="nearest")
+        options = {"cmap": "viridis", "vmin": vmin, "vmax": vmax}
+    x = column_edges(x_values(checkpoints, use_tokens))
+    y = np.arange(len(row_labels) + 1) - 0.5
+    image = axis.pcolormesh(x, y, np.ma.masked_invalid(matrix), shading="flat", **options)
+    axis.set_ylim(len(row_labels) - 0.5, -0.5)  # first row at the top, as in a table
     axis.set_yticks(range(len(row_labels)))
-    axis.set_yticklabels(row_labels, fontsize=7 if len(row_labels) <= 30 else 5)
-    checkpoint_ticks(axis, checkpoints, use_tokens)
+    axis.set_yticklabels(row_labels, fontsize=8 if len(row_labels) <= 16 else 6)
+    token_axis(axis, use_tokens, log=False)
+    axis.xaxis.set_major_locator(matplotlib.ticker.MaxNLocator(5))
+    axis.set_xlim(x[0], x[-1])
+    axis.grid(False)
     axis.figure.colorbar(image, ax=axis, label=colorbar_label, fraction=0.046, pad=0.02)
     return image

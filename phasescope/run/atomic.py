@@ -35,11 +35,25 @@ def _fsync_path(path: Path) -> None:
         os.close(fd)
 
 
-def _fsync_tree(root: Path) -> None:
-    """Flush every file and directory under ``root`` (``root`` included) to disk."""
+def _umask() -> int:
+    """The process's file-creation mask (read by setting it and putting it back)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _publish_tree(root: Path) -> None:
+    """Give every file under ``root`` the mode the umask asks for, then flush it all to disk.
+
+    safetensors (and so ``save_pretrained``) create weight files with mode 0600; checkpoints in a
+    group-shared folder must be readable like every other file written there.
+    """
+    file_mode = 0o666 & ~_umask()
     for directory, _, files in os.walk(root):
         for name in files:
-            _fsync_path(Path(directory) / name)
+            path = Path(directory) / name
+            os.chmod(path, file_mode)
+            _fsync_path(path)
         _fsync_path(Path(directory))
 
 
@@ -47,9 +61,9 @@ def _fsync_tree(root: Path) -> None:
 def atomic_directory(final: Path) -> Iterator[Path]:
     """Yield a temporary directory that is renamed to ``final`` when the block exits normally.
 
-    On normal exit every file inside is fsynced and the directory is renamed into place with one
-    ``os.rename``, so a directory named ``final`` is always complete. If the block raises, the
-    temporary directory is removed and the exception propagates.
+    On normal exit every file inside gets the umask's mode and is fsynced, and the directory is
+    renamed into place with one ``os.rename``, so a directory named ``final`` is always complete.
+    If the block raises, the temporary directory is removed and the exception propagates.
 
     Raises:
         PhasescopeError: if ``final`` already exists (checked before and after the block): these
@@ -63,7 +77,7 @@ def atomic_directory(final: Path) -> Iterator[Path]:
     temporary.mkdir()
     try:
         yield temporary
-        _fsync_tree(temporary)
+        _publish_tree(temporary)
         # os.rename silently replaces an *empty* directory on POSIX, so check again right before.
         if final.exists():
             raise PhasescopeError(f"{final} was created by another writer; expected it not to exist")

@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 import torch
+from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 from torch import Tensor
 
@@ -107,12 +108,12 @@ def load_checkpoint(path: Path | str, device: str = "cpu") -> LoadedCheckpoint:
     path = Path(path)
     if not path.is_dir():
         raise PhasescopeError(f"checkpoint directory {path} does not exist")
-    model_config = _read_json_object(path / CONFIG_FILE)
-    model_state = _read_tensors(path / MODEL_FILE, device)
+    model_config = read_json_object(path / CONFIG_FILE)
+    model_state = read_safetensors(path / MODEL_FILE, device)
     state_tensors_path = path / STATE_TENSORS_FILE
-    train_state = _read_tensors(state_tensors_path, device) if state_tensors_path.exists() else None
+    train_state = read_safetensors(state_tensors_path, device) if state_tensors_path.exists() else None
     state_meta_path = path / STATE_META_FILE
-    meta = _read_json_object(state_meta_path) if state_meta_path.exists() else {}
+    meta = read_json_object(state_meta_path) if state_meta_path.exists() else {}
     step = meta.pop("step", None)
     tokens = meta.pop("tokens", None)
     if step is None:
@@ -149,7 +150,8 @@ def _detached_copies(tensors: dict[str, Any], what: str) -> dict[str, Tensor]:
     return copies
 
 
-def _read_json_object(path: Path) -> dict[str, Any]:
+def read_json_object(path: Path) -> dict[str, Any]:
+    """A checkpoint's JSON file as a dict; missing, corrupt or not an object: a one-line error naming it."""
     if not path.is_file():
         raise PhasescopeError(f"{path}: missing checkpoint file")
     try:
@@ -161,11 +163,24 @@ def _read_json_object(path: Path) -> dict[str, Any]:
     return data
 
 
-def _read_tensors(path: Path, device: str) -> dict[str, Tensor]:
+def read_safetensors(path: Path, device: str = "cpu") -> dict[str, Tensor]:
+    """Every tensor of a safetensors file; a missing, truncated or foreign file is a one-line error."""
     if not path.is_file():
         raise PhasescopeError(f"{path}: missing checkpoint file")
     try:
         return load_file(str(path), device=device)
     except Exception as error:  # safetensors raises its own SafetensorError and plain OSErrors
-        detail = " ".join(str(error).split())
-        raise PhasescopeError(f"{path}: corrupt checkpoint file, expected safetensors ({detail})") from None
+        raise PhasescopeError(f"{path}: corrupt checkpoint file, expected safetensors ({_one_line(error)})") from None
+
+
+def check_safetensors(path: Path) -> None:
+    """Raise a one-line error unless ``path`` is a complete safetensors file (reads its header only)."""
+    try:
+        with safe_open(str(path), "pt"):
+            pass
+    except Exception as error:  # SafetensorError ("incomplete metadata, file not fully covered") or OSError
+        raise PhasescopeError(f"{path}: corrupt checkpoint file, expected safetensors ({_one_line(error)})") from None
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__

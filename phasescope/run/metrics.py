@@ -50,7 +50,8 @@ DEFAULTED_COLUMNS = ("step", "tokens")
 MEASURE_NAME_PATTERN = re.compile(r"^[a-z0-9_]+$")
 _CONFIG_HASH_PATTERN = re.compile(r"^[0-9a-zA-Z]+$")
 _DUCKDB_TYPES = {pa.string(): "VARCHAR", pa.int64(): "BIGINT", pa.float64(): "DOUBLE"}
-SUMMARY_COLUMNS = ["measure", "metric", "n_rows", "n_steps", "first_step", "last_step", "last_value"]
+SUMMARY_COLUMNS = ["measure", "metric", "subset", "n_rows", "n_steps", "first_step", "last_step", "last_value",
+                   "last_value_of"]
 
 
 class MetricStore:
@@ -163,16 +164,19 @@ class MetricStore:
         return connection
 
     def summary(self) -> pd.DataFrame:
-        """Per (measure, metric): rows, distinct steps, first and last step, and the last value.
+        """Per (measure, metric, subset): rows, distinct steps, first and last step, and the last value.
 
-        ``last_value`` is the value at the last step of the row without dimensions where there is
-        one (the total l1 norm beside per-layer ones), else the mean over all dimensions
-        (languages, layers, ...), NaN values skipped.
+        Subsets (``overlap`` and ``no_overlap`` translation pairs, say) are kept apart: their mean is
+        no quantity anyone defined. ``last_value`` is the value at the last step of the row without
+        other dimensions where there is one (the total l1 norm beside per-layer ones), else the mean
+        over the other dimensions (languages, layers, ...), NaN values skipped; ``last_value_of``
+        says which.
         """
         frame = self.read()
         if frame.empty:
             return pd.DataFrame({name: [] for name in SUMMARY_COLUMNS})
-        keys = ["measure", "metric"]
+        frame = frame.assign(subset=frame["subset"].fillna("-"))
+        keys = ["measure", "metric", "subset"]
         grouped = frame.groupby(keys, sort=True)
         counts = grouped.agg(
             n_rows=("value", "size"),
@@ -181,11 +185,24 @@ class MetricStore:
             last_step=("step", "max"),
         )
         at_last_step = frame[frame["step"] == grouped["step"].transform("max")].copy()
-        at_last_step["overall"] = at_last_step[list(DIMENSION_COLUMNS)].isna().all(axis=1)
+        others = [column for column in DIMENSION_COLUMNS if column != "subset"]
+        at_last_step["overall"] = at_last_step[others].isna().all(axis=1)
         has_overall = at_last_step.groupby(keys)["overall"].transform("any")
         chosen = at_last_step[at_last_step["overall"] | ~has_overall]
-        last_value = chosen.groupby(keys, sort=True)["value"].mean().rename("last_value")
-        return counts.join(last_value).reset_index()[SUMMARY_COLUMNS]
+        last = chosen.groupby(keys, sort=True).agg(last_value=("value", "mean"), n_last=("value", "size"),
+                                                   overall=("overall", "any"))
+        described = [_mean_over(chosen, key, others) if not row.overall else "the row without dimensions"
+                     for key, row in last.iterrows()]
+        last = last.assign(last_value_of=described)
+        return counts.join(last[["last_value", "last_value_of"]]).reset_index()[SUMMARY_COLUMNS]
+
+
+def _mean_over(rows: pd.DataFrame, key: tuple, dimensions: list[str]) -> str:
+    """'mean of 72 rows over src, tgt': what a summary's last value averages."""
+    measure, metric, subset = key
+    group = rows[(rows.measure == measure) & (rows.metric == metric) & (rows.subset == subset)]
+    varying = [column for column in dimensions if group[column].notna().any()]
+    return f"mean of {len(group)} rows over {', '.join(varying)}" if len(group) > 1 else "one row"
 
 
 def rows_to_table(rows: list[dict[str, Any]] | pd.DataFrame, filled: dict[str, Any]) -> pa.Table:

@@ -24,8 +24,10 @@ from pathlib import Path
 from typing import Literal
 
 from pydantic import Field
+from safetensors import SafetensorError
 
 from phasescope.errors import PhasescopeError
+from phasescope.run.checkpoint import check_safetensors
 from phasescope.run.config import StrictModel, dump_config, validate_config
 from phasescope.run.layout import RunDir
 
@@ -165,10 +167,13 @@ class CheckpointSeries:
         from transformers import AutoModelForCausalLM
 
         where, kwargs = self._pretrained_args(checkpoint)
-        with _quiet_transformers():
+        if checkpoint.path is not None:  # a truncated weight file is named, not a traceback from deep inside
+            for weights in sorted(checkpoint.path.glob("*.safetensors")):
+                check_safetensors(weights)
+        with quiet_transformers():
             try:
                 model = AutoModelForCausalLM.from_pretrained(where, use_safetensors=True, dtype=dtype, **kwargs)
-            except (OSError, ValueError, KeyError) as error:
+            except (OSError, ValueError, KeyError, SafetensorError) as error:
                 raise PhasescopeError(f"cannot load the model of checkpoint {checkpoint.name} from {where}: "
                                       f"{_first_line(error)}") from None
         return model.to(device).eval()
@@ -179,7 +184,7 @@ class CheckpointSeries:
 
         checkpoint = checkpoint or self.checkpoints[-1]
         where, kwargs = self._pretrained_args(checkpoint)
-        with _quiet_transformers():
+        with quiet_transformers():
             try:
                 return AutoTokenizer.from_pretrained(where, **kwargs)
             except (OSError, ValueError, KeyError, TypeError) as error:
@@ -348,8 +353,9 @@ def _cached_revisions(repo: str, cache_dir: str | None) -> list[str]:
 
 
 @contextlib.contextmanager
-def _quiet_transformers():
-    """No per-checkpoint "Loading weights" bars or warnings: the executor shows its own progress."""
+def quiet_transformers():
+    """No "Loading weights" or "Writing model shards" bars, no warnings from transformers: phasescope
+    shows its own progress (the executor's, training's)."""
     from transformers.utils import logging as hf_logging
 
     verbosity = hf_logging.get_verbosity()

@@ -33,6 +33,7 @@ from phasescope.run import (
     save_checkpoint,
     validate_config,
 )
+from phasescope.signals import interrupts_deferred
 from phasescope.train.functional import stacked_accuracy
 
 
@@ -134,8 +135,9 @@ def train_gd(config: GDRunConfig, run_path: Path | str,
                     {"step": step, "metric": "test_accuracy", "value": accuracy(test_outputs, data.test_targets)}]
         rows += [{"step": step, **row} for row in norm_rows(model)]  # total, per layer, diagonal predictor
         meta = {"train_loss": train_loss, "lr": train_cfg.lr, "status": status}
-        save_checkpoint(run, step, model.state_dict(), model_config, train_meta=meta)
-        store.write_shard(step, "train", train_cfg, log + rows)
+        with interrupts_deferred():  # a Ctrl-C or SIGTERM now waits for the checkpoint and its shard
+            save_checkpoint(run, step, model.state_dict(), model_config, train_meta=meta)
+            store.write_shard(step, "train", train_cfg, log + rows)
         log.clear()
 
     while True:

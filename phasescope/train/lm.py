@@ -36,6 +36,7 @@ from phasescope.data.tokenizer import TokenizerConfig, build_tokenizer, load_tok
 from phasescope.device import DeviceName
 from phasescope.errors import PhasescopeError
 from phasescope.models.llama import LlamaModelConfig, build_llama
+from phasescope.progress import format_tokens, progress_bar
 from phasescope.run import (
     MetricStore,
     RunDir,
@@ -46,6 +47,7 @@ from phasescope.run import (
     dump_config,
     remove_stale_temporaries,
 )
+from phasescope.signals import interrupts_deferred
 from phasescope.train.distributed import (
     DistributedConfig,
     DistributedContext,
@@ -238,6 +240,23 @@ def train_lm(config: LMRunConfig, run_path: Path | str, on_progress: ProgressCal
         return run_training(config, run, model, stream, tokenizer_dir, context, on_progress)
     finally:
         context.close()
+
+
+def train_lm_with_progress(config: LMRunConfig, run_path: Path | str,
+                           at_log_points: Callable[[], None] = lambda: None) -> LMOutcome:
+    """:func:`train_lm` with its progress on stderr (steps, tokens, loss, tokens/s, time left), calling
+    ``at_log_points()`` at every log point (the demo frees cores there)."""
+    with progress_bar("LM steps", config.train.total_steps) as advance:
+        shown = [0]
+
+        def on_progress(step: int, total: int, info: dict) -> None:
+            at_log_points()
+            text = (f"{format_tokens(step * config.train.tokens_per_step)} tokens  loss {info['loss']:.3f}  "
+                    f"{info['tokens_per_second']:,.0f} tok/s" if info else "")
+            advance(step - shown[0], info=text)
+            shown[0] = step
+
+        return train_lm(config, run_path, on_progress=on_progress)
 
 
 def check_resumable(run_path: Path, config: LMRunConfig) -> None:
@@ -439,8 +458,17 @@ def _checkpoint(config: LMRunConfig, run: RunDir, trained: nn.Module, optimizer:
 
     The shard goes first: killed between the two, the resumed run retrains those steps and finds
     their shard already there (the same values, as training is deterministic), so no row is lost.
-    Every process takes part in gathering the states; rank 0 writes.
+    Every process takes part in gathering the states; rank 0 writes. A Ctrl-C or SIGTERM that arrives
+    meanwhile is held until the checkpoint is published (see :mod:`phasescope.signals`).
     """
+    with interrupts_deferred():
+        _gather_and_write_checkpoint(config, run, trained, optimizer, stream, tokenizer_dir, context, recorder,
+                                     step, plan)
+
+
+def _gather_and_write_checkpoint(config: LMRunConfig, run: RunDir, trained: nn.Module,
+                                 optimizer: torch.optim.Optimizer, stream: BatchSource, tokenizer_dir: Path,
+                                 context: DistributedContext, recorder: _TrainingLog, step: int, plan: _Plan) -> None:
     model_state = full_model_state(trained, context)
     optimizer_state = full_optimizer_state(trained, optimizer, context)
     if context.is_main:

@@ -21,21 +21,21 @@ directory named ``step_*`` is always complete. Only safetensors and JSON: nothin
 
 from __future__ import annotations
 
-import contextlib
 import json
 import shutil
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
-from safetensors.torch import load_file, save_file
+from safetensors.torch import save_file
 from torch import Tensor
 
 from phasescope.errors import PhasescopeError
 from phasescope.models.llama import tied_parameter_names
 from phasescope.run import CheckpointInfo, RunDir, atomic_directory
+from phasescope.run.checkpoint import read_json_object, read_safetensors
+from phasescope.run.series import quiet_transformers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
@@ -78,7 +78,7 @@ def save_lm_checkpoint(run: RunDir, model: PreTrainedModel, model_state: dict[st
     tensors.update({RNG_PREFIX + name: state for name, state in rng_states().items()})
     meta = {**meta, "optimizer_param_groups": param_groups}
     meta_text = json.dumps(meta, indent=2, ensure_ascii=False)
-    with atomic_directory(run.checkpoint_dir(step)) as directory, _quiet_transformers():
+    with atomic_directory(run.checkpoint_dir(step)) as directory, quiet_transformers():
         model.save_pretrained(directory, state_dict=weights)
         for file in sorted(Path(tokenizer_dir).iterdir()):
             if file.is_file():
@@ -99,12 +99,9 @@ def read_lm_checkpoint(path: Path | str) -> LMCheckpoint:
     meta_path = path / STATE_META_FILE
     if not meta_path.is_file():
         raise PhasescopeError(f"{path}: not a resumable language-model checkpoint (no {STATE_META_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise PhasescopeError(f"{meta_path}: corrupt checkpoint file, expected JSON ({error})") from None
-    model_state = _read_safetensors(path / MODEL_FILE)
-    tensors = _read_safetensors(path / STATE_TENSORS_FILE)
+    meta = read_json_object(meta_path)
+    model_state = read_safetensors(path / MODEL_FILE)
+    tensors = read_safetensors(path / STATE_TENSORS_FILE)
     optimizer_tensors = {name: t for name, t in tensors.items() if name.startswith(OPTIMIZER_PREFIX)}
     rng = {name[len(RNG_PREFIX):]: t for name, t in tensors.items() if name.startswith(RNG_PREFIX)}
     return LMCheckpoint(step=int(meta["step"]), tokens=int(meta["tokens"]), model_state=model_state,
@@ -155,27 +152,3 @@ def restore_rng_states(states: dict[str, Tensor]) -> None:
     cuda = [states[f"cuda.{i}"] for i in range(len(states)) if f"cuda.{i}" in states]
     if cuda and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(cuda[: torch.cuda.device_count()])
-
-
-@contextlib.contextmanager
-def _quiet_transformers() -> Iterator[None]:
-    """No "Writing model shards" progress bar from transformers over our own progress bar."""
-    from transformers.utils import logging as transformers_logging
-
-    was_enabled = transformers_logging.is_progress_bar_enabled()
-    transformers_logging.disable_progress_bar()
-    try:
-        yield
-    finally:
-        if was_enabled:
-            transformers_logging.enable_progress_bar()
-
-
-def _read_safetensors(path: Path) -> dict[str, Tensor]:
-    if not path.is_file():
-        raise PhasescopeError(f"{path}: missing checkpoint file")
-    try:
-        return load_file(str(path), device="cpu")
-    except Exception as error:  # safetensors raises its own SafetensorError and plain OSErrors
-        raise PhasescopeError(f"{path}: corrupt checkpoint file, expected safetensors "
-                              f"({' '.join(str(error).split())})") from None
