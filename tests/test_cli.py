@@ -2,13 +2,16 @@
 one-line errors for bad input."""
 
 
+import subprocess
+import sys
+
 import pytest
 import torch
 
 from phasescope.run import MetricStore, RunDir
 from phasescope.train import load_gd_model, open_gd_run
 from tests.cases import dense_hessian
-from tests.helpers import phasescope
+from tests.helpers import HANG_GUARD_SECONDS, phasescope
 
 TINY = """\
 kind: gd
@@ -85,3 +88,15 @@ def test_bad_config_names_the_field_before_any_work(tmp_path):
     assert "model.mlp.activation" in result.stderr or "model.activation" in result.stderr
     assert "'relu' or 'tanh'" in result.stderr and "train.lrr: unknown field" in result.stderr
     assert not (tmp_path / "run").exists()
+
+
+def test_the_command_line_starts_without_torch_and_measure_help_lists_the_measures():
+    # `phasescope --help` paid 4 s of torch and transformers imports: what is loaded is checked, not a clock
+    probe = subprocess.run([sys.executable, "-c", "import sys, phasescope, phasescope.cli; "
+                            "print(sorted({'torch', 'transformers', 'pandas'} & set(sys.modules)))"],
+                           capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+    assert probe.stdout.strip() == "[]", probe.stderr
+    assert phasescope("--help").returncode == 0
+    listed = " ".join(phasescope("measure", "--help").stdout.split())
+    for name in ("wlt", "logit_lens", "layer_swap", "path_attribution", "lm_sharpness", "minimal_pairs"):
+        assert f"{name}: " in listed, name

@@ -4,8 +4,8 @@ import pytest
 import torch
 from torch import nn
 
-from phasescope.measures.norms import diagonal_predictor_norms, layer_norms, norm_rows, parameter_norms
 from phasescope.models import DiagonalLinearNetwork
+from phasescope.models.norms import diagonal_predictor_norms, layer_norms, norm_rows, parameter_norms
 
 
 def test_parameter_and_layer_norms_closed_form():

@@ -11,6 +11,7 @@ from __future__ import annotations
 import pandas as pd
 
 from phasescope.errors import PhasescopeError
+from phasescope.train.status import status_from_rows
 
 FINAL_METRICS = ("train_loss", "train_accuracy", "test_loss", "test_accuracy", "l1", "l2", "sharpness")
 
@@ -31,8 +32,7 @@ def final_state(frame: pd.DataFrame) -> pd.DataFrame:
     status = frame[frame.metric.isin(["diverged", "reached_threshold"])].pivot_table(
         index=["lr", "seed"], columns="metric", values="value").reset_index()
     table = stops.merge(status, on=["lr", "seed"])
-    table["status"] = [("diverged" if d else "reached_threshold" if r else "max_steps")
-                       for d, r in zip(table["diverged"], table["reached_threshold"])]
+    table["status"] = [status_from_rows(d, r) for d, r in zip(table["diverged"], table["reached_threshold"])]
     table["steps"] = table["steps"].astype(int)
     at_stop = frame.merge(table[["lr", "seed", "steps"]], on=["lr", "seed"])
     at_stop = at_stop[(at_stop.step == at_stop.steps) & at_stop.metric.isin(FINAL_METRICS)]

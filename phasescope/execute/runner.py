@@ -19,7 +19,7 @@ import torch
 from phasescope.device import resolve_device
 from phasescope.errors import PhasescopeError
 from phasescope.execute.plan import PlannedMeasure
-from phasescope.execute.worker import UnitOutcome, measure_checkpoint, pending_measures
+from phasescope.execute.worker import UnitOutcome, done_status, measure_checkpoint, pending_measures
 from phasescope.progress import progress_bar
 from phasescope.run.metrics import MetricStore
 from phasescope.run.series import CheckpointSeries, SeriesCheckpoint
@@ -118,7 +118,7 @@ def run_measures(series: CheckpointSeries, plan: list[PlannedMeasure],
             if not item.pending:  # every shard exists: reported without loading the checkpoint
                 for planned in plan:
                     done(UnitOutcome(item.checkpoint.step, item.checkpoint.tokens, item.checkpoint.name,
-                                     planned.name, _done_status(planned, item)))
+                                     planned.name, done_status(planned, item.previous)))
         if executor == "local":
             _run_local(series, plan, work, device, done, advance)
         else:
@@ -127,10 +127,6 @@ def run_measures(series: CheckpointSeries, plan: list[PlannedMeasure],
             run_on_ray(series, plan, work, device, done, address=address, num_cpus=num_cpus)
     report.seconds = time.perf_counter() - started
     return report
-
-
-def _done_status(planned: PlannedMeasure, item: WorkItem) -> str:
-    return "not_applicable" if planned.measure.pairwise and item.previous is None else "skipped"
 
 
 def _run_local(series: CheckpointSeries, plan: list[PlannedMeasure], work: list[WorkItem], device: torch.device,

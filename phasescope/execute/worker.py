@@ -47,11 +47,16 @@ class UnitOutcome:
     detail: str = ""
 
 
+def done_status(planned: PlannedMeasure, previous: SeriesCheckpoint | None) -> Status:
+    """The status of a measure that is not computed: not applicable (a pairwise measure on the series'
+    first checkpoint), else skipped (its shard exists)."""
+    return "not_applicable" if planned.measure.pairwise and previous is None else "skipped"
+
+
 def pending_measures(store: MetricStore, checkpoint: SeriesCheckpoint, previous: SeriesCheckpoint | None,
                      plan: list[PlannedMeasure]) -> list[PlannedMeasure]:
     """The planned measures of ``checkpoint`` that still need computing (their shard is missing)."""
-    return [planned for planned in plan
-            if not (planned.measure.pairwise and previous is None)
+    return [planned for planned in plan if done_status(planned, previous) != "not_applicable"
             and not store.has_shard(checkpoint.step, planned.name, planned.config_hash)]
 
 
@@ -86,8 +91,8 @@ def measure_checkpoint(series: CheckpointSeries, checkpoint: SeriesCheckpoint, p
     pending = pending_measures(store, checkpoint, previous, plan)
     for planned in plan:
         if planned not in pending:
-            status = "not_applicable" if planned.measure.pairwise and previous is None else "skipped"
-            report(UnitOutcome(checkpoint.step, checkpoint.tokens, checkpoint.name, planned.name, status))
+            report(UnitOutcome(checkpoint.step, checkpoint.tokens, checkpoint.name, planned.name,
+                               done_status(planned, previous)))
     if not pending:
         return outcomes  # every shard exists: the checkpoint is not even loaded
     context = MeasureContext(series, checkpoint, device=device, previous=previous,

@@ -33,11 +33,17 @@ class DiagonalLinearNetwork(nn.Module):
 
     def effective_predictor(self) -> Tensor:
         """The linear predictor beta (num_features,)."""
-        if self.parameterization == "ww":
-            return self.u * self.u
-        if self.parameterization == "uu-vv":
-            return self.u * self.u - self.v * self.v
-        return self.u * self.v
+        return diagonal_predictor(self.parameterization, self.u, getattr(self, "v", None))
 
     def forward(self, inputs: Tensor) -> Tensor:
         return (inputs @ self.effective_predictor()).unsqueeze(-1)  # (B, 1)
+
+
+def diagonal_predictor(parameterization: str, u: Tensor, v: Tensor | None = None) -> Tensor:
+    """beta of a diagonal linear network from its weights, elementwise (any leading dims, e.g. (M, d) for
+    stacked sweep members): ``u * u`` (ww), ``u * u - v * v`` (uu-vv) or ``u * v`` (uv)."""
+    if parameterization == "ww":
+        return u * u
+    if parameterization == "uu-vv":
+        return u * u - v * v
+    return u * v

@@ -13,13 +13,10 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-import matplotlib
+import matplotlib.pyplot as plt
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from phasescope.run.atomic import atomic_write_text  # noqa: E402
+from phasescope.run.atomic import atomic_write_text
 
 FIGURE_DPI = 110  # sharp on screen, and keeps a page with 20 figures under a few MB
 

@@ -54,6 +54,7 @@ def _theory_figure(run: RunDir, config, table: pd.DataFrame) -> TheoryFigure | N
     import torch
 
     from phasescope.data import load_supervised_data
+    from phasescope.models.diagonal import diagonal_predictor
     from phasescope.report.theory_figure import draw_theory_figure
     from phasescope.run import load_checkpoint
 
@@ -62,11 +63,9 @@ def _theory_figure(run: RunDir, config, table: pd.DataFrame) -> TheoryFigure | N
         return None
     saved = load_checkpoint(run.latest_checkpoint().path)
     members = saved.train_meta["members"]
-    u = saved.model_state["u"].double()
-    v = saved.model_state.get("v")
     parameterization = config.model.parameterization
-    beta = {"ww": lambda: u * u, "uu-vv": lambda: u * u - v.double() ** 2, "uv": lambda: u * v.double()}[
-        parameterization]()
+    v = saved.model_state.get("v")
+    beta = diagonal_predictor(parameterization, saved.model_state["u"].double(), None if v is None else v.double())
     # only members that reached epsilon are (near) interpolators, where the theory applies
     solutions = {m["lr"]: beta[i].numpy() for i, m in enumerate(members)
                  if m["status"] == "reached_threshold" and m["seed"] == config.seeds[0]

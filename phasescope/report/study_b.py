@@ -13,15 +13,13 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import matplotlib
+import matplotlib.pyplot as plt
+import matplotlib.ticker
+import numpy as np
+import pandas as pd
 
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt  # noqa: E402
-import matplotlib.ticker  # noqa: E402
-import numpy as np  # noqa: E402
-import pandas as pd  # noqa: E402
-
-from phasescope.analysis.mechanisms import middle_attribution_share, middle_swap_benefit  # noqa: E402
-from phasescope.analysis.phases import (  # noqa: E402
+from phasescope.analysis.mechanisms import middle_attribution_share, middle_swap_benefit
+from phasescope.analysis.phases import (
     LeadLag,
     Onset,
     detect_change_points,
@@ -31,9 +29,9 @@ from phasescope.analysis.phases import (  # noqa: E402
     select_rows,
     trajectory,
 )
-from phasescope.errors import PhasescopeError  # noqa: E402
-from phasescope.report.html import Section  # noqa: E402
-from phasescope.report.trajectory_plots import (  # noqa: E402
+from phasescope.errors import PhasescopeError
+from phasescope.report.html import Section
+from phasescope.report.trajectory_plots import (
     STYLE,
     Trajectory,
     format_tokens,
@@ -44,7 +42,7 @@ from phasescope.report.trajectory_plots import (  # noqa: E402
     token_axis,
     x_values,
 )
-from phasescope.run import MetricStore, RunDir  # noqa: E402
+from phasescope.run import MetricStore, RunDir
 
 MIN_CHECKPOINTS = 5  # fewer checkpoints than this: trajectories are drawn without onsets or change points
 

@@ -11,21 +11,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import matplotlib
+import matplotlib.colors
+import matplotlib.legend_handler
+import matplotlib.pyplot as plt
 import matplotlib.ticker
+import numpy as np
 
-matplotlib.use("Agg")
-import matplotlib.colors  # noqa: E402
-import matplotlib.legend_handler  # noqa: E402
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-
-from phasescope.analysis.diagonal_theory import (  # noqa: E402
+from phasescope.analysis.diagonal_theory import (
     generalization_error,
     interpolator_sharpness,
     min_l1_interpolator,
     min_sharpness_interpolator,
 )
-from phasescope.errors import PhasescopeError  # noqa: E402
+from phasescope.errors import PhasescopeError
 
 STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 9,
          "xtick.labelsize": 9, "ytick.labelsize": 9, "axes.grid": True, "grid.alpha": 0.3}

@@ -13,6 +13,8 @@ import torch
 from torch import Tensor, nn
 from torch.func import functional_call, grad_and_value, stack_module_state, vmap
 
+from phasescope.models.diagonal import diagonal_predictor
+
 Params = dict[str, Tensor]
 
 
@@ -106,13 +108,6 @@ def stacked_accuracy(outputs: Tensor, targets: Tensor) -> Tensor:
     return (outputs.argmax(-1) == labels).double().mean(dim=1)
 
 
-def stacked_norms(params: Params) -> tuple[Tensor, Tensor]:
-    """l1 and l2 norms (M,) of each member's parameters taken together."""
-    l1 = sum(p.detach().double().abs().flatten(1).sum(1) for p in params.values())
-    l2 = sum(p.detach().double().pow(2).flatten(1).sum(1) for p in params.values()).sqrt()
-    return l1, l2
-
-
 class DiagonalObjective:
     """Closed-form batched loss and gradient of diagonal linear networks under the MSE loss.
 
@@ -129,11 +124,7 @@ class DiagonalObjective:
 
     def beta(self, params: Params) -> Tensor:
         """The effective predictors (M, d)."""
-        u = params["u"]
-        if self.parameterization == "ww":
-            return u * u
-        v = params["v"]
-        return u * u - v * v if self.parameterization == "uu-vv" else u * v
+        return diagonal_predictor(self.parameterization, params["u"], params.get("v"))
 
     def _losses(self, beta: Tensor, inputs: Tensor, targets: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         outputs = beta @ inputs.T  # (M, n)

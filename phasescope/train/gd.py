@@ -20,9 +20,9 @@ from torch import Tensor, nn
 from phasescope.data import DataConfig, DigitsConfig, SupervisedData, load_supervised_data
 from phasescope.device import DeviceName, resolve_device
 from phasescope.errors import PhasescopeError
-from phasescope.measures.norms import norm_rows
 from phasescope.models import ModelConfig, build_model, model_checkpoint_config, model_from_checkpoint_config
 from phasescope.models.losses import get_loss
+from phasescope.models.norms import norm_rows
 from phasescope.run import (
     CheckpointInfo,
     MetricStore,
@@ -35,6 +35,7 @@ from phasescope.run import (
 )
 from phasescope.signals import interrupts_deferred
 from phasescope.train.functional import stacked_accuracy
+from phasescope.train.status import FINISHED, run_status
 
 
 class GDConfig(StrictModel):
@@ -119,7 +120,7 @@ def train_gd(config: GDRunConfig, run_path: Path | str,
     resumed = latest is not None
     if resumed:
         checkpoint = load_checkpoint(latest.path, device=str(device))
-        if checkpoint.train_meta.get("status") in ("reached_threshold", "max_steps", "diverged"):
+        if checkpoint.train_meta.get("status") in FINISHED:
             return GDOutcome(checkpoint.train_meta["status"], checkpoint.step,
                              float(checkpoint.train_meta["train_loss"]))
         model.load_state_dict(checkpoint.model_state)
@@ -148,12 +149,12 @@ def train_gd(config: GDRunConfig, run_path: Path | str,
         if step % train_cfg.record_every == 0 and not (resumed and step == latest.step):
             log += [{"step": step, "metric": "train_loss", "value": train_loss},
                     {"step": step, "metric": "train_accuracy", "value": accuracy(outputs.detach(), data.train_targets)}]
-        if not torch.isfinite(loss) or train_loss > train_cfg.divergence_bound:
+        status = run_status(train_loss, step, train_cfg.loss_threshold, train_cfg.max_steps,
+                            train_cfg.divergence_bound)
+        if status == "diverged":
             log.append({"step": step, "metric": "diverged", "value": 1.0})
             store.write_shard(step, "train", train_cfg, log)  # no checkpoint of non-finite weights
             return GDOutcome("diverged", step, train_loss)
-        status = ("reached_threshold" if train_loss < train_cfg.loss_threshold
-                  else "max_steps" if step >= train_cfg.max_steps else None)
         if status is not None or (step % train_cfg.checkpoint_every == 0 and
                                   not run.checkpoint_dir(step).exists()):
             checkpoint_now(status, train_loss)

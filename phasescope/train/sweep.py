@@ -24,6 +24,7 @@ from phasescope.data import DataConfig, SupervisedData, load_supervised_data
 from phasescope.device import DeviceName, resolve_device
 from phasescope.models import ModelConfig, model_checkpoint_config
 from phasescope.models.losses import get_loss
+from phasescope.models.norms import parameter_norms, stacked_norms
 from phasescope.run import MetricStore, RunDir, StrictModel, dump_config, save_checkpoint
 from phasescope.train.flow import GradientFlowConfig, gradient_flow
 from phasescope.train.functional import (
@@ -32,9 +33,9 @@ from phasescope.train.functional import (
     member,
     stack_parameters,
     stacked_accuracy,
-    stacked_norms,
 )
 from phasescope.train.gd import seeded_model
+from phasescope.train.status import RunStatus, run_status, status_rows
 
 
 class LearningRateGrid(StrictModel):
@@ -104,7 +105,7 @@ class SweepConfig(StrictModel):
 class MemberOutcome:
     lr: float
     seed: int
-    status: str  # reached_threshold | max_steps | diverged
+    status: RunStatus
     steps: int
     final_train_loss: float
 
@@ -149,7 +150,7 @@ def flow_rows(model: nn.Module, loss_fn, data: SupervisedData, config: SweepConf
     rows += [{"step": step, "metric": "sharpness", "value": value, "seed": seed}
              for step, value in zip(result.sharpness_steps, result.sharpness_values)]
     final = result.final_params
-    l1, l2 = float(final.abs().sum()), float(final.norm())
+    l1, l2 = parameter_norms({"theta": final}).values()
     summary = {"s_gf": result.max_sharpness, "eta_c": result.critical_learning_rate,
                "final_sharpness": result.final_sharpness, "final_l1": l1, "final_l2": l2,
                "final_time": result.times[-1], "final_loss": result.losses[-1],
@@ -226,12 +227,10 @@ def _train_members(config: SweepConfig, run: RunDir, store: MetricStore, data: S
                 member_sharpness(i, step)
         for i in stopping.nonzero().flatten().tolist():
             lr, seed = members[i]
-            status = ("diverged" if bool(diverged[i]) else
-                      "reached_threshold" if float(losses[i]) < train.loss_threshold else "max_steps")
+            status = run_status(float(losses[i]), step, train.loss_threshold, train.max_steps, train.divergence_bound)
             outcomes[i] = MemberOutcome(lr, seed, status, step, float(losses[i]))
-            rows.extend({"step": step, "metric": name, "value": value, "lr": lr, "seed": seed} for name, value in
-                        [("steps", float(step)), ("diverged", float(status == "diverged")),
-                         ("reached_threshold", float(status == "reached_threshold"))])
+            rows.extend({"step": step, "metric": name, "value": value, "lr": lr, "seed": seed}
+                        for name, value in [("steps", float(step)), *status_rows(status)])
             if on_progress is not None:
                 on_progress("member", 1, f"eta={lr:.3g}: {status} at step {step}")
         active &= ~stopping

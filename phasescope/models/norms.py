@@ -1,4 +1,5 @@
-"""Parameter norms: l1 and l2 of all parameters, per layer, and of a diagonal network's predictor."""
+"""Parameter norms: l1 and l2 of all parameters, per layer, of a diagonal network's predictor, and of
+stacked learning-rate-sweep members. Training and measures both use them, so they live below both."""
 
 from __future__ import annotations
 
@@ -58,3 +59,10 @@ def norm_rows(model: nn.Module) -> list[dict]:
         rows += [{"metric": metric, "value": value, "component": "predictor"}
                  for metric, value in diagonal_predictor_norms(model).items()]
     return rows
+
+
+def stacked_norms(params: Mapping[str, Tensor]) -> tuple[Tensor, Tensor]:
+    """l1 and l2 norms (M,) of each member's parameters taken together (tensors stacked on dim 0)."""
+    l1 = sum(p.detach().double().abs().flatten(1).sum(1) for p in params.values())
+    l2 = sum(p.detach().double().pow(2).flatten(1).sum(1) for p in params.values()).sqrt()
+    return l1, l2
