@@ -142,7 +142,8 @@ def test_an_error_inside_the_block_still_restores_the_model():
 
 # --- the measures ----------------------------------------------------------------------------------
 def _direct_summary(model, tokenizer, encoded):
-    from phasescope.measures.translation import item_subsets, wlt_scores
+    from phasescope.measures.translation import wlt_scores
+    from phasescope.measures.wlt_inputs import item_subsets
 
     scores = wlt_scores(model, tokenizer, encoded)
     return {subset: {"p_target": scores.loc[mask, "p_target"].mean(), "p_source": scores.loc[mask, "p_source"].mean(),
@@ -182,7 +183,7 @@ def _with_copied(model, source, prefixes, transform=None):
 @pytest.fixture
 def measure_setup(tmp_path):
     from phasescope.measures.registry import MeasureContext
-    from phasescope.measures.translation import shared_wlt_encoding
+    from phasescope.measures.wlt_inputs import shared_wlt_encoding
     from tests.test_attribution import tiny_lm_run
 
     series, _ = tiny_lm_run(tmp_path / "run", steps=(0, 10, 20), factory=lambda v, seed: tiny_llama(v, seed, layers=3))

@@ -146,8 +146,9 @@ def tiny_lm_run(path, steps=(0, 10), factory=tiny_llama):
 
 
 def test_path_attribution_measure_on_a_local_run(tmp_path):
+    from phasescope.measures.lm_forward import wlt_log_probs
     from phasescope.measures.registry import MeasureContext, get_measure
-    from phasescope.measures.translation import shared_wlt_encoding, wlt_log_probs
+    from phasescope.measures.wlt_inputs import shared_wlt_encoding
     from phasescope.run.config import validate_config
 
     series, _ = tiny_lm_run(tmp_path / "run")

@@ -86,7 +86,8 @@ def test_degenerate_inputs():
 
 def test_surface_similarity_measure_equals_a_direct_regression(tmp_path):
     from phasescope.measures.registry import MeasureContext, get_measure
-    from phasescope.measures.translation import shared_wlt_encoding, wlt_scores
+    from phasescope.measures.translation import wlt_scores
+    from phasescope.measures.wlt_inputs import shared_wlt_encoding
     from phasescope.run.config import validate_config
     from tests.test_attribution import tiny_lm_run
 

@@ -17,15 +17,9 @@ from phasescope.data.wlt import (
     normalized_edit_distance,
     wlt_directions,
 )
+from phasescope.measures.lm_forward import wlt_log_probs
 from phasescope.measures.registry import MeasureContext, get_measure
-from phasescope.measures.translation import (
-    WLTConfig,
-    extract_answer,
-    greedy_answers,
-    wlt_log_probs,
-    wlt_metric_rows,
-    wlt_scores,
-)
+from phasescope.measures.translation import WLTConfig, extract_answer, greedy_answers, wlt_metric_rows, wlt_scores
 from phasescope.run.config import validate_config
 from phasescope.run.metrics import MetricStore
 from phasescope.run.series import open_series

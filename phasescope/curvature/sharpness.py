@@ -4,14 +4,14 @@ Adam-preconditioned sharpness of a model's loss over a dataset."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from typing import Literal
 
 import torch
 from torch import Tensor, nn
 
 from phasescope.curvature.hessian import Batch, HessianOperator, HvpMethod, LossFn
-from phasescope.curvature.lanczos import lanczos
+from phasescope.curvature.lanczos import EigenResult, lanczos
 from phasescope.curvature.operator import ScaledOperator
 from phasescope.curvature.preconditioned import (
     adam_preconditioner,
@@ -23,33 +23,21 @@ from phasescope.errors import PhasescopeError
 
 
 @dataclass
-class SharpnessResult:
-    """Extreme Hessian eigenpairs of a loss.
+class SharpnessResult(EigenResult):
+    """Extreme Hessian eigenpairs of a loss: the solver's :class:`EigenResult` and the HVP method used.
 
-    Attributes:
-        eigenvalues: (k,) float64, descending (ascending for the most negative ones).
-        eigenvectors: (n, k) float64 unit vectors over the selected parameters, flattened in the
-            model's parameter order; pass ``eigenvectors[:, 0]`` (or the result itself) as ``v0``
-            to warm-start the next checkpoint.
-        num_hvps: Hessian-vector products used.
-        converged: whether the stopping rule was met (every eigenvalue's error bound within ``tol``
-            and, from a random start, the no-hidden-eigenvalue certificate; see ``lanczos``).
-        residuals: (k,) ``||H y - theta y||`` of the pairs.
-        method: the HVP implementation used (``"graph"``, ``"func"`` or ``"double_backward"``).
-        error_bounds: (k,) bounds on the eigenvalues' absolute errors.
-        certified: whether the probabilistic no-hidden-eigenvalue certificate was met.
-        next_vector: (n,) the Ritz vector after the k returned ones (the nearest competitor), or None.
+    ``eigenvectors`` are (n, k) float64 unit vectors over the selected parameters, flattened in the
+    model's parameter order; pass ``eigenvectors[:, 0]`` (or the result itself) as ``v0`` to
+    warm-start the next checkpoint. ``converged`` means every eigenvalue's error bound is within
+    ``tol`` and, from a random start, the no-hidden-eigenvalue certificate holds (see ``lanczos``).
     """
 
-    eigenvalues: Tensor
-    eigenvectors: Tensor
-    num_hvps: int
-    converged: bool
-    residuals: Tensor
-    method: str
-    error_bounds: Tensor | None = None
-    certified: bool = False
-    next_vector: Tensor | None = None
+    method: str = ""  # the HVP implementation used: "graph", "func" or "double_backward"
+
+    @property
+    def num_hvps(self) -> int:
+        """Hessian-vector products used (the solver's operator applications)."""
+        return self.num_matvecs
 
     @property
     def top(self) -> float:
@@ -79,9 +67,8 @@ def _solve(operator, method_source: HessianOperator, k: int, tol: float, v0, max
            criterion: Literal["residual", "eigenvalue"] = "residual") -> SharpnessResult:
     result = lanczos(operator, k=k, which=which, tol=tol, max_iter=max_iter, v0=_warm_start(v0), certify=certify,
                      failure_probability=failure_probability, criterion=criterion)
-    return SharpnessResult(result.eigenvalues, result.eigenvectors, result.num_matvecs, result.converged,
-                           result.residuals, method_source.method, result.error_bounds, result.certified,
-                           result.next_vector)
+    return SharpnessResult(**{f.name: getattr(result, f.name) for f in fields(result)},
+                           method=method_source.method)
 
 
 def sharpness(model: nn.Module, loss_fn: LossFn, data: Batch | Iterable[Batch], k: int = 1,

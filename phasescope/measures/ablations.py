@@ -24,7 +24,8 @@ from torch import Tensor, nn
 from phasescope.data.wlt import EncodedWLT
 from phasescope.errors import PhasescopeError
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
-from phasescope.measures.translation import WLTDataConfig, item_subsets, shared_wlt_encoding, wlt_scores
+from phasescope.measures.translation import wlt_scores
+from phasescope.measures.wlt_inputs import WLTDataConfig, item_subsets, shared_wlt_encoding
 from phasescope.models.adapters import get_adapter
 from phasescope.progress import progress_bar
 from phasescope.run.config import config_hash
@@ -285,17 +286,12 @@ ABLATION_SCORES = {"p_target": "p_target", "top1_accuracy": "top1_correct", "p_s
 def checkpoint_wlt_scores(context: MeasureContext, config: WLTDataConfig, batch_size: int = 64) -> pd.DataFrame:
     """:func:`wlt_scores` of the (unedited) checkpoint, kept for the other measures of the same checkpoint.
 
-    Only the last checkpoint's scores are kept (one slot of ``context.cache``), keyed by the checkpoint
-    and the WLT data fields of ``config``.
+    Kept in the context's per-checkpoint slot ``wlt_scores``, keyed by the WLT data fields of ``config``.
     """
     encoded = shared_wlt_encoding(context, config)
     data = WLTDataConfig.model_validate(config.model_dump(include=set(WLTDataConfig.model_fields)))
-    key = (context.checkpoint.name, config_hash(data))
-    kept = context.cache.get("wlt_scores:last")
-    if kept is None or kept[0] != key:
-        kept = (key, wlt_scores(context.model, context.tokenizer, encoded, batch_size=batch_size))
-        context.cache["wlt_scores:last"] = kept
-    return kept[1]
+    return context.of_checkpoint("wlt_scores", config_hash(data),
+                                 lambda: wlt_scores(context.model, context.tokenizer, encoded, batch_size=batch_size))
 
 
 def wlt_summary(model: nn.Module, tokenizer, encoded: EncodedWLT, batch_size: int,

@@ -31,15 +31,10 @@ from torch import Tensor, nn
 from phasescope.data.wlt import EncodedWLT
 from phasescope.errors import PhasescopeError
 from phasescope.measures.ablations import CheckpointWeights
+from phasescope.measures.lm_forward import autocast_for, wlt_log_probs
 from phasescope.measures.lm_quality import HeldoutDataConfig, shared_heldout_data
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
-from phasescope.measures.translation import (
-    WLTDataConfig,
-    autocast_for,
-    item_subsets,
-    shared_wlt_encoding,
-    wlt_log_probs,
-)
+from phasescope.measures.wlt_inputs import WLTDataConfig, item_subsets, shared_wlt_encoding
 from phasescope.models.adapters import parameter_groups
 from phasescope.progress import progress_bar
 

@@ -22,8 +22,8 @@ from torch import Tensor, nn
 
 from phasescope.data.languages import check_language_codes
 from phasescope.errors import PhasescopeError
+from phasescope.measures.lm_forward import autocast_for, model_device
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
-from phasescope.measures.translation import autocast_for, model_device
 from phasescope.run.config import StrictModel, config_hash
 from phasescope.run.series import CheckpointSeries
 

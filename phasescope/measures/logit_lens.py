@@ -15,20 +15,91 @@ the lens's last layer.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
+import pandas as pd
 import torch
 from pydantic import Field
-from torch import nn
+from torch import Tensor, nn
 
 from phasescope.data.wlt import EncodedWLT
+from phasescope.measures.lm_forward import answer_log_probs, best_rank, last_position_states, unembed
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
-from phasescope.measures.translation import (
-    LogitLens,
-    WLTDataConfig,
-    checkpoint_logit_lens,
-    item_subsets,
-    score_layers,
-    shared_wlt_encoding,
-)
+from phasescope.measures.wlt_inputs import WLTDataConfig, item_subsets, shared_wlt_encoding
+from phasescope.models.adapters import get_adapter
+from phasescope.run.config import config_hash
+
+
+@dataclass
+class LogitLens:
+    """Answer scores per item and layer (n_items, num_layers + 1), on the CPU: probability mass and best
+    rank (1 = top) of the target's valid first tokens and of the source's.
+
+    Column ``l`` decodes the residual stream after ``l`` blocks (0 = embeddings); the last column is
+    the model's own next-token distribution, i.e. the WLT scores.
+    """
+
+    p_target: Tensor
+    rank_target: Tensor
+    p_source: Tensor
+    rank_source: Tensor
+
+    @property
+    def num_layers(self) -> int:
+        """Blocks of the model (the lens has one more column: the embeddings)."""
+        return self.p_target.shape[1] - 1
+
+    def frame(self) -> pd.DataFrame:
+        """Long table: one row per (item, layer) with the four values; ``item`` indexes the WLT items."""
+        n_items, n_layers = self.p_target.shape
+        return pd.DataFrame({
+            "item": torch.arange(n_items).repeat_interleave(n_layers).numpy(),
+            "layer": torch.arange(n_layers).repeat(n_items).numpy(),
+            **{name: getattr(self, name).reshape(-1).numpy()
+               for name in ("p_target", "rank_target", "p_source", "rank_source")},
+        })
+
+
+@torch.inference_mode()
+def score_layers(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32, all_layers: bool = True) -> LogitLens:
+    """Target and source first-token mass and best rank of every item, from one forward pass per batch.
+
+    With ``all_layers`` the final norm and unembedding decode the last position's residual stream
+    after the embeddings and after every block (the logit lens, one column per layer); without, only
+    the model's output (one column). The last column is the output either way: it is the final-normed
+    ``last_hidden_state`` the model's own head reads, so the final norm is never applied twice.
+    """
+    n = len(encoded)
+    layers = get_adapter(model).num_layers + 1 if all_layers else 1
+    values = {name: torch.zeros((n, layers), dtype=dtype) for name, dtype in
+              (("p_target", torch.float64), ("rank_target", torch.long), ("p_source", torch.float64),
+               ("rank_source", torch.long))}
+    for batch in encoded.batches(batch_size):
+        final, streams = last_position_states(model, encoded, batch, all_layers=all_layers)
+        for layer in range(layers):
+            if layer == layers - 1:
+                logits = unembed(model, final, normed=True)
+            else:
+                logits = unembed(model, streams[layer], normed=False)
+            log_probs = torch.log_softmax(logits, dim=-1)
+            for answer in ("target", "source"):
+                ids, mask = getattr(encoded, f"{answer}_ids")[batch], getattr(encoded, f"{answer}_mask")[batch]
+                values[f"p_{answer}"][batch, layer] = answer_log_probs(log_probs, ids, mask).exp().double().cpu()
+                values[f"rank_{answer}"][batch, layer] = best_rank(logits, ids, mask).cpu()
+    return LogitLens(**values)
+
+
+@torch.inference_mode()
+def checkpoint_logit_lens(context: MeasureContext, config: WLTDataConfig, batch_size: int = 64) -> LogitLens:
+    """The logit lens of ``config``'s WLT prompts on this checkpoint, computed once for the ``wlt`` and
+    ``logit_lens`` measures (its last layer is the WLT scores).
+
+    Kept in the context's per-checkpoint slot ``wlt_logit_lens``, keyed by the WLT data fields of ``config``.
+    """
+    encoded = shared_wlt_encoding(context, config)
+    data = WLTDataConfig.model_validate(config.model_dump(include=set(WLTDataConfig.model_fields)))
+    return context.of_checkpoint("wlt_logit_lens", config_hash(data),
+                                 lambda: score_layers(context.model, encoded, batch_size))
 
 
 def logit_lens(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32) -> LogitLens:

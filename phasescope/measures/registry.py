@@ -12,7 +12,7 @@ Rows are dicts (or a DataFrame) with ``metric`` and ``value`` and optional dimen
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
+from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -75,6 +75,16 @@ class MeasureContext:
         if key not in self.cache:
             self.cache[key] = factory()
         return self.cache[key]
+
+    def of_checkpoint(self, slot: str, key: Hashable, factory: Callable[[], Any]) -> Any:
+        """A result about this checkpoint that several of its measures use (the WLT scores, the logit
+        lens), built once with ``factory()``. One slot per name: only the latest checkpoint's result is
+        kept, so memory does not grow with the series; ``key`` tells apart configs of one checkpoint."""
+        kept = self.cache.get(f"{slot}:last")
+        if kept is None or kept[0] != (self.checkpoint.name, key):
+            kept = ((self.checkpoint.name, key), factory())
+            self.cache[f"{slot}:last"] = kept
+        return kept[1]
 
     def release(self) -> None:
         """Drop the model so that the next checkpoint's can take its memory."""

@@ -25,7 +25,7 @@ from phasescope.data.wlt import SURFACE_FEATURES
 from phasescope.errors import PhasescopeError
 from phasescope.measures.ablations import checkpoint_wlt_scores
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
-from phasescope.measures.translation import WLTDataConfig, item_subsets
+from phasescope.measures.wlt_inputs import WLTDataConfig, item_subsets
 
 
 def r_squared(features: np.ndarray, target: np.ndarray) -> float:
