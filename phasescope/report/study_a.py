@@ -96,7 +96,7 @@ def sweep_captions(result: SweepReport) -> dict[str, str]:
     by_rate = done.groupby("lr")[["sharpness", "two_over_eta", "l1", "test_loss", "steps"]].mean()
     eos = done[done.regime == "edge_of_stability"]
     eos_ratio = (eos.sharpness / eos.two_over_eta) if len(eos) else pd.Series(dtype=float)
-    ratio = (f" At the edge of stability the final sharpness is {eos_ratio.min():.2f}-{eos_ratio.max():.2f} x 2/eta."
+    ratio = (f" At the edge of stability the final sharpness is {eos_ratio.min():.3g} to {eos_ratio.max():.3g} x 2/eta."
              if len(eos_ratio) else "")
     captions = {
         "final_sharpness_vs_lr": (f"Sharpness where GD stopped (loss below epsilon), beside 2/eta and gradient flow's "

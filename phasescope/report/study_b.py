@@ -223,7 +223,9 @@ def _direction_figure(frame: pd.DataFrame, section: Section, use_tokens: bool) -
     for axis, side, other in zip(over_time, ("src", "tgt"), ("targets", "sources")):
         mean = rows.groupby(["step", side], as_index=False).agg(value=("value", "mean"), tokens=("tokens", "first"))
         matrix, checkpoints, labels = item_matrix(mean, (side,))
-        heat_map(axis, matrix, checkpoints, [label[0] for label in labels], use_tokens, "WLT top-1 accuracy",
+        order = sorted(range(len(labels)), key=lambda i: languages.index(labels[i][0]))  # the matrix's order
+        matrix = matrix[order]
+        heat_map(axis, matrix, checkpoints, [labels[i][0] for i in order], use_tokens, "WLT top-1 accuracy",
                  vmin=0, vmax=1)
         if len(checkpoints) >= MIN_CHECKPOINTS:
             x = checkpoints["tokens" if use_tokens else "step"].to_numpy(dtype=float)
@@ -336,24 +338,31 @@ def _lead_lag_figure(frame: pd.DataFrame, result: StudyBResult, use_tokens: bool
         return
     panels = 1 + (share is not None and len(share) > 0)
     figure, axes = plt.subplots(1, panels, figsize=(5.2 * panels, 4.0), squeeze=False, layout="constrained")
-    lines = [Trajectory(behaviour.label, _progress(behaviour.points), behaviour.onset, behaviour.change_points,
-                        behaviour.color)]
+    axis = axes[0][0]
+    plot_trajectories(axis, [behaviour], use_tokens, log=True)
+    axis.set_ylim(-0.03, 1.03)
+    axis.set_ylabel("translation top-1 accuracy (no shared first token)")
     table = []
     if swap is not None and len(swap):
         label = f"middle-layer swap benefit ({swap.component.iloc[0]})"
-        line = analysed(Trajectory(label, swap, color="C4"), "either")
+        line = analysed(Trajectory(label, swap, color="C4", style="o-"), "either")
         result.trajectories["layer_swap_middle"] = line
-        lines.append(Trajectory(label, _progress(swap), line.onset, line.change_points, "C4"))
+        benefit_axis = axis.twinx()  # its own units: target mass gained by the swap, 0 = no effect
+        benefit_axis.axhline(0, color="C4", lw=0.8, ls=":")
+        plot_trajectories(benefit_axis, [Trajectory("", swap, line.onset, line.change_points, "C4", "o-")],
+                          use_tokens, log=True)
+        benefit_axis.set_ylabel("p_target(swapped) - p_target", color="C4")
+        benefit_axis.grid(False)
+        axis.plot([], [], "o-", color="C4", label=f"{label}, right axis")  # one legend for both axes
         found = _swap_lead_lag(swap, behaviour, use_tokens)
         if found is not None:
             result.lead_lags["layer_swap_middle"] = found
             table.append(_lead_lag_row(label, found, use_tokens))
-    plot_trajectories(axes[0][0], lines, use_tokens, log=True)
-    axes[0][0].set_ylabel("progress (0 = level at the first checkpoint, 1 = at the last)")
-    axes[0][0].set_title("translation and the middle-layer swap benefit")
-    legend_with_markers(axes[0][0], figure=figure)
-    caption = ("Left: each curve rescaled so that its first checkpoint is 0 and its last is 1 (log token axis); "
-               "a mechanism that forms before the behaviour it serves moves to its left.")
+    axis.set_title("translation and the middle-layer swap benefit")
+    legend_with_markers(axis, figure=figure)
+    caption = ("Left: translation accuracy (left axis) and the benefit of swapping the final checkpoint's middle "
+               "block into each checkpoint (right axis, as measured; it is 0 at the final checkpoint by "
+               "construction), on a log token axis.")
     if panels == 2:
         axis = axes[0][1]
         x = share.tokens.to_numpy(dtype=float) if use_tokens else share.step.to_numpy(dtype=float)
@@ -389,14 +398,6 @@ def _swap_lead_lag(swap: pd.DataFrame, behaviour: Trajectory, use_tokens: bool) 
                         behaviour_onset=behaviour.onset)
     except PhasescopeError:
         return None
-
-
-def _progress(points: pd.DataFrame) -> pd.DataFrame:
-    """Values rescaled so that the first checkpoint is 0 and the last is 1 (a flat curve stays at 0)."""
-    values = points.value.to_numpy(dtype=float)
-    finite = values[np.isfinite(values)]
-    first, last = finite[0], finite[-1]
-    return points.assign(value=(values - first) / (last - first) if last != first else np.zeros_like(values))
 
 
 def _lead_lag_row(label: str, found: LeadLag, use_tokens: bool) -> dict:

@@ -136,6 +136,7 @@ def draw_sweep_figures(table: pd.DataFrame, flow: pd.DataFrame, trajectories: pd
         axis.set_ylim(0, 1.4 * top)  # the 2/eta of small rates would squash the trajectories
         if first_step is not None:  # fast rates stop early: a log axis past the first sample keeps them apart
             axis.set_xscale("symlog", linthresh=first_step)
+            axis.set_xlim(left=0)
         axis.set_xlabel("step (linear up to the first sample, then log)")
         axis.set_ylabel(r"sharpness (dashed: $2/\eta$)")
         figure.legend(loc="outside lower center", ncol=min(len(chosen), 4), frameon=False, fontsize=7)

@@ -54,12 +54,13 @@ class TheoryFigure:
         return f"{text}; the lowest is {best}."
 
 
-def _same_point_groups(points: np.ndarray, rtol: float = 1e-3) -> list[list[int]]:
-    """Indices of points that coincide in (sharpness, l1) within ``rtol``, in order of appearance."""
+def _same_point_groups(points: np.ndarray, scale: np.ndarray, share: float = 0.02) -> list[list[int]]:
+    """Indices of points that sit on top of each other in panel (a): within ``share`` of each axis's span
+    ``scale`` (sharpness, l1) of the first point of their group, in order of appearance."""
     groups: list[list[int]] = []
     for index, point in enumerate(points[:, :2]):
         for group in groups:
-            if np.allclose(points[group[0], :2], point, rtol=rtol, atol=0):
+            if np.all(np.abs(points[group[0], :2] - point) <= share * scale):
                 group.append(index)
                 break
         else:
@@ -82,8 +83,8 @@ def draw_theory_figure(X, y, beta_star, noise_std: float, gd_solutions: dict[flo
             the parameters a run holds, exact as the initialization scale goes to 0.
 
     Returns:
-        The PNG and PDF paths and the errors panel (b) shows. GD solutions that coincide in panel (a)
-        (flow-aligned rates end at one interpolator) are labelled with how many rates they are.
+        The PNG and PDF paths and the errors panel (b) shows. GD solutions drawn on top of each other in
+        panel (a) (flow-aligned rates end at one interpolator) are labelled with how many rates they are.
     """
     X = np.asarray(X, dtype=np.float64)
     interpolators = {"min_l1": min_l1_interpolator(X, y, nonnegative=parameterization == "ww"),
@@ -105,11 +106,13 @@ def draw_theory_figure(X, y, beta_star, noise_std: float, gd_solutions: dict[flo
             scatter = norm_axis.scatter(points[:, 1], points[:, 0], c=rates, norm=colours, cmap="viridis", s=18,
                                         zorder=3)
             handles, labels = [scatter], ["GD solutions"]
-            for group in _same_point_groups(points):
+            placed = np.vstack([points[:, :2], [place(beta)[:2] for beta in interpolators.values()]])
+            span = np.ptp(placed, axis=0)
+            for group in _same_point_groups(points, np.where(span > 0, span, 1.0)):
                 if len(group) > 1:
-                    norm_axis.annotate(f"{len(group)} rates, eta {rates[group].min():.2g}-{rates[group].max():.2g}",
-                                       (points[group[0], 1], points[group[0], 0]), xytext=(6, -12),
-                                       textcoords="offset points", fontsize=7.5, color="0.25")
+                    norm_axis.annotate(f"{len(group)} rates, eta {rates[group].min():.2g} to {rates[group].max():.2g}",
+                                       (points[group[0], 1], points[group[0], 0]), xytext=(8, 6),
+                                       textcoords="offset points", fontsize=8, color="0.25")
             figure.colorbar(scatter, ax=error_axis, label=r"learning rate $\eta$")
             error_axis.plot(rates, points[:, 2], color="0.5", lw=1, zorder=2)
             error_axis.scatter(rates, points[:, 2], c=rates, norm=colours, cmap="viridis", s=18, zorder=3)
