@@ -475,7 +475,43 @@ def load_average() -> str:
     return "/".join(f"{load:.1f}" for load in os.getloadavg())
 
 
-def main() -> None:
+@dataclass
+class Run:
+    """What every table of the report needs: the trajectory, the references and the timings."""
+
+    args: argparse.Namespace
+    model: nn.Module
+    inputs: Tensor
+    targets: Tensor
+    checkpoints: list[Checkpoint]
+    references: list[float]
+    auto_choice: str  # the HVP method phasescope's method="auto" takes here
+    repeats: int
+    methods: list[Method] = field(default_factory=list)
+    selections: dict[str, Selection] = field(default_factory=dict)
+    timings: dict[str, list[Timing]] = field(default_factory=dict)
+
+    @property
+    def default_cold(self) -> str:
+        return phasescope_name(self.auto_choice, warm=False)
+
+    @property
+    def default_warm(self) -> str:
+        return phasescope_name(self.auto_choice, warm=True)
+
+    def tolerance_label(self, method: Method) -> str:
+        return "(stops at the reference)" if method.oracle else self.selections[method.name].label
+
+    def single_seconds(self, name: str) -> float:
+        """Seconds of method ``name`` on the last checkpoint."""
+        return self.timings[name][-1].solve.seconds
+
+    def trajectory_seconds(self, name: str) -> float:
+        """Seconds of method ``name`` summed over the trajectory."""
+        return sum(timing.solve.seconds for timing in self.timings[name])
+
+
+def parse_arguments() -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--checkpoints", type=int, default=None, help="checkpoints on the trajectory (20; 3 quick)")
     parser.add_argument("--spacing", type=int, default=20, help="GD steps between checkpoints")
@@ -486,17 +522,19 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=2, help="torch threads (1 is steadier on a shared machine)")
     parser.add_argument("--quick", action="store_true", help="a small smoke run")
     args = parser.parse_args()
-    num_checkpoints = args.checkpoints or (3 if args.quick else 20)
-    repeats = args.repeats or (1 if args.quick else 3)
-    hvp_repeats = 5 if args.quick else 20
-    if num_checkpoints < 2:
-        parser.error(f"--checkpoints must be at least 2 (a warm start needs a previous one), got {num_checkpoints}")
+    args.checkpoints = args.checkpoints or (3 if args.quick else 20)
+    args.repeats = args.repeats or (1 if args.quick else 3)
+    if args.checkpoints < 2:
+        parser.error(f"--checkpoints must be at least 2 (a warm start needs a previous one), got {args.checkpoints}")
+    return args
 
+
+def set_up(args: argparse.Namespace) -> Run:
+    """The model, the GD trajectory and its float64 references, with the set-up printed."""
     torch.set_num_threads(args.threads)
     # scipy's OpenBLAS pool would otherwise spin beside torch's two threads after every ARPACK call and
     # slow the eigsh peer's HVPs down several times on a 2-core machine; one BLAS thread is its best setting.
     threadpool_limits(1, user_api="blas")
-    start = time.perf_counter()
     data = load_digits_data(DigitsConfig(), "mse")
     inputs, targets = data.train_inputs, data.train_targets  # (1438, 64), (1438, 10) one-hot
     torch.manual_seed(args.seed)
@@ -512,9 +550,9 @@ def main() -> None:
     print(f"- problem: MLP 64-200-200-10 tanh ({num_parameters} parameters), digits train set "
           f"{tuple(inputs.shape)}, mean squared error, seed {args.seed}")
 
-    checkpoints = train_checkpoints(model, inputs, targets, args.lr, num_checkpoints, args.spacing)
+    checkpoints = train_checkpoints(model, inputs, targets, args.lr, args.checkpoints, args.spacing)
     references, disagreement = reference_eigenvalues(model, checkpoints, inputs, targets, args.seed)
-    print(f"- trajectory: full-batch GD at lr {args.lr} (2/lr = {2 / args.lr:g}), {num_checkpoints} "
+    print(f"- trajectory: full-batch GD at lr {args.lr} (2/lr = {2 / args.lr:g}), {args.checkpoints} "
           f"checkpoints every {args.spacing} steps (steps 0..{checkpoints[-1].step}); loss "
           f"{checkpoints[0].loss:.4f} -> {checkpoints[-1].loss:.4f}; sharpness {references[0]:.4f} -> "
           f"{references[-1]:.4f} (max {max(references):.4f})")
@@ -524,24 +562,18 @@ def main() -> None:
         print(f"- note: the sharpness reached 2/lr = {2 / args.lr:g}: the trajectory is at the edge of stability")
     model.load_state_dict(checkpoints[0].state)
     auto_choice = phasescope.sharpness(model, mean_squared_error, (inputs, targets), max_iter=1).method
-    default_cold, default_warm = phasescope_name(auto_choice, warm=False), phasescope_name(auto_choice, warm=True)
     print(f"- phasescope's default method='auto' takes {auto_choice} on this model; ratios are against it. "
           f"phasescope runs with criterion={CRITERION!r} (stop on the eigenvalue's error bound; the default, "
           "'residual', bounds the eigenvector's residual); cold: a seeded random start, certified against a hidden "
           "larger eigenvalue (failure probability 1e-3); warm: the previous result, trusted")
+    return Run(args, model, inputs, targets, checkpoints, references, auto_choice, args.repeats)
 
-    methods = build_methods(args.seed, args.pyhessian_max_iter, references, auto_choice)
-    selections = {method.name: select_tolerance(method, model, checkpoints, inputs, targets, references)
-                  for method in methods if not method.oracle}
-    tolerances = {name: selection.tol for name, selection in selections.items()}
 
-    def tolerance_label(method: Method) -> str:
-        return "(stops at the reference)" if method.oracle else selections[method.name].label
-
+def print_tolerances(run: Run) -> None:
     print("\n## Tolerance per method\n")
     print(f"The loosest of {', '.join(f'{t:.0e}' for t in TOLERANCE_LADDER)} whose top eigenvalue is within "
           f"{TARGET_RELATIVE_ERROR:g} relative of the reference on every checkpoint (PyHessian: relative "
-          f"change of the eigenvalue, at most {args.pyhessian_max_iter} iterations; eigsh: ARPACK's tol; "
+          f"change of the eigenvalue, at most {run.args.pyhessian_max_iter} iterations; eigsh: ARPACK's tol; "
           f"phasescope: the relative error bound of the eigenvalue, criterion={CRITERION!r}). A rung's pass "
           "stops at the first checkpoint it misses. The oracle rows are not methods: they run phasescope "
           "from the same start vectors and stop at the fewest steps whose top Ritz value is within the target "
@@ -549,93 +581,117 @@ def main() -> None:
     print(markdown_table(
         ["method", "tolerance", "rungs missed (tol: first step missed, its relative error)"],
         [[name, selection.label, "; ".join(f"{t:.0e}: step {s}, {e:.1e}" for t, s, e in selection.missed) or "-"]
-         for name, selection in selections.items()]))
+         for name, selection in run.selections.items()]))
 
-    # One timed measurement serves (a) and (b): the tolerance ladder's last pass was the untimed warm-up.
-    timings = time_trajectories(methods, tolerances, model, checkpoints, inputs, targets, repeats)
 
-    last = checkpoints[-1]
-    baseline = timings[default_cold][-1].solve.seconds
-    print(f"\n## (a) One checkpoint (step {last.step}, sharpness {references[-1]:.4f})\n")
-    print(f"Cold starts (and phasescope warm from the previous checkpoint); median of {repeats} timed "
+def print_single_checkpoint(run: Run) -> None:
+    """(a): every method cold on the last checkpoint, and phasescope warm from the one before."""
+    last, baseline = run.checkpoints[-1], run.single_seconds(run.default_cold)
+    print(f"\n## (a) One checkpoint (step {last.step}, sharpness {run.references[-1]:.4f})\n")
+    print(f"Cold starts (and phasescope warm from the previous checkpoint); median of {run.repeats} timed "
           "runs after one untimed run, methods interleaved; PyHessian's seconds include the gradient graph its "
-          f"__init__ builds; ratio = seconds / phasescope {auto_choice} cold seconds.\n")
+          f"__init__ builds; ratio = seconds / phasescope {run.auto_choice} cold seconds.\n")
     rows = []
-    single_rows = [m for m in methods if not m.warm or m.name in (default_warm, oracle_name(auto_choice, True))]
-    for method in single_rows:
-        timing = timings[method.name][-1]
+    shown = (run.default_warm, oracle_name(run.auto_choice, True))
+    for method in [m for m in run.methods if not m.warm or m.name in shown]:
+        timing = run.timings[method.name][-1]
         name = method.name + (" from the previous checkpoint" if method.warm else "")
         rows.append([name, hvp_cell(timing.solve), f"{timing.solve.seconds:.3f}", f"{timing.fastest:.3f}",
-                     f"{relative_error(timing.solve.eigenvalue, references[-1]):.1e}", tolerance_label(method),
+                     f"{relative_error(timing.solve.eigenvalue, run.references[-1]):.1e}", run.tolerance_label(method),
                      f"{timing.solve.seconds / baseline:.2f}"])
     print(markdown_table(["method", "HVPs", "seconds", "fastest run", "relative error", "tolerance", "ratio"], rows))
 
-    warm_total = sum(timing.solve.seconds for timing in timings[default_warm])
-    print(f"\n## (b) Trajectory of {num_checkpoints} checkpoints\n")
+
+def print_trajectory(run: Run) -> None:
+    """(b): every method along the trajectory, then the HVPs of each checkpoint."""
+    warm_total = run.trajectory_seconds(run.default_warm)
+    print(f"\n## (b) Trajectory of {len(run.checkpoints)} checkpoints\n")
     print("Peers start cold at every checkpoint, as the EoS code does; phasescope cold, and warm from the "
           "previous checkpoint's result (the first checkpoint cold). Seconds: sum over checkpoints of the median "
-          f"of {repeats} runs (fastest runs: sum of the least); ratio = seconds / phasescope {auto_choice} warm "
-          "seconds.\n")
+          f"of {run.repeats} runs (fastest runs: sum of the least); ratio = seconds / phasescope {run.auto_choice} "
+          "warm seconds.\n")
     rows = []
-    for method in methods:
-        method_timings = timings[method.name]
-        seconds = sum(timing.solve.seconds for timing in method_timings)
+    for method in run.methods:
+        method_timings = run.timings[method.name]
+        seconds = run.trajectory_seconds(method.name)
         errors = [relative_error(timing.solve.eigenvalue, reference)
-                  for timing, reference in zip(method_timings, references, strict=True)]
+                  for timing, reference in zip(method_timings, run.references, strict=True)]
         rows.append([method.name, str(sum(timing.solve.num_hvps for timing in method_timings)), f"{seconds:.2f}",
                      f"{sum(timing.fastest for timing in method_timings):.2f}", f"{max(errors):.1e}",
-                     tolerance_label(method), f"{seconds / warm_total:.2f}",
+                     run.tolerance_label(method), f"{seconds / warm_total:.2f}",
                      str(sum(not timing.solve.converged for timing in method_timings))])
     print(markdown_table(["method", "total HVPs", "total seconds", "fastest runs", "max relative error",
                           "tolerance", "ratio", "solves not converged"], rows))
 
     print("\nHVPs per checkpoint:\n")
     short_names = [method.name.replace("phasescope ", "ps ").replace("oracle stop: ", "oracle ").split(" (")[0]
-                   for method in methods]
+                   for method in run.methods]
     print(markdown_table(
         ["step", "loss", "sharpness", *short_names],
         [[str(checkpoint.step), f"{checkpoint.loss:.4f}", f"{reference:.4f}",
-          *[str(timings[method.name][i].solve.num_hvps) for method in methods]]
-         for i, (checkpoint, reference) in enumerate(zip(checkpoints, references, strict=True))]))
+          *[str(run.timings[method.name][i].solve.num_hvps) for method in run.methods]]
+         for i, (checkpoint, reference) in enumerate(zip(run.checkpoints, run.references, strict=True))]))
 
-    # (c) One HVP against one gradient, at the last checkpoint.
-    model.load_state_dict(last.state)
-    costs = hvp_and_gradient_seconds(model, inputs, targets, hvp_repeats)
-    print(f"\n## (c) One HVP against one gradient (full batch of {len(inputs)}, median of {hvp_repeats} calls)\n")
+
+def print_hvp_costs(run: Run) -> dict[str, float]:
+    """(c): one HVP of each method against one gradient, at the last checkpoint; returns the seconds."""
+    hvp_repeats = 5 if run.args.quick else 20
+    run.model.load_state_dict(run.checkpoints[-1].state)
+    costs = hvp_and_gradient_seconds(run.model, run.inputs, run.targets, hvp_repeats)
+    print(f"\n## (c) One HVP against one gradient (full batch of {len(run.inputs)}, median of {hvp_repeats} "
+          "calls)\n")
     print(markdown_table(["operation", "milliseconds", "/ gradient"],
                          [[name, f"{1e3 * seconds:.2f}", f"{seconds / costs[GRADIENT]:.2f}"]
                           for name, seconds in costs.items()]))
+    return costs
 
-    # The targets, reported rather than asserted.
+
+def verdict(met: bool) -> str:
+    return "met" if met else "NOT met"
+
+
+def print_targets(run: Run, costs: dict[str, float]) -> None:
+    """The targets, reported rather than asserted."""
     peers = (PYHESSIAN, EOS)
-    fastest_peer_single = min(timings[peer][-1].solve.seconds for peer in peers)
-    fastest_peer_trajectory = min(sum(t.solve.seconds for t in timings[peer]) for peer in peers)
-    single_speedup = fastest_peer_single / baseline
-    trajectory_speedup = fastest_peer_trajectory / warm_total
-
-    def trajectory_seconds(name: str) -> float:
-        return sum(t.solve.seconds for t in timings[name])
-    default_hvp = costs[hvp_label(auto_choice)]
+    fastest_peer_single = min(run.single_seconds(peer) for peer in peers)
+    fastest_peer_trajectory = min(run.trajectory_seconds(peer) for peer in peers)
+    single_speedup = fastest_peer_single / run.single_seconds(run.default_cold)
+    trajectory_speedup = fastest_peer_trajectory / run.trajectory_seconds(run.default_warm)
+    default_hvp = costs[hvp_label(run.auto_choice)]
     fastest_hvp = min(costs[hvp_label(hvp_method)] for hvp_method in ("graph", "func", "double_backward"))
-
-    def verdict(met: bool) -> str:
-        return "met" if met else "NOT met"
-
+    auto = run.auto_choice
     print("\n## Targets (reported, not asserted)\n")
     print(f"- one checkpoint, phasescope (cold, certified) >= 3x faster than the fastest peer: "
           f"{single_speedup:.2f}x, {verdict(single_speedup >= 3)}")
     print(f"  - uncertified (certify=False: a random start and the error bound alone, as eigsh and PyHessian stop): "
-          f"{fastest_peer_single / timings[uncertified_cold_name(auto_choice)][-1].solve.seconds:.2f}x")
+          f"{fastest_peer_single / run.single_seconds(uncertified_cold_name(auto)):.2f}x")
     print(f"- trajectory, phasescope (warm, trusted) >= 10x faster than the fastest peer: "
           f"{trajectory_speedup:.2f}x, {verdict(trajectory_speedup >= 10)}")
     print(f"  - with certified warm starts (certify=True, robust to eigenvalue crossings): "
-          f"{fastest_peer_trajectory / trajectory_seconds(certified_warm_name(auto_choice)):.2f}x")
+          f"{fastest_peer_trajectory / run.trajectory_seconds(certified_warm_name(auto)):.2f}x")
     print(f"  - the oracle stop, the most any stopping rule reaches from phasescope's start vectors: one checkpoint "
-          f"{fastest_peer_single / timings[oracle_name(auto_choice, False)][-1].solve.seconds:.2f}x, trajectory "
-          f"{fastest_peer_trajectory / trajectory_seconds(oracle_name(auto_choice, True)):.2f}x")
-    print(f"- one HVP <= 3x one gradient: the default ({auto_choice}) {default_hvp / costs[GRADIENT]:.2f}x, "
+          f"{fastest_peer_single / run.single_seconds(oracle_name(auto, False)):.2f}x, trajectory "
+          f"{fastest_peer_trajectory / run.trajectory_seconds(oracle_name(auto, True)):.2f}x")
+    print(f"- one HVP <= 3x one gradient: the default ({auto}) {default_hvp / costs[GRADIENT]:.2f}x, "
           f"{verdict(default_hvp <= 3 * costs[GRADIENT])}; the fastest phasescope HVP "
           f"{fastest_hvp / costs[GRADIENT]:.2f}x, {verdict(fastest_hvp <= 3 * costs[GRADIENT])}")
+
+
+def main() -> None:
+    start = time.perf_counter()
+    run = set_up(parse_arguments())
+    run.methods = build_methods(run.args.seed, run.args.pyhessian_max_iter, run.references, run.auto_choice)
+    run.selections = {method.name: select_tolerance(method, run.model, run.checkpoints, run.inputs, run.targets,
+                                                    run.references)
+                      for method in run.methods if not method.oracle}
+    print_tolerances(run)
+    # One timed measurement serves (a) and (b): the tolerance ladder's last pass was the untimed warm-up.
+    tolerances = {name: selection.tol for name, selection in run.selections.items()}
+    run.timings = time_trajectories(run.methods, tolerances, run.model, run.checkpoints, run.inputs, run.targets,
+                                    run.repeats)
+    print_single_checkpoint(run)
+    print_trajectory(run)
+    print_targets(run, print_hvp_costs(run))
     print(f"\ntotal wall time {time.perf_counter() - start:.0f} s, load average at the end {load_average()}")
 
 

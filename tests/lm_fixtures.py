@@ -5,6 +5,9 @@
 - ``write_local_run(path, steps)``: a phasescope run directory with HF-format checkpoints.
 - ``write_hub_cache(cache, repo, revisions)``: a Hugging Face cache holding a repo whose branches
   are checkpoints, laid out as ``huggingface_hub`` downloads them, so the real loading code runs offline.
+- ``FAMILIES``: a tiny model of every architecture family the adapters cover.
+- ``wlt_lexicon(languages)``, ``small_lexicon(languages)``: small lexicons for WLT prompts;
+  ``tiny_lm_run(path)``: a local run with a lexicon and held-out text, as a series.
 """
 
 from __future__ import annotations
@@ -13,7 +16,10 @@ import hashlib
 import json
 from pathlib import Path
 
+import pandas as pd
 import torch
+
+from phasescope.data.lexicon import Lexicon
 
 SENTENCES = [
     'English: "dog" - Deutsch: "Hund"', 'Français: "chien" - Español: "perro"', 'Türkçe: "köpek"',
@@ -90,3 +96,88 @@ def write_hub_cache(cache: Path, repo: str, revisions: list[str], tokenizer=None
         tokenizer.save_pretrained(snapshot)
         (root / "refs" / revision).write_text(commit)
     return Path(cache)
+
+
+# --- every architecture family, for the adapters and the logit lens ------------------------------
+ADAPTER_VOCAB = 61  # the tiny models of every architecture family
+
+
+def tiny_qwen2(vocab_size, seed=0):
+    from transformers import Qwen2Config, Qwen2ForCausalLM
+
+    torch.manual_seed(seed)
+    config = Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
+    return Qwen2ForCausalLM(config).eval()
+
+
+def tiny_olmo(vocab_size, seed=0, version=1):
+    import transformers
+
+    torch.manual_seed(seed)
+    config_cls, model_cls = ((transformers.OlmoConfig, transformers.OlmoForCausalLM) if version == 1
+                             else (transformers.Olmo2Config, transformers.Olmo2ForCausalLM))
+    config = config_cls(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
+                        num_attention_heads=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)
+    return model_cls(config).eval()
+
+
+FAMILIES = {
+    "llama": (lambda: tiny_llama(ADAPTER_VOCAB), "llama"),
+    "qwen2": (lambda: tiny_qwen2(ADAPTER_VOCAB), "llama"),
+    "olmo": (lambda: tiny_olmo(ADAPTER_VOCAB, version=1), "llama"),
+    "olmo2": (lambda: tiny_olmo(ADAPTER_VOCAB, version=2), "llama"),
+    "gpt_neox": (lambda: tiny_neox(ADAPTER_VOCAB), "gpt_neox"),
+    "gpt2": (lambda: tiny_gpt2(ADAPTER_VOCAB), "gpt2"),
+}
+
+
+# --- lexicons and a local run with one, for the WLT measures -----------------------------------
+WLT_WORDS = {  # seven concepts in the nine languages
+    "dog": dict(en="dog", de="Hund", fr="chien", es="perro", tr="köpek", ru="собака", ar="كلب", zh="狗", ja="犬"),
+    "cat": dict(en="cat", de="Katze", fr="chat", es="gato", tr="kedi", ru="кошка", ar="قطة", zh="猫", ja="猫"),
+    "house": dict(en="house", de="Haus", fr="maison", es="casa", tr="ev", ru="дом", ar="بيت", zh="房子", ja="家"),
+    "water": dict(en="water", de="Wasser", fr="eau", es="agua", tr="su", ru="вода", ar="ماء", zh="水", ja="水"),
+    "sun": dict(en="sun", de="Sonne", fr="soleil", es="sol", tr="güneş", ru="солнце", ar="شمس", zh="太阳", ja="太陽"),
+    "moon": dict(en="moon", de="Mond", fr="lune", es="luna", tr="ay", ru="луна", ar="قمر", zh="月亮", ja="月"),
+    "tree": dict(en="tree", de="Baum", fr="arbre", es="árbol", tr="ağaç", ru="дерево", ar="شجرة", zh="树", ja="木"),
+}
+WLT_VARIANTS = {("cat", "de"): ["Katze", "Kater"], ("house", "en"): ["house", "home"],
+                ("dog", "fr"): ["chien", "chienne"]}
+
+
+def wlt_lexicon(languages=None) -> Lexicon:
+    """Seven concepts in the nine languages, a few with extra valid variants."""
+    rows = [(concept, "thing", language, word, WLT_VARIANTS.get((concept, language), [word]))
+            for concept, words in WLT_WORDS.items() for language, word in words.items()
+            if languages is None or language in languages]
+    return Lexicon(pd.DataFrame(rows, columns=["concept", "category", "language", "word", "variants"]))
+
+
+SMALL_WORDS = {  # five concepts in four languages
+    "dog": dict(en="dog", de="Hund", fr="chien", ru="собака"),
+    "cat": dict(en="cat", de="Katze", fr="chat", ru="кошка"),
+    "house": dict(en="house", de="Haus", fr="maison", ru="дом"),
+    "sun": dict(en="sun", de="Sonne", fr="soleil", ru="солнце"),
+    "moon": dict(en="moon", de="Mond", fr="lune", ru="луна"),
+}
+
+
+def small_lexicon(languages=("en", "de", "ru")):
+    """Five concepts, a few languages: a WLT set of a few dozen items for the tiny models."""
+    rows = [(concept, "thing", language, word, [word]) for concept, words in SMALL_WORDS.items()
+            for language, word in words.items() if language in languages]
+    return Lexicon(pd.DataFrame(rows, columns=["concept", "category", "language", "word", "variants"]))
+
+
+def tiny_lm_run(path, steps=(0, 10), factory=tiny_llama):
+    """A local run of tiny checkpoints with a lexicon and held-out text files; returns (series, texts)."""
+    from phasescope.run.series import open_series
+
+    run = write_local_run(path, list(steps), tokenizer=tiny_tokenizer(), factory=factory)
+    small_lexicon().save(run / "data" / "lexicon.parquet")
+    texts = {}
+    for language, sentences in {"en": SENTENCES[7:8] * 6, "de": SENTENCES[8:9] * 6}.items():
+        texts[language] = str(run / "data" / f"{language}.txt")
+        (run / "data" / f"{language}.txt").write_text("\n\n".join(sentences), encoding="utf-8")
+    return open_series(run), texts

@@ -184,7 +184,7 @@ def _with_copied(model, source, prefixes, transform=None):
 def measure_setup(tmp_path):
     from phasescope.measures.registry import MeasureContext
     from phasescope.measures.wlt_inputs import shared_wlt_encoding
-    from tests.test_attribution import tiny_lm_run
+    from tests.lm_fixtures import tiny_lm_run
 
     series, _ = tiny_lm_run(tmp_path / "run", steps=(0, 10, 20), factory=lambda v, seed: tiny_llama(v, seed, layers=3))
     cache = {}

@@ -6,39 +6,7 @@ from torch import nn
 
 from phasescope import PhasescopeError
 from phasescope.models.adapters import get_adapter, parameter_groups
-from tests.lm_fixtures import tiny_gpt2, tiny_llama, tiny_neox
-
-VOCAB = 61
-
-
-def tiny_qwen2(vocab_size, seed=0):
-    from transformers import Qwen2Config, Qwen2ForCausalLM
-
-    torch.manual_seed(seed)
-    config = Qwen2Config(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=2,
-                         num_attention_heads=4, num_key_value_heads=2, tie_word_embeddings=True)
-    return Qwen2ForCausalLM(config).eval()
-
-
-def tiny_olmo(vocab_size, seed=0, version=1):
-    import transformers
-
-    torch.manual_seed(seed)
-    config_cls, model_cls = ((transformers.OlmoConfig, transformers.OlmoForCausalLM) if version == 1
-                             else (transformers.Olmo2Config, transformers.Olmo2ForCausalLM))
-    config = config_cls(vocab_size=vocab_size, hidden_size=32, intermediate_size=48, num_hidden_layers=3,
-                        num_attention_heads=4, pad_token_id=0, bos_token_id=1, eos_token_id=2)
-    return model_cls(config).eval()
-
-
-FAMILIES = {
-    "llama": (lambda: tiny_llama(VOCAB), "llama"),
-    "qwen2": (lambda: tiny_qwen2(VOCAB), "llama"),
-    "olmo": (lambda: tiny_olmo(VOCAB, version=1), "llama"),
-    "olmo2": (lambda: tiny_olmo(VOCAB, version=2), "llama"),
-    "gpt_neox": (lambda: tiny_neox(VOCAB), "gpt_neox"),
-    "gpt2": (lambda: tiny_gpt2(VOCAB), "gpt2"),
-}
+from tests.lm_fixtures import ADAPTER_VOCAB, FAMILIES, tiny_gpt2, tiny_llama, tiny_neox
 
 
 @pytest.fixture(params=list(FAMILIES))
@@ -81,7 +49,7 @@ def test_parameter_groups_cover_every_parameter_once(model_and_family):
 
 
 def test_tied_embeddings_are_explicit():
-    gpt2, llama = get_adapter(tiny_gpt2(VOCAB)), get_adapter(tiny_llama(VOCAB))
+    gpt2, llama = get_adapter(tiny_gpt2(ADAPTER_VOCAB)), get_adapter(tiny_llama(ADAPTER_VOCAB))
     assert gpt2.tied_embeddings and not llama.tied_embeddings
     groups = gpt2.parameter_groups()
     assert "unembedding" not in groups
@@ -94,7 +62,7 @@ def test_tied_embeddings_are_explicit():
 def test_final_norm_and_unembedding_of_last_block_give_the_logits(model_and_family):
     model, _ = model_and_family
     adapter = get_adapter(model)
-    input_ids = torch.randint(0, VOCAB, (2, 7), generator=torch.Generator().manual_seed(1))
+    input_ids = torch.randint(0, ADAPTER_VOCAB, (2, 7), generator=torch.Generator().manual_seed(1))
     with torch.no_grad():
         outputs, logits = block_outputs(model, adapter, input_ids)
         assert len(outputs) == adapter.num_layers
@@ -113,7 +81,7 @@ def test_attention_output_projection_and_heads(model_and_family):
     assert weight.shape == (adapter.hidden_size, adapter.num_heads * adapter.head_dim)
     seen = {}
     hook = projection.register_forward_hook(lambda m, i, o: seen.update(input=i[0], output=o))
-    input_ids = torch.randint(0, VOCAB, (1, 5), generator=torch.Generator().manual_seed(2))
+    input_ids = torch.randint(0, ADAPTER_VOCAB, (1, 5), generator=torch.Generator().manual_seed(2))
     with torch.no_grad():
         model(input_ids)
         hook.remove()
@@ -129,7 +97,7 @@ def test_attention_output_projection_and_heads(model_and_family):
 
 
 def test_attention_output_weight_is_a_view_of_the_parameter():
-    for model in (tiny_gpt2(VOCAB), tiny_llama(VOCAB)):
+    for model in (tiny_gpt2(ADAPTER_VOCAB), tiny_llama(ADAPTER_VOCAB)):
         adapter = get_adapter(model)
         with torch.no_grad():
             adapter.attention_output_weight(0)[0, 0] = 123.0
@@ -137,13 +105,13 @@ def test_attention_output_weight_is_a_view_of_the_parameter():
 
 
 def test_mlp_and_attention_modules_are_the_blocks_own():
-    model = tiny_neox(VOCAB)
+    model = tiny_neox(ADAPTER_VOCAB)
     adapter = get_adapter(model)
     assert adapter.mlp(1) is model.gpt_neox.layers[1].mlp
     assert adapter.attention(0) is model.gpt_neox.layers[0].attention
     assert adapter.final_norm is model.gpt_neox.final_layer_norm
     assert adapter.unembedding is model.get_output_embeddings()
-    gpt2 = get_adapter(tiny_gpt2(VOCAB))
+    gpt2 = get_adapter(tiny_gpt2(ADAPTER_VOCAB))
     assert list(gpt2.embeddings) == ["transformer.wte", "transformer.wpe"]
     assert gpt2.attention_output(1) is gpt2.model.transformer.h[1].attn.c_proj
     with pytest.raises(PhasescopeError, match="layer 5 out of range"):

@@ -11,7 +11,7 @@ from torch.func import functional_call
 from phasescope.measures.ablations import CheckpointWeights
 from phasescope.measures.attribution import path_attribution, quadrature_nodes
 from phasescope.models.adapters import parameter_groups
-from tests.lm_fixtures import tiny_llama, tiny_neox
+from tests.lm_fixtures import tiny_llama, tiny_lm_run, tiny_neox
 
 VOCAB = 89
 
@@ -111,40 +111,6 @@ def test_quadrature_rules_integrate_what_they_should():
 
 
 # --- the measure -----------------------------------------------------------------------------------
-WORDS = {
-    "dog": dict(en="dog", de="Hund", fr="chien", ru="собака"),
-    "cat": dict(en="cat", de="Katze", fr="chat", ru="кошка"),
-    "house": dict(en="house", de="Haus", fr="maison", ru="дом"),
-    "sun": dict(en="sun", de="Sonne", fr="soleil", ru="солнце"),
-    "moon": dict(en="moon", de="Mond", fr="lune", ru="луна"),
-}
-
-
-def small_lexicon(languages=("en", "de", "ru")):
-    """Five concepts, a few languages: a WLT set of a few dozen items for the tiny models."""
-    import pandas as pd
-
-    from phasescope.data.lexicon import Lexicon
-
-    rows = [(concept, "thing", language, word, [word]) for concept, words in WORDS.items()
-            for language, word in words.items() if language in languages]
-    return Lexicon(pd.DataFrame(rows, columns=["concept", "category", "language", "word", "variants"]))
-
-
-def tiny_lm_run(path, steps=(0, 10), factory=tiny_llama):
-    """A local run of tiny checkpoints with a lexicon and held-out text files; returns (series, texts)."""
-    from phasescope.run.series import open_series
-    from tests.lm_fixtures import SENTENCES, tiny_tokenizer, write_local_run
-
-    run = write_local_run(path, list(steps), tokenizer=tiny_tokenizer(), factory=factory)
-    small_lexicon().save(run / "data" / "lexicon.parquet")
-    texts = {}
-    for language, sentences in {"en": SENTENCES[7:8] * 6, "de": SENTENCES[8:9] * 6}.items():
-        texts[language] = str(run / "data" / f"{language}.txt")
-        (run / "data" / f"{language}.txt").write_text("\n\n".join(sentences), encoding="utf-8")
-    return open_series(run), texts
-
-
 def test_path_attribution_measure_on_a_local_run(tmp_path):
     from phasescope.measures.lm_forward import wlt_log_probs
     from phasescope.measures.registry import MeasureContext, get_measure

@@ -12,9 +12,7 @@ from phasescope.measures.translation import wlt_scores
 from phasescope.models.adapters import get_adapter
 from phasescope.run.config import validate_config
 from phasescope.run.series import open_series
-from tests.lm_fixtures import tiny_gpt2, tiny_llama, tiny_tokenizer, write_local_run
-from tests.test_adapters import FAMILIES
-from tests.test_wlt import wlt_lexicon
+from tests.lm_fixtures import FAMILIES, tiny_gpt2, tiny_llama, tiny_tokenizer, wlt_lexicon, write_local_run
 
 
 @pytest.fixture(scope="module", autouse=True)

@@ -89,7 +89,7 @@ def test_surface_similarity_measure_equals_a_direct_regression(tmp_path):
     from phasescope.measures.translation import wlt_scores
     from phasescope.measures.wlt_inputs import shared_wlt_encoding
     from phasescope.run.config import validate_config
-    from tests.test_attribution import tiny_lm_run
+    from tests.lm_fixtures import tiny_lm_run
 
     series, _ = tiny_lm_run(tmp_path / "run", steps=(0,))
     measure = get_measure("surface_similarity")

@@ -23,26 +23,7 @@ from phasescope.measures.translation import WLTConfig, extract_answer, greedy_an
 from phasescope.run.config import validate_config
 from phasescope.run.metrics import MetricStore
 from phasescope.run.series import open_series
-from tests.lm_fixtures import tiny_gpt2, tiny_llama, tiny_tokenizer, write_local_run
-
-WORDS = {
-    "dog": dict(en="dog", de="Hund", fr="chien", es="perro", tr="köpek", ru="собака", ar="كلب", zh="狗", ja="犬"),
-    "cat": dict(en="cat", de="Katze", fr="chat", es="gato", tr="kedi", ru="кошка", ar="قطة", zh="猫", ja="猫"),
-    "house": dict(en="house", de="Haus", fr="maison", es="casa", tr="ev", ru="дом", ar="بيت", zh="房子", ja="家"),
-    "water": dict(en="water", de="Wasser", fr="eau", es="agua", tr="su", ru="вода", ar="ماء", zh="水", ja="水"),
-    "sun": dict(en="sun", de="Sonne", fr="soleil", es="sol", tr="güneş", ru="солнце", ar="شمس", zh="太阳", ja="太陽"),
-    "moon": dict(en="moon", de="Mond", fr="lune", es="luna", tr="ay", ru="луна", ar="قمر", zh="月亮", ja="月"),
-    "tree": dict(en="tree", de="Baum", fr="arbre", es="árbol", tr="ağaç", ru="дерево", ar="شجرة", zh="树", ja="木"),
-}
-VARIANTS = {("cat", "de"): ["Katze", "Kater"], ("house", "en"): ["house", "home"], ("dog", "fr"): ["chien", "chienne"]}
-
-
-def wlt_lexicon(languages=None) -> Lexicon:
-    """Seven concepts in the nine languages, a few with extra valid variants."""
-    rows = [(concept, "thing", language, word, VARIANTS.get((concept, language), [word]))
-            for concept, words in WORDS.items() for language, word in words.items()
-            if languages is None or language in languages]
-    return Lexicon(pd.DataFrame(rows, columns=["concept", "category", "language", "word", "variants"]))
+from tests.lm_fixtures import WLT_WORDS, tiny_gpt2, tiny_llama, tiny_tokenizer, wlt_lexicon, write_local_run
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -112,7 +93,7 @@ def test_exemplars_are_other_concepts_fixed_by_the_seed():
         assert row.concept not in row.exemplars and len(set(row.exemplars)) == 5
         lines = row.prompt.split("\n")
         src, tgt = endonym(row.src), endonym(row.tgt)
-        expected = [f'{src}: "{WORDS[c][row.src]}" - {tgt}: "{WORDS[c][row.tgt]}"' for c in row.exemplars]
+        expected = [f'{src}: "{WLT_WORDS[c][row.src]}" - {tgt}: "{WLT_WORDS[c][row.tgt]}"' for c in row.exemplars]
         assert lines[:5] == expected
         assert lines[5] == f'{src}: "{row.source_word}" - {tgt}: "'
     again = build_wlt_pairs(lexicon, shots=5, seed=0)
