@@ -170,7 +170,7 @@ def _print_report(result) -> None:
 
 
 @app.command()
-def sharpness(run: Path = typer.Argument(..., help="A run directory written by `phasescope train`."),
+def sharpness(run: Path = typer.Argument(..., help="A run directory written by `phasescope train` (kind gd)."),
               step: list[int] = typer.Option(None, "--step", help="Checkpoint step(s); default: all."),
               k: int = typer.Option(1, help="Number of top Hessian eigenvalues."),
               tol: float = typer.Option(1e-4, help="Relative residual tolerance of each eigenpair."),
@@ -178,33 +178,39 @@ def sharpness(run: Path = typer.Argument(..., help="A run directory written by `
               chunk_size: int = typer.Option(None, help="Rows per HVP chunk (memory only)."),
               cold: bool = typer.Option(False, help="Do not warm-start from the previous checkpoint."),
               ) -> None:
-    """Top Hessian eigenvalues of the training loss at saved checkpoints, beside 2/eta."""
-    from phasescope.measures.curvature import SharpnessConfig, sharpness_rows
+    """Top Hessian eigenvalues of the training loss at saved checkpoints, beside 2/eta: the ``sharpness``
+    measure run by the executor, as `phasescope measure RUN -m sharpness` would."""
+    from phasescope.execute import run_measures
+    from phasescope.execute.plan import PlannedMeasure
+    from phasescope.measures.registry import get_measure
     from phasescope.run import MetricStore, validate_config
-    from phasescope.train import load_gd_model, open_gd_run
+    from phasescope.run.series import open_series
+    from phasescope.train import open_gd_run
 
-    measure_config = validate_config({"k": k, "tol": tol, "params": params or None, "chunk_size": chunk_size},
-                                     SharpnessConfig, source="options")
-    run_dir, run_config, data, loss_fn = open_gd_run(run)
-    checkpoints = run_dir.select_checkpoints(step or None)
-    store = MetricStore(run_dir)
-    threshold = 2.0 / run_config.train.lr
+    measure = get_measure("sharpness")
+    config = validate_config({"k": k, "tol": tol, "params": params or None, "chunk_size": chunk_size,
+                              "warm_start": not cold}, measure.config_cls, source="options")
+    open_gd_run(run)  # a missing run or one of another kind is said before anything else
+    series = open_series(run)
+    chosen = series.select(",".join(map(str, step)) if step else None)
+    before = _count_shards(series.run.metrics_dir)
+    planned = PlannedMeasure(measure, config)
+    with _resumable(lambda: _kept_shards(series.run.metrics_dir, before)):
+        result = run_measures(series, [planned], chosen)
+    rows = MetricStore(series.run).read("sharpness")
+    rows = rows[(rows.config_hash == planned.config_hash) & rows.step.isin([c.step for c in chosen])]
     table = Table("step", "sharpness", *[f"lambda_{i}" for i in range(2, k + 1)], "2/eta", "HVPs", "converged")
-    previous = None
-    before = _count_shards(run_dir.metrics_dir)
-    with _resumable(lambda: _kept_shards(run_dir.metrics_dir, before)), \
-            progress_bar("sharpness", len(checkpoints)) as advance:
-        for checkpoint in checkpoints:
-            model = load_gd_model(checkpoint, data.train_inputs.device)
-            rows, result = sharpness_rows(model, loss_fn, (data.train_inputs, data.train_targets), measure_config,
-                                          v0=None if cold else previous)
-            rows.append({"metric": "gd_threshold", "value": threshold})
-            store.write_shard(checkpoint.step, "sharpness", measure_config, rows, tokens=checkpoint.tokens)
-            previous = result
-            table.add_row(str(checkpoint.step), *[f"{v:.5g}" for v in result.eigenvalues.tolist()],
-                          f"{threshold:.5g}", str(result.num_hvps), "yes" if result.converged else "NO")
-            advance(info=f"step {checkpoint.step}: {result.top:.4g}")
+    for step_number, at in rows.groupby("step", sort=True):
+        values = at.set_index("metric").value
+        table.add_row(str(step_number), *[f"{values[name]:.5g}" for name in
+                                          ["sharpness", *[f"eigenvalue_{i}" for i in range(2, k + 1)]]],
+                      f"{values['gd_threshold']:.5g}", f"{values['hvps']:.0f}",
+                      "yes" if values["converged"] else "NO")
     output.print(table)
+    for failure in result.failures:
+        _print_error(f"sharpness at {failure.checkpoint}: {failure.message}")
+    if result.failures:
+        sys.exit(1)
 
 
 @app.command(cls=_MeasureCommand)

@@ -100,3 +100,19 @@ def test_the_command_line_starts_without_torch_and_measure_help_lists_the_measur
     listed = " ".join(phasescope("measure", "--help").stdout.split())
     for name in ("wlt", "logit_lens", "layer_swap", "path_attribution", "lm_sharpness", "minimal_pairs"):
         assert f"{name}: " in listed, name
+
+
+def test_the_sharpness_command_is_the_sharpness_measure_of_gd_runs(trained_run, tmp_path):
+    import shutil
+
+    run = tmp_path / "copy"
+    shutil.copytree(trained_run, run, ignore=shutil.ignore_patterns("metrics"))
+    assert phasescope("sharpness", str(run), "--k", "2", "--tol", "1e-6").returncode == 0
+    # the same measure and config through `measure`: every shard is there already; an LM measure does not apply
+    result = phasescope("measure", str(run), "-m", "sharpness,test_text_logprob", "--import", "tests.measure_fixtures",
+                        "--set", "sharpness.k=2", "--set", "sharpness.tol=1e-6")
+    assert result.returncode == 0, result.stderr
+    counts = {line.split("│")[1].strip(): [cell.strip() for cell in line.split("│")[2:6]]
+              for line in result.stdout.splitlines() if line.count("│") >= 5}
+    assert counts["sharpness"] == ["0", "3", "0", "0"]  # computed, already there, failed, not applicable
+    assert counts["test_text_logprob"] == ["0", "0", "0", "3"]

@@ -16,9 +16,9 @@ from tests.helpers import HANG_GUARD_SECONDS, REPO_ROOT
 
 
 def builtin_measures() -> set[str]:
-    """The measures phasescope ships (other tests of this process register their own)."""
+    """The LM measures phasescope ships (other tests of this process register their own)."""
     return {name for name, measure in available_measures().items()
-            if measure.compute.__module__ in BUILTIN_MEASURE_MODULES}
+            if measure.compute.__module__ in BUILTIN_MEASURE_MODULES and "lm" in measure.run_kinds}
 
 
 @pytest.mark.parametrize(("name", "config", "kind"), [

@@ -64,11 +64,12 @@ def plan_work(series: CheckpointSeries, plan: list[PlannedMeasure],
     """The chosen checkpoints (default: all) in step order, each with its number of missing shards."""
     store = MetricStore(series.run)
     position = {c.name: index for index, c in enumerate(series.checkpoints)}
+    kind = series.kind
     items = []
     for checkpoint in checkpoints if checkpoints is not None else series.checkpoints:
         index = position[checkpoint.name]
         previous = series.checkpoints[index - 1] if index > 0 else None
-        items.append(WorkItem(checkpoint, previous, len(pending_measures(store, checkpoint, previous, plan))))
+        items.append(WorkItem(checkpoint, previous, len(pending_measures(store, checkpoint, previous, plan, kind))))
     return items
 
 
@@ -101,6 +102,9 @@ def run_measures(series: CheckpointSeries, plan: list[PlannedMeasure],
         raise PhasescopeError("no measures to run: expected at least one measure")
     device = device if isinstance(device, torch.device) else resolve_device(device)
     started = time.perf_counter()
+    for planned in plan:  # checks that need the series, before any checkpoint is measured
+        if planned.measure.prepare is not None and series.kind in planned.measure.run_kinds:
+            planned.measure.prepare(series, planned.config)
     items = plan_work(series, plan, checkpoints)
     work = [item for item in items if item.pending]
     report = ExecutionReport()
@@ -118,7 +122,7 @@ def run_measures(series: CheckpointSeries, plan: list[PlannedMeasure],
             if not item.pending:  # every shard exists: reported without loading the checkpoint
                 for planned in plan:
                     done(UnitOutcome(item.checkpoint.step, item.checkpoint.tokens, item.checkpoint.name,
-                                     planned.name, done_status(planned, item.previous)))
+                                     planned.name, done_status(planned, series.kind, item.previous)))
         if executor == "local":
             _run_local(series, plan, work, device, done, advance)
         else:

@@ -47,16 +47,21 @@ class UnitOutcome:
     detail: str = ""
 
 
-def done_status(planned: PlannedMeasure, previous: SeriesCheckpoint | None) -> Status:
-    """The status of a measure that is not computed: not applicable (a pairwise measure on the series'
-    first checkpoint), else skipped (its shard exists)."""
-    return "not_applicable" if planned.measure.pairwise and previous is None else "skipped"
+def applicable(planned: PlannedMeasure, kind: str, previous: SeriesCheckpoint | None) -> bool:
+    """Whether the measure applies to a checkpoint of a series of ``kind``: it measures that kind, and a
+    pairwise measure needs a previous checkpoint."""
+    return kind in planned.measure.run_kinds and not (planned.measure.pairwise and previous is None)
+
+
+def done_status(planned: PlannedMeasure, kind: str, previous: SeriesCheckpoint | None) -> Status:
+    """The status of a measure that is not computed: not applicable, else skipped (its shard exists)."""
+    return "skipped" if applicable(planned, kind, previous) else "not_applicable"
 
 
 def pending_measures(store: MetricStore, checkpoint: SeriesCheckpoint, previous: SeriesCheckpoint | None,
-                     plan: list[PlannedMeasure]) -> list[PlannedMeasure]:
+                     plan: list[PlannedMeasure], kind: str) -> list[PlannedMeasure]:
     """The planned measures of ``checkpoint`` that still need computing (their shard is missing)."""
-    return [planned for planned in plan if done_status(planned, previous) != "not_applicable"
+    return [planned for planned in plan if applicable(planned, kind, previous)
             and not store.has_shard(checkpoint.step, planned.name, planned.config_hash)]
 
 
@@ -88,11 +93,11 @@ def measure_checkpoint(series: CheckpointSeries, checkpoint: SeriesCheckpoint, p
         if on_done is not None:
             on_done(outcome)
 
-    pending = pending_measures(store, checkpoint, previous, plan)
+    pending = pending_measures(store, checkpoint, previous, plan, series.kind)
     for planned in plan:
         if planned not in pending:
             report(UnitOutcome(checkpoint.step, checkpoint.tokens, checkpoint.name, planned.name,
-                               done_status(planned, previous)))
+                               done_status(planned, series.kind, previous)))
     if not pending:
         return outcomes  # every shard exists: the checkpoint is not even loaded
     context = MeasureContext(series, checkpoint, device=device, previous=previous,

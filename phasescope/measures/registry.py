@@ -30,7 +30,7 @@ BUILTIN_MEASURE_MODULES: list[str] = []
 BUILTIN_MEASURE_MODULES += ["phasescope.measures.translation", "phasescope.measures.logit_lens"]
 BUILTIN_MEASURE_MODULES += ["phasescope.measures.attribution", "phasescope.measures.ablations",
                             "phasescope.measures.lm_quality", "phasescope.measures.similarity",
-                            "phasescope.measures.lm_curvature"]
+                            "phasescope.measures.lm_curvature", "phasescope.measures.curvature"]
 
 
 @dataclass
@@ -101,6 +101,10 @@ class Measure:
         compute: ``compute(context, config) -> rows``.
         description: one line for ``phasescope measure --help`` and the report.
         pairwise: it needs ``context.previous`` (it is skipped on the first checkpoint).
+        run_kinds: the series it measures: ``lm`` (causal LMs: LM runs and Hub series) and/or ``gd``
+            (runs of ``phasescope train`` of kind gd); on other series it is not applicable.
+        prepare: ``prepare(series, config)``, checks that need the series (a parameter subset, a
+            size), run once before any checkpoint so that a bad option is one error, not one a checkpoint.
     """
 
     name: str
@@ -108,6 +112,8 @@ class Measure:
     compute: Callable[[MeasureContext, Any], Rows]
     description: str
     pairwise: bool = False
+    run_kinds: tuple[str, ...] = ("lm",)
+    prepare: Callable[[CheckpointSeries, Any], None] | None = None
 
 
 _REGISTRY: dict[str, Measure] = {}

@@ -107,6 +107,11 @@ class CheckpointSeries:
     def __repr__(self) -> str:
         return f"CheckpointSeries({self.source!r}, {len(self.checkpoints)} checkpoints)"
 
+    @property
+    def kind(self) -> str:
+        """``gd`` for a run of ``phasescope train`` of kind gd, else ``lm`` (LM runs, Hub series)."""
+        return "gd" if self.run.read_config_dict().get("kind") == "gd" else "lm"
+
     def __len__(self) -> int:
         return len(self.checkpoints)
 
