@@ -159,90 +159,114 @@ def flow_rows(model: nn.Module, loss_fn, data: SupervisedData, config: SweepConf
     return rows
 
 
-def _member_model(template: nn.Module, params: dict[str, Tensor]) -> nn.Module:
-    """A module holding one member's parameters (for the curvature engine)."""
-    with torch.no_grad():
-        for name, p in template.named_parameters():
-            p.copy_(params[name])
-    return template
+class _Members:
+    """The members of a sweep as they train: stacked parameters, which are still running, their outcomes,
+    warm starts for their sharpness, and the metric rows not yet written to a shard."""
+
+    def __init__(self, config: SweepConfig, data: SupervisedData, loss_fn, seeds_models: dict[int, nn.Module]):
+        self.config, self.train, self.data, self.loss_fn = config, config.train, data, loss_fn
+        self.members = [(lr, seed) for seed in config.seeds for lr in config.lrs.resolve()]
+        self.params = stack_parameters([seeds_models[seed] for _, seed in self.members])
+        device = next(iter(self.params.values())).device
+        self.lrs = torch.tensor([lr for lr, _ in self.members], device=device)
+        self.active = torch.ones(len(self.members), dtype=torch.bool, device=device)
+        self.outcomes: list[MemberOutcome | None] = [None] * len(self.members)
+        self.eigenvectors: list[SharpnessResult | None] = [None] * len(self.members)
+        self.rows: list[dict] = []
+        # one module to hold a single member's parameters for the curvature engine, written before each use
+        self.probe = copy.deepcopy(next(iter(seeds_models.values())))
+
+    def add_rows(self, i: int, step: int, values: dict[str, float]) -> None:
+        lr, seed = self.members[i]
+        self.rows.extend({"step": step, "metric": name, "value": value, "lr": lr, "seed": seed}
+                         for name, value in values.items())
+
+    def record(self, step: int, which: Tensor, objective, losses: Tensor, outputs: Tensor) -> None:
+        """Losses, accuracies and norms of the members ``which`` (a mask)."""
+        data = self.data
+        test_losses, test_outputs = objective.evaluate(self.params, data.test_inputs, data.test_targets)
+        l1, l2 = stacked_norms(self.params)
+        values = {"train_loss": losses, "train_accuracy": stacked_accuracy(outputs.detach(), data.train_targets),
+                  "test_loss": test_losses, "test_accuracy": stacked_accuracy(test_outputs, data.test_targets),
+                  "l1": l1, "l2": l2}
+        for i in which.nonzero().flatten().tolist():
+            self.add_rows(i, step, {name: float(v[i]) for name, v in values.items()})
+
+    def measure_sharpness(self, i: int, step: int) -> None:
+        """Member ``i``'s sharpness, warm-started from its previous eigenvector."""
+        own = member(self.params, i)
+        with torch.no_grad():
+            for name, p in self.probe.named_parameters():
+                p.copy_(own[name])
+        result = sharpness(self.probe, self.loss_fn, (self.data.train_inputs, self.data.train_targets),
+                           tol=self.train.sharpness_tol, v0=self.eigenvectors[i], chunk_size=self.train.chunk_size)
+        self.eigenvectors[i] = result
+        self.add_rows(i, step, {"sharpness": result.top, "sharpness_hvps": float(result.num_hvps)})
+
+    def stop(self, i: int, step: int, loss: float) -> MemberOutcome:
+        """Member ``i`` stops at ``step``: its outcome, and its steps and status as rows."""
+        train = self.train
+        lr, seed = self.members[i]
+        status = run_status(loss, step, train.loss_threshold, train.max_steps, train.divergence_bound)
+        self.outcomes[i] = MemberOutcome(lr, seed, status, step, loss)
+        self.add_rows(i, step, dict([("steps", float(step)), *status_rows(status)]))
+        return self.outcomes[i]
+
+    def descend(self, grads: dict[str, Tensor]) -> None:
+        """One GD step of every running member at its own rate; stopped members keep their parameters."""
+        with torch.no_grad():
+            for name, p in self.params.items():
+                shape = (-1,) + (1,) * (p.ndim - 1)
+                update = p - self.lrs.view(shape).to(p.dtype) * grads[name]
+                self.params[name] = torch.where(self.active.view(shape), update, p)
+
+    def write_checkpoint(self, run: RunDir, store: MetricStore, step: int, model_config: dict) -> None:
+        """The parameters at ``step`` with each member's status, then every row up to it as one shard."""
+        status = [{"lr": lr, "seed": seed, "status": "running" if o is None else o.status,
+                   "steps": step if o is None else o.steps} for (lr, seed), o in zip(self.members, self.outcomes)]
+        save_checkpoint(run, step, self.params, {**model_config, "members": len(self.members)},
+                        train_meta={"members": status})
+        store.write_shard(step, "sweep", self.config, self.rows)
+        self.rows.clear()
+
+
+def _objective(config: SweepConfig, data: SupervisedData, loss_fn, template: nn.Module):
+    """Batched losses and gradients of all members: closed form for diagonal networks under MSE."""
+    if config.vectorized and config.model.arch == "diagonal" and config.loss == "mse":
+        return DiagonalObjective(config.model.parameterization, data.train_inputs, data.train_targets)
+    return StackedObjective(copy.deepcopy(template), loss_fn, data.train_inputs, data.train_targets,
+                            config.train.chunk_size, vectorized=config.vectorized)
 
 
 def _train_members(config: SweepConfig, run: RunDir, store: MetricStore, data: SupervisedData, loss_fn,
                    seeds_models: dict[int, nn.Module], on_progress) -> list[MemberOutcome]:
     train = config.train
-    members = [(lr, seed) for seed in config.seeds for lr in config.lrs.resolve()]
-    template = copy.deepcopy(next(iter(seeds_models.values())))
-    params = stack_parameters([seeds_models[seed] for _, seed in members])
-    device = next(iter(params.values())).device
-    lrs = torch.tensor([lr for lr, _ in members], device=device)
-    if config.vectorized and config.model.arch == "diagonal" and config.loss == "mse":
-        objective = DiagonalObjective(config.model.parameterization, data.train_inputs, data.train_targets)
-    else:
-        objective = StackedObjective(template, loss_fn, data.train_inputs, data.train_targets, train.chunk_size,
-                                     vectorized=config.vectorized)
-    active = torch.ones(len(members), dtype=torch.bool, device=device)
-    outcomes: list[MemberOutcome | None] = [None] * len(members)
-    eigenvectors: list[SharpnessResult | None] = [None] * len(members)
+    state = _Members(config, data, loss_fn, seeds_models)
+    objective = _objective(config, data, loss_fn, next(iter(seeds_models.values())))
     model_config = model_checkpoint_config(config.model, data.input_shape, data.num_outputs)
-    rows: list[dict] = []
-
-    def member_sharpness(i: int, step: int) -> None:
-        model = _member_model(template, member(params, i))
-        result = sharpness(model, loss_fn, (data.train_inputs, data.train_targets), tol=train.sharpness_tol,
-                           v0=eigenvectors[i], chunk_size=train.chunk_size)
-        eigenvectors[i] = result
-        lr, seed = members[i]
-        rows.extend([{"step": step, "metric": "sharpness", "value": result.top, "lr": lr, "seed": seed},
-                     {"step": step, "metric": "sharpness_hvps", "value": float(result.num_hvps), "lr": lr,
-                      "seed": seed}])
-
-    def write_checkpoint(step: int) -> None:
-        status = [{"lr": lr, "seed": seed, "status": "running" if o is None else o.status,
-                   "steps": step if o is None else o.steps} for (lr, seed), o in zip(members, outcomes)]
-        save_checkpoint(run, step, params, {**model_config, "members": len(members)},
-                        train_meta={"members": status})
-        store.write_shard(step, "sweep", config, rows)
-        rows.clear()
-
     for step in range(train.max_steps + 1):
-        grads, losses, outputs = objective.gradient(params)
-        finite = torch.isfinite(losses)
-        diverged = active & (~finite | (losses > train.divergence_bound))
+        grads, losses, outputs = objective.gradient(state.params)
+        active = state.active
+        diverged = active & (~torch.isfinite(losses) | (losses > train.divergence_bound))
         done = active & ~diverged & ((losses < train.loss_threshold) | (step == train.max_steps))
         stopping = diverged | done
         record = active & ((step % train.record_every == 0) | stopping)
         if record.any():
-            test_losses, test_outputs = objective.evaluate(params, data.test_inputs, data.test_targets)
-            l1, l2 = stacked_norms(params)
-            values = {"train_loss": losses, "train_accuracy": stacked_accuracy(outputs.detach(), data.train_targets),
-                      "test_loss": test_losses, "test_accuracy": stacked_accuracy(test_outputs, data.test_targets),
-                      "l1": l1, "l2": l2}
-            for i in record.nonzero().flatten().tolist():
-                lr, seed = members[i]
-                rows.extend({"step": step, "metric": name, "value": float(v[i]), "lr": lr, "seed": seed}
-                            for name, v in values.items())
+            state.record(step, record, objective, losses, outputs)
         measure_now = train.sharpness_every > 0 and step % train.sharpness_every == 0
         for i in (active & ~diverged).nonzero().flatten().tolist():
             if measure_now or bool(done[i]):
-                member_sharpness(i, step)
+                state.measure_sharpness(i, step)
         for i in stopping.nonzero().flatten().tolist():
-            lr, seed = members[i]
-            status = run_status(float(losses[i]), step, train.loss_threshold, train.max_steps, train.divergence_bound)
-            outcomes[i] = MemberOutcome(lr, seed, status, step, float(losses[i]))
-            rows.extend({"step": step, "metric": name, "value": value, "lr": lr, "seed": seed}
-                        for name, value in [("steps", float(step)), *status_rows(status)])
+            outcome = state.stop(i, step, float(losses[i]))
             if on_progress is not None:
-                on_progress("member", 1, f"eta={lr:.3g}: {status} at step {step}")
-        active &= ~stopping
-        if step % train.checkpoint_every == 0 or not active.any():
-            write_checkpoint(step)  # the parameters at this step, and every row up to it
-        if not active.any():
+                on_progress("member", 1, f"eta={outcome.lr:.3g}: {outcome.status} at step {step}")
+        state.active = active & ~stopping
+        if step % train.checkpoint_every == 0 or not state.active.any():
+            state.write_checkpoint(run, store, step, model_config)
+        if not state.active.any():
             break
-        with torch.no_grad():
-            for name, p in params.items():
-                shape = (-1,) + (1,) * (p.ndim - 1)
-                update = p - lrs.view(shape).to(p.dtype) * grads[name]
-                params[name] = torch.where(active.view(shape), update, p)
+        state.descend(grads)
         if on_progress is not None:
-            on_progress("sweep", 1, f"step {step + 1}: {int(active.sum())} running")
-    return [o for o in outcomes if o is not None]
+            on_progress("sweep", 1, f"step {step + 1}: {int(state.active.sum())} running")
+    return [o for o in state.outcomes if o is not None]
