@@ -14,11 +14,7 @@ from scipy.linalg import eigh_tridiagonal
 from torch import Tensor
 
 from phasescope.curvature.operator import LinearOperator, as_operator
-from phasescope.curvature.stopping import (
-    log_hidden_component_bound,
-    random_start_threshold,
-    ritz_value_error_bounds,
-)
+from phasescope.curvature.stopping import AccuracyTest, HiddenEigenvalueCertificate
 from phasescope.errors import PhasescopeError
 
 
@@ -81,20 +77,6 @@ def _orthogonalize(w: Tensor, basis: Tensor) -> tuple[Tensor, float]:
         if norm > before / math.sqrt(2):
             break
     return w, norm
-
-
-# How far beyond the outermost Ritz value the certificate rules out a hidden eigenvalue: half the gap
-# to the next Ritz value, and at most this fraction of the value itself. Half the gap alone is not
-# enough: with eigenvalues 10 and 9.5 above a bulk below 5, one random start in three returned 9.5
-# after 7 steps (the gap to the bulk made the hidden 10 look covered); with the 1% cap none did.
-CERTIFIED_RESOLUTION = 1e-2
-
-
-def _certificate_point(outermost: float, next_one: float, scale: float) -> float:
-    """The point beyond which no eigenvalue may hide: ``theta_1 + min(gap / 2, resolution * scale)``, the
-    scale being the tolerance's (``|theta_1|`` for the largest, the largest ``|theta|`` for the smallest)."""
-    distance = min(abs(outermost - next_one) / 2, CERTIFIED_RESOLUTION * scale)
-    return outermost + distance if outermost > next_one else outermost - distance
 
 
 def lanczos(operator: LinearOperator | Tensor | Callable[[Tensor], Tensor], k: int = 1,
@@ -160,87 +142,102 @@ def lanczos(operator: LinearOperator | Tensor | Callable[[Tensor], Tensor], k: i
     max_iter = min(n, max(200, 4 * k)) if max_iter is None else min(int(max_iter), n)
     if max_iter < k:
         raise PhasescopeError(f"max_iter ({max_iter}) must be at least k ({k})")
-    trusted_warm_start = v0 is not None and not certify
-    certify_after_invariance = v0 is not None and certify is None
-    certify = v0 is None if certify is None else bool(certify)
+    # A trusted warm start (certify=None or False with v0) is not certified; by default its run is, from
+    # the fresh random direction it continues with if the warm start's own Krylov space runs out.
+    certify_now = v0 is None if certify is None else bool(certify)
+    q, warm_weight = _start_vector(n, v0, certify_now, seed, basis_dtype, op.device)
+    accuracy = AccuracyTest(tol, criterion)
+    certificate = HiddenEigenvalueCertificate(n, failure_probability, required=certify_now, warm_weight=warm_weight,
+                                              when_exhausted=v0 is not None and certify is None)
     # A trusted warm start that is itself an eigenvector stops after one product whichever eigenvector it
     # is; by default a second step follows, from a fresh random direction that is then certified.
-    default_min_iter = 2 if trusted_warm_start else 1
+    default_min_iter = 2 if v0 is not None and not certify else 1
     min_iter = min(max(default_min_iter if min_iter is None else int(min_iter), k), max_iter)
-    device = op.device
-    q, warm_weight = _start_vector(n, v0, certify, seed, basis_dtype, device)
-    log_threshold = math.log(random_start_threshold(n, failure_probability, warm_weight))
-    basis = torch.empty(min(max_iter, 32), n, dtype=basis_dtype, device=device)  # grown on demand
-    alphas: list[float] = []
-    betas: list[float] = []  # betas[j] couples basis[j] and basis[j + 1]
-    block_start = 0  # first step of the current Krylov block (a new one begins after an invariant subspace)
-    log_beta_product = 0.0  # log(beta_1 ... beta_m) of the current block
-    generator = torch.Generator().manual_seed(seed + 1)
+    krylov = _Krylov(op, max_iter, basis_dtype, seed)
     matvecs_before = op.num_matvecs
-    converged = certified = False
+    converged = False
     for j in range(max_iter):
-        if j == basis.shape[0]:
-            grown = torch.empty(min(max_iter, 2 * j), n, dtype=basis_dtype, device=device)
-            grown[:j] = basis
-            basis = grown
-        basis[j] = q
-        w = op.matvec(q)
-        alpha = float(q @ w)
-        w = torch.sub(w, q, alpha=alpha)  # a new tensor: the operator's output may be shared
-        if j > 0:
-            w.add_(basis[j - 1], alpha=-betas[j - 1])
-        w, beta = _orthogonalize(w, basis[: j + 1])
-        alphas.append(alpha)
-        theta, ritz_vectors = eigh_tridiagonal(np.array(alphas), np.array(betas[:j]))
+        w, beta = krylov.step(q)
+        theta, ritz_vectors = eigh_tridiagonal(np.array(krylov.alphas), np.array(krylov.betas[:j]))
         order = np.argsort(theta)[::-1] if which == "largest" else np.argsort(theta)
         wanted = order[:k]
         all_residuals = np.abs(beta * ritz_vectors[-1, :])
-        residuals = all_residuals[wanted]
         scale = np.abs(theta[wanted]) if which == "largest" else np.full(k, np.abs(theta).max())
         scale = np.maximum(scale, np.finfo(float).tiny)
-        error_bounds = ritz_value_error_bounds(theta, all_residuals, wanted) if criterion == "eigenvalue" \
-            else residuals
+        error_bounds = accuracy.bounds(theta, all_residuals, wanted)
         invariant = beta <= 1e-10 * max(np.abs(theta).max(), 1e-300)
-        if certify and not certified:
-            # Invariant: every eigenvector the block's random start touches (all, almost surely) is seen.
-            separated = len(theta) > 1 and theta[order[0]] != theta[order[1]]
-            certified = invariant or (separated and log_hidden_component_bound(
-                theta if block_start == 0 else eigh_tridiagonal(  # the current block's own Ritz values
-                    np.array(alphas[block_start:]), np.array(betas[block_start:j]), eigvals_only=True),
-                log_beta_product + math.log(beta), _certificate_point(theta[order[0]], theta[order[1]], scale[0]),
-            ) <= log_threshold)
-        if j + 1 >= min_iter and np.all(error_bounds <= tol * scale) and (certified or not certify):
+        certificate.check(theta, order, krylov.alphas, krylov.betas, beta, invariant, scale[0])
+        if j + 1 >= min_iter and accuracy.met(error_bounds, scale) and certificate.satisfied:
             converged = True
             break
         if j + 1 == max_iter:
             break
-        if invariant:
-            # The Ritz pairs so far are exact; continue with a fresh random direction, a new block.
-            w = torch.randn(n, generator=generator, dtype=torch.float64).to(device, basis_dtype)
-            w, _ = _orthogonalize(_orthogonalize(w, basis[: j + 1])[0], basis[: j + 1])
-            beta_next, q = 0.0, w / torch.linalg.vector_norm(w)
-            block_start, log_beta_product = j + 1, 0.0
-            if certify_after_invariance and not certify:  # the trusted warm start's own space is exhausted
-                certify, certified = True, False
-                log_threshold = math.log(random_start_threshold(n, failure_probability, 0.0))
+        if invariant:  # the Ritz pairs so far are exact; continue with a fresh random direction, a new block
+            q = krylov.fresh_direction()
+            krylov.betas.append(0.0)
+            certificate.new_block(j + 1)
         else:
-            beta_next, q = beta, w / beta
-            log_beta_product += math.log(beta)
-        betas.append(beta_next)
-    steps = len(alphas)
-    columns = order[: k + 1] if steps > k else wanted
-    coefficients = torch.as_tensor(ritz_vectors[:, columns].copy(), dtype=basis_dtype, device=device)
-    vectors = basis[:steps].T @ coefficients
-    return EigenResult(
-        eigenvalues=torch.as_tensor(theta[wanted].copy(), dtype=torch.float64),
-        eigenvectors=vectors[:, :k],
-        num_matvecs=op.num_matvecs - matvecs_before,
-        converged=converged,
-        residuals=torch.as_tensor(residuals.copy(), dtype=torch.float64),
-        error_bounds=torch.as_tensor(np.asarray(error_bounds, dtype=float).copy(), dtype=torch.float64),
-        certified=certified,
-        next_vector=vectors[:, k] if vectors.shape[1] > k else None,
-    )
+            q = w / beta
+            krylov.betas.append(beta)
+            certificate.extend(beta)
+    return krylov.result(theta, ritz_vectors, order, wanted, k, all_residuals[wanted], error_bounds,
+                         op.num_matvecs - matvecs_before, converged, certificate.certified)
+
+
+class _Krylov:
+    """The Lanczos basis (kept for full reorthogonalization, grown on demand) and the tridiagonal matrix."""
+
+    def __init__(self, op: LinearOperator, max_iter: int, dtype: torch.dtype, seed: int) -> None:
+        self.op, self.max_iter = op, max_iter
+        self.basis = torch.empty(min(max_iter, 32), op.size, dtype=dtype, device=op.device)
+        self.alphas: list[float] = []
+        self.betas: list[float] = []  # betas[j] couples basis[j] and basis[j + 1]
+        self.generator = torch.Generator().manual_seed(seed + 1)
+
+    def step(self, q: Tensor) -> tuple[Tensor, float]:
+        """Append ``q`` to the basis, apply the operator: the next residual vector and its norm (beta)."""
+        j = len(self.alphas)
+        if j == self.basis.shape[0]:
+            grown = torch.empty(min(self.max_iter, 2 * j), self.op.size, dtype=self.basis.dtype,
+                                device=self.basis.device)
+            grown[:j] = self.basis
+            self.basis = grown
+        self.basis[j] = q
+        w = self.op.matvec(q)
+        alpha = float(q @ w)
+        w = torch.sub(w, q, alpha=alpha)  # a new tensor: the operator's output may be shared
+        if j > 0:
+            w.add_(self.basis[j - 1], alpha=-self.betas[j - 1])
+        w, beta = _orthogonalize(w, self.basis[: j + 1])
+        self.alphas.append(alpha)
+        return w, beta
+
+    def fresh_direction(self) -> Tensor:
+        """A random unit vector orthogonal to the basis (after an invariant subspace)."""
+        steps = len(self.alphas)
+        w = torch.randn(self.op.size, generator=self.generator, dtype=torch.float64).to(self.basis.device,
+                                                                                      self.basis.dtype)
+        w, _ = _orthogonalize(_orthogonalize(w, self.basis[:steps])[0], self.basis[:steps])
+        return w / torch.linalg.vector_norm(w)
+
+    def result(self, theta, ritz_vectors, order, wanted, k: int, residuals, error_bounds, num_matvecs: int,
+               converged: bool, certified: bool) -> EigenResult:
+        """The wanted Ritz pairs, and the next Ritz vector (the nearest competitor) for warm starts."""
+        steps = len(self.alphas)
+        columns = order[: k + 1] if steps > k else wanted
+        coefficients = torch.as_tensor(ritz_vectors[:, columns].copy(), dtype=self.basis.dtype,
+                                       device=self.basis.device)
+        vectors = self.basis[:steps].T @ coefficients
+        return EigenResult(
+            eigenvalues=torch.as_tensor(theta[wanted].copy(), dtype=torch.float64),
+            eigenvectors=vectors[:, :k],
+            num_matvecs=num_matvecs,
+            converged=converged,
+            residuals=torch.as_tensor(residuals.copy(), dtype=torch.float64),
+            error_bounds=torch.as_tensor(np.asarray(error_bounds, dtype=float).copy(), dtype=torch.float64),
+            certified=certified,
+            next_vector=vectors[:, k] if vectors.shape[1] > k else None,
+        )
 
 
 def power_iteration(operator: LinearOperator | Tensor | Callable[[Tensor], Tensor], tol: float = 1e-4,
