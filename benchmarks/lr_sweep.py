@@ -16,12 +16,12 @@ from __future__ import annotations
 import argparse
 import platform
 import shutil
-import statistics
 import tempfile
 import time
 from pathlib import Path
 
 import torch
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 
 from phasescope.data import load_supervised_data
 from phasescope.models.losses import get_loss
@@ -68,15 +68,6 @@ def core_objectives(config: SweepConfig):
     return fast, loop, params, lrs
 
 
-def timed(function, repeats: int) -> float:
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def bench_core(name: str, config: SweepConfig, steps: int, repeats: int) -> list[tuple]:
     fast, loop, params, lrs = core_objectives(config)
     a = gd_loop(fast, dict(params), lrs, 20)
@@ -86,8 +77,8 @@ def bench_core(name: str, config: SweepConfig, steps: int, repeats: int) -> list
         assert torch.equal(finite, torch.isfinite(a[k])), f"{name}: the two paths diverge differently"
         worst = float((a[k] - b[k])[finite].abs().max() / b[k][finite].abs().max().clamp_min(1e-12))
         assert worst < 1e-4, f"{name}: vectorized and sequential parameters differ by {worst:.2e}"
-    vectorized = timed(lambda: gd_loop(fast, dict(params), lrs, steps), repeats)
-    sequential = timed(lambda: gd_loop(loop, dict(params), lrs, steps), repeats)
+    vectorized = median_seconds(lambda: gd_loop(fast, dict(params), lrs, steps), repeats)
+    sequential = median_seconds(lambda: gd_loop(loop, dict(params), lrs, steps), repeats)
     return [(name, f"GD loop, {steps} steps", sequential, vectorized)]
 
 

@@ -31,7 +31,6 @@ import importlib
 import math
 import os
 import platform
-import statistics
 import time
 import warnings
 from collections.abc import Callable, Iterator
@@ -44,6 +43,7 @@ import numpy as np
 import torch
 from scipy.sparse.linalg import ArpackNoConvergence, LinearOperator, eigsh
 from threadpoolctl import threadpool_limits  # comes with scikit-learn
+from timing import median_seconds  # benchmarks/timing.py, beside this script
 from torch import Tensor, nn
 from torch.nn.utils import parameters_to_vector
 
@@ -406,18 +406,6 @@ def time_trajectories(methods: list[Method], tolerances: dict[str, float], model
     return timings
 
 
-def seconds_per_call(function: Callable[[], Any], repeats: int) -> float:
-    """Median wall time of ``function`` after two untimed calls."""
-    function()
-    function()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        function()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 GRADIENT = "gradient, torch.autograd (forward + backward)"
 
 
@@ -427,7 +415,8 @@ def hvp_label(hvp_method: str) -> str:
 
 def hvp_and_gradient_seconds(model: nn.Module, inputs: Tensor, targets: Tensor, repeats: int
                              ) -> dict[str, float]:
-    """Seconds of one full-batch HVP by each implementation and of one full-batch gradient."""
+    """Seconds of one full-batch HVP by each implementation and of one full-batch gradient (median of
+    ``repeats`` calls after two untimed ones)."""
     import pyhessian
     from pyhessian.utils import hessian_vector_product
 
@@ -438,24 +427,24 @@ def hvp_and_gradient_seconds(model: nn.Module, inputs: Tensor, targets: Tensor, 
     vector32 = vector64.float()
     for hvp_method in ("graph", "func", "double_backward"):
         operator = HessianOperator(model, mean_squared_error, (inputs, targets), method=hvp_method)
-        seconds[hvp_label(hvp_method)] = seconds_per_call(
-            lambda operator=operator: operator.matvec(vector64), repeats)
-    seconds["EoS-code HVP (forward + double backward)"] = seconds_per_call(
-        lambda: eos_compute_hvp(model, mean_squared_error, (inputs, targets), vector32, len(inputs)), repeats)
+        seconds[hvp_label(hvp_method)] = median_seconds(
+            lambda operator=operator: operator.matvec(vector64), repeats, warmup=2)
+    seconds["EoS-code HVP (forward + double backward)"] = median_seconds(
+        lambda: eos_compute_hvp(model, mean_squared_error, (inputs, targets), vector32, len(inputs)), repeats, warmup=2)
     model.zero_grad(set_to_none=True)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         hessian = pyhessian.hessian(model, mean_squared_error, data=(inputs, targets), cuda=False)
     tangent = [piece.view_as(p) for piece, p in
                zip(torch.split(vector32, [p.numel() for p in parameters]), parameters, strict=True)]
-    seconds["PyHessian HVP (backward through the gradient graph kept from __init__)"] = seconds_per_call(
-        lambda: hessian_vector_product(hessian.gradsH, hessian.params, tangent), repeats)
+    seconds["PyHessian HVP (backward through the gradient graph kept from __init__)"] = median_seconds(
+        lambda: hessian_vector_product(hessian.gradsH, hessian.params, tangent), repeats, warmup=2)
     model.zero_grad(set_to_none=True)  # drop the graph held by .grad
-    seconds[GRADIENT] = seconds_per_call(
-        lambda: torch.autograd.grad(mean_squared_error(model(inputs), targets), parameters), repeats)
+    seconds[GRADIENT] = median_seconds(lambda: torch.autograd.grad(mean_squared_error(model(inputs), targets),
+                                                                   parameters), repeats, warmup=2)
     operator = HessianOperator(model, mean_squared_error, (inputs, targets))
-    seconds["gradient, phasescope HessianOperator.gradient (torch.func)"] = seconds_per_call(
-        operator.gradient, repeats)
+    seconds["gradient, phasescope HessianOperator.gradient (torch.func)"] = median_seconds(
+        operator.gradient, repeats, warmup=2)
     return seconds
 
 

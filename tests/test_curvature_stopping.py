@@ -21,14 +21,7 @@ from phasescope.models import MLP
 from phasescope.models.losses import mean_squared_error
 from tests.cases import dense_hessian
 
-
-@pytest.fixture(autouse=True)
-def one_thread():
-    """These problems are tiny: one thread is faster, and far faster on a machine shared with other jobs."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tiny problems: one thread is faster
 
 
 # Ten outliers above a bulk, like the Hessian of a 10-class MSE network (the benchmark's spectrum).

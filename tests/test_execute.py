@@ -26,11 +26,6 @@ ROOT = Path(__file__).resolve().parents[1]
 STEPS = [0, 10, 20, 30]
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
 @pytest.fixture
 def run_path(tmp_path, tokenizer):
     return write_local_run(tmp_path / "run", STEPS, tokenizer=tokenizer)

@@ -10,12 +10,7 @@ from phasescope.measures.lm_quality import (
     sentence_token_ids,
     sequence_log_probs,
 )
-from tests.lm_fixtures import SENTENCES, tiny_gpt2, tiny_llama, tiny_tokenizer
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
+from tests.lm_fixtures import SENTENCES, tiny_gpt2, tiny_llama
 
 
 def one_sentence_log_prob(model, ids: list[int]) -> float:

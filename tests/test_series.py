@@ -8,11 +8,6 @@ from phasescope.run.series import open_series, parse_revision
 from tests.lm_fixtures import tiny_llama, tiny_tokenizer, write_hub_cache, write_local_run
 
 
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
-
-
 def test_revision_names_parse_to_steps_and_tokens():
     assert parse_revision("step143000", tokens_per_step=2_097_152) == (143000, 143000 * 2_097_152)
     assert parse_revision("step512") == (512, None)

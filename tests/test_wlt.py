@@ -23,21 +23,9 @@ from phasescope.measures.translation import WLTConfig, extract_answer, greedy_an
 from phasescope.run.config import validate_config
 from phasescope.run.metrics import MetricStore
 from phasescope.run.series import open_series
-from tests.lm_fixtures import WLT_WORDS, tiny_gpt2, tiny_llama, tiny_tokenizer, wlt_lexicon, write_local_run
+from tests.lm_fixtures import WLT_WORDS, tiny_gpt2, tiny_llama, wlt_lexicon, write_local_run
 
-
-@pytest.fixture(scope="module", autouse=True)
-def one_thread():
-    """Tiny models run fastest on one thread, and a second one stalls when other processes load the CPU."""
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(threads)
-
-
-@pytest.fixture(scope="module")
-def tokenizer():
-    return tiny_tokenizer()
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 @pytest.fixture(scope="module")
