@@ -18,12 +18,18 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
+from phasescope.analysis.behaviours import (
+    BEHAVIOURS,
+    MIN_CHECKPOINTS,
+    BehaviourSpec,
+    analyse,
+    analyse_behaviour,
+    item_onsets,
+)
 from phasescope.analysis.mechanisms import middle_attribution_share, middle_swap_benefit
 from phasescope.analysis.phases import (
     LeadLag,
     Onset,
-    detect_change_points,
-    detect_onset,
     item_matrix,
     lead_lag,
     select_rows,
@@ -44,38 +50,9 @@ from phasescope.report.trajectory_plots import (
 )
 from phasescope.run import MetricStore, RunDir
 
-MIN_CHECKPOINTS = 5  # fewer checkpoints than this: trajectories are drawn without onsets or change points
-
-
-@dataclass(frozen=True)
-class BehaviourSpec:
-    """A behaviour trajectory: which rows, which columns name its items, how it is labelled."""
-
-    key: str
-    label: str
-    measure: str
-    metric: str
-    subset: str | None
-    items: tuple[str, ...]
-    color: str
-    style: str = "-"
-
-
-BEHAVIOURS = [
-    BehaviourSpec("wlt_no_overlap", "translation, no shared first token (WLT top-1)", "wlt", "top1_accuracy",
-                  "no_overlap", ("src", "tgt"), "C3"),
-    BehaviourSpec("wlt_overlap", "translation, shared first token (WLT top-1)", "wlt", "top1_accuracy", "overlap",
-                  ("src", "tgt"), "C1"),
-    BehaviourSpec("wlt_heldout", "translation of held-out concepts, no shared token", "wlt", "top1_accuracy",
-                  "heldout_no_overlap", ("src", "tgt"), "C3", "--"),
-    BehaviourSpec("copying", "copying: source first token top-1 (no shared token)", "wlt", "copy_top1",
-                  "no_overlap", ("src", "tgt"), "C0"),
-    BehaviourSpec("minimal_pairs", "linguistic ability: minimal-pair accuracy", "minimal_pairs", "accuracy", None,
-                  ("src",), "C2"),
-]
-# An accuracy or a probability has left its start only after a move of at least 5 points (not a
-# drift from 0.000 to 0.004 of a behaviour that never appears)
-ACCURACY_ONSET = 0.05
+# Colour and line style of each behaviour (analysis.behaviours.BEHAVIOURS) in every figure
+BEHAVIOUR_STYLES = {"wlt_no_overlap": ("C3", "-"), "wlt_overlap": ("C1", "-"), "wlt_heldout": ("C3", "--"),
+                    "copying": ("C0", "-"), "minimal_pairs": ("C2", "-")}
 
 
 @dataclass
@@ -129,42 +106,19 @@ def _one_config_per_measure(frame: pd.DataFrame, section: Section) -> pd.DataFra
     return pd.concat(kept, ignore_index=True)
 
 
-def behaviour_trajectory(frame: pd.DataFrame, spec: BehaviourSpec, direction: str = "up") -> Trajectory | None:
-    """A behaviour's trajectory (the pooled row where the measure writes one, else the item mean),
-    with its onset (interval over items) and change points; None if its rows are absent."""
-    where = {"component": None} if spec.measure == "minimal_pairs" else {}
-    if spec.subset is not None:
-        where["subset"] = spec.subset
-    rows = select_rows(frame, measure=spec.measure, metric=spec.metric, **where)
-    if spec.measure == "minimal_pairs" and not rows.empty:
-        rows = rows[rows.subset == sorted(rows.subset.dropna().unique(), key=lambda s: s != "multiblimp")[0]] \
-            if rows.subset.notna().any() else rows  # MultiBLiMP where it was run, else the built-in pairs
-    if rows.empty:
+def behaviour_trajectory(frame: pd.DataFrame, spec: BehaviourSpec) -> Trajectory | None:
+    """A behaviour's line: its trajectory, onset and change points (:func:`analyse_behaviour`) and style."""
+    found = analyse_behaviour(frame, spec)
+    if found is None:
         return None
-    pooled = rows[list(spec.items)].isna().all(axis=1)
-    matrix = None
-    if (~pooled).any():
-        matrix, points, _ = item_matrix(rows[~pooled], spec.items)
-        values = (trajectory(rows[pooled]).set_index("step")["value"].reindex(points.step).to_numpy()
-                  if pooled.any() else np.nanmean(matrix, axis=0))
-        points = points.assign(value=values)
-    else:
-        points = trajectory(rows)
-    return analysed(Trajectory(spec.label, points, color=spec.color, style=spec.style), direction, matrix,
-                    min_change=ACCURACY_ONSET)
+    color, style = BEHAVIOUR_STYLES[spec.key]
+    return Trajectory(spec.label, found.points, found.onset, found.change_points, color, style)
 
 
-def analysed(line: Trajectory, direction: str = "up", items: np.ndarray | None = None,
-             min_change: float = 0.0) -> Trajectory:
-    """The trajectory with its onset (a move of at least ``min_change`` out of the initial band) and
-    change points filled in (when it has enough checkpoints)."""
-    points = line.points
-    if len(points) < MIN_CHECKPOINTS or not np.isfinite(points.value).any():
-        return line
-    tokens = points.tokens.to_numpy() if points.tokens.notna().all() else None
-    line.onset = detect_onset(points.value.to_numpy(dtype=float), points.step.to_numpy(), tokens, items=items,
-                              direction=direction, min_change=min_change)
-    line.change_points = detect_change_points(points.value.to_numpy(dtype=float), points.step.to_numpy(), tokens)
+def analysed(line: Trajectory, direction: str = "up") -> Trajectory:
+    """The line with its onset and change points filled in (:func:`analyse`)."""
+    found = analyse(line.points, direction)
+    line.onset, line.change_points = found.onset, found.change_points
     return line
 
 
@@ -227,14 +181,11 @@ def _direction_figure(frame: pd.DataFrame, section: Section, use_tokens: bool) -
         matrix = matrix[order]
         heat_map(axis, matrix, checkpoints, [labels[i][0] for i in order], use_tokens, "WLT top-1 accuracy",
                  vmin=0, vmax=1)
-        if len(checkpoints) >= MIN_CHECKPOINTS:
-            x = checkpoints["tokens" if use_tokens else "step"].to_numpy(dtype=float)
-            onsets = [detect_onset(row, checkpoints.step.to_numpy(), direction="up",
-                                   min_change=ACCURACY_ONSET).index for row in matrix]
-            marked = [(x[onset], position) for position, onset in enumerate(onsets) if onset is not None]
-            if marked:
-                axis.plot(*zip(*marked), "o", ms=5, mfc="none", mec="white", mew=1.5, label="onset")
-                axis.legend(loc="lower right", fontsize=7)
+        x, onsets = x_values(checkpoints, use_tokens), item_onsets(matrix, checkpoints.step.to_numpy())
+        marked = [(x[onset], position) for position, onset in enumerate(onsets) if onset is not None]
+        if marked:
+            axis.plot(*zip(*marked), "o", ms=5, mfc="none", mec="white", mew=1.5, label="onset")
+            axis.legend(loc="lower right", fontsize=7)
         axis.set_ylabel("source language" if side == "src" else "target language")
         axis.set_title(f"each {'source' if side == 'src' else 'target'} language, mean over its {other}")
     section.figure("Translation per direction (pairs without shared first tokens)", figure,
