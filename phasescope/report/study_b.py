@@ -71,10 +71,10 @@ class StudyBResult:
 def study_b_section(run: RunDir, title: str = "Study B: copy first, translate later") -> StudyBResult:
     """Every study-B figure of a run's metrics (``phasescope measure`` shards), as one page section."""
     frame = MetricStore(run).read()
-    section = Section(title, intro=("Translation, copying and linguistic ability across the checkpoints of "
-                                    f"{run.name}. Onsets: first checkpoint leaving the initial band (circles; "
-                                    "bars: 90% bootstrap interval over translation directions or languages). "
-                                    "Change points: ruptures PELT on each trajectory (triangles)."))
+    intro = (f"Translation, copying and linguistic ability across the checkpoints of {run.name}. Onsets: first "
+             "checkpoint leaving the initial band (circles; bars: 90% bootstrap interval over translation directions "
+             "or languages). Change points: ruptures PELT on each trajectory (triangles).")
+    section = Section(title, intro=intro + _control_note(run))
     result = StudyBResult(section)
     if frame.empty:
         section.note(f"run {run.name} has no metrics yet: run `phasescope measure {run.path} --measures all`")
@@ -90,6 +90,16 @@ def study_b_section(run: RunDir, title: str = "Study B: copy first, translate la
         _other_trajectories(frame, result, use_tokens)
     section.findings = findings(result, use_tokens)
     return result
+
+
+def _control_note(run: RunDir) -> str:
+    """For a run of the controlled corpus: that it is a positive control, not a finding."""
+    data = run.read_config_dict().get("data") if run.config_path.is_file() else None
+    if not isinstance(data, dict) or data.get("source") != "controlled":
+        return ""
+    return (" This run trained on the built-in controlled corpus, a positive control: its knobs put bilingual "
+            "signals (glossaries in the prompt's format, untranslated lines, code-switching) into the data, so "
+            "what these figures show is the pipeline seeing them, not a finding about natural text.")
 
 
 # --- data --------------------------------------------------------------------------------------
