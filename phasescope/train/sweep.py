@@ -24,7 +24,7 @@ from phasescope.data import DataConfig, SupervisedData, load_supervised_data
 from phasescope.device import DeviceName, resolve_device
 from phasescope.models import ModelConfig, model_checkpoint_config
 from phasescope.models.losses import get_loss
-from phasescope.models.norms import parameter_norms, stacked_norms
+from phasescope.models.norms import stacked_norms
 from phasescope.run import MetricStore, RunDir, StrictModel, dump_config, save_checkpoint
 from phasescope.train.flow import GradientFlowConfig, gradient_flow
 from phasescope.train.functional import (
@@ -150,7 +150,7 @@ def flow_rows(model: nn.Module, loss_fn, data: SupervisedData, config: SweepConf
     rows += [{"step": step, "metric": "sharpness", "value": value, "seed": seed}
              for step, value in zip(result.sharpness_steps, result.sharpness_values)]
     final = result.final_params
-    l1, l2 = parameter_norms({"theta": final}).values()
+    l1, l2 = float(final.abs().sum()), float(final.norm())
     summary = {"s_gf": result.max_sharpness, "eta_c": result.critical_learning_rate,
                "final_sharpness": result.final_sharpness, "final_l1": l1, "final_l2": l2,
                "final_time": result.times[-1], "final_loss": result.losses[-1],
