@@ -91,6 +91,7 @@ class PlainProgress:
         self.completed, self.info = 0, ""
         self.baseline: tuple[float, int] | None = None  # (time, completed) at the first advance
         self.last_line: float | None = None
+        self.written = 0  # units done at the last line
 
     def advance(self, n: int = 1, info: str = "") -> None:
         self.completed += n

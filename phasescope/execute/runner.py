@@ -64,12 +64,12 @@ def plan_work(series: CheckpointSeries, plan: list[PlannedMeasure],
     """The chosen checkpoints (default: all) in step order, each with its number of missing shards."""
     store = MetricStore(series.run)
     position = {c.name: index for index, c in enumerate(series.checkpoints)}
-    kind = series.kind
     items = []
     for checkpoint in checkpoints if checkpoints is not None else series.checkpoints:
         index = position[checkpoint.name]
         previous = series.checkpoints[index - 1] if index > 0 else None
-        items.append(WorkItem(checkpoint, previous, len(pending_measures(store, checkpoint, previous, plan, kind))))
+        pending = pending_measures(store, checkpoint, previous, plan, series.kind)
+        items.append(WorkItem(checkpoint, previous, len(pending)))
     return items
 
 

@@ -16,6 +16,7 @@ Weights load as safetensors only (``use_safetensors=True``); ``trust_remote_code
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import re
@@ -107,9 +108,9 @@ class CheckpointSeries:
     def __repr__(self) -> str:
         return f"CheckpointSeries({self.source!r}, {len(self.checkpoints)} checkpoints)"
 
-    @property
+    @functools.cached_property
     def kind(self) -> str:
-        """``gd`` for a run of ``phasescope train`` of kind gd, else ``lm`` (LM runs, Hub series)."""
+        """``gd`` for a run of ``phasescope train`` of kind gd, else ``lm`` (LM runs, Hub series); read once."""
         return "gd" if self.run.read_config_dict().get("kind") == "gd" else "lm"
 
     def __len__(self) -> int:
