@@ -255,6 +255,14 @@ class ControlledCorpus:
             return self._parallel(rng, language, index, split, partners)
         return self._monolingual(rng, language, index, split, self.concepts, code_switch=True)
 
+    def document_kind(self, language: str, index: int) -> str:
+        """The kind of training document ``index`` of ``language``: ``glossary``, ``parallel``,
+        ``code_switched`` (monolingual with at least one glossed mention) or ``monolingual``."""
+        document = self.generate(language, index, "train")
+        if document.kind == "monolingual" and any(m.gloss_language for m in document.mentions):
+            return "code_switched"
+        return document.kind
+
     def allows_bilingual(self, first: str, second: str) -> bool:
         """Whether bilingual signals may pair these two languages."""
         return second in self._partners.get(first, [])

@@ -49,6 +49,16 @@ class CorpusSource(Protocol):
         ...
 
 
+DEFAULT_DOCUMENT_KIND = "text"  # the kind of a document of a corpus that does not tell kinds apart
+
+
+def document_kind(corpus: CorpusSource, language: str, index: int) -> str:
+    """The kind of training document ``index`` of ``language``, where the corpus tells kinds apart (a
+    ``document_kind(language, index)`` method, as the controlled corpus has), else ``text``."""
+    kind_of = getattr(corpus, "document_kind", None)
+    return kind_of(language, index) if kind_of is not None else DEFAULT_DOCUMENT_KIND
+
+
 # ---- held-out share arithmetic -----------------------------------------------------------------
 
 

@@ -11,9 +11,15 @@ The stream is a pure function of (corpus, tokenizer, mixture, seed) and its posi
 the sampler's RNG state, the next document index of every language, and the tokens left over from
 the last batch. :meth:`PackedStream.state_dict` is JSON; a fresh stream given it continues
 bitwise as the uninterrupted one would.
+
+The stream also knows where every token came from: run-length :class:`Source` segments (language,
+epoch, document index) beside the tokens, kept in the state too, so that a replay of training can
+split a step's gradient by the data that produced it (:mod:`phasescope.train.replay`).
 """
 
 from __future__ import annotations
+
+from typing import NamedTuple
 
 import numpy as np
 import torch
@@ -25,6 +31,17 @@ from phasescope.run.config import StrictModel
 
 STATE_VERSION = 1
 DOCUMENTS_PER_REFILL = 16  # documents drawn and tokenized together (part of the stream's definition)
+
+
+class Source(NamedTuple):
+    """A run of consecutive tokens from one document: ``tokens`` of document ``index`` (its position in the
+    language's training split, pass ``epoch`` over it). ``language`` None: not known (a stream state
+    saved before sources were kept)."""
+
+    language: str | None
+    epoch: int
+    index: int
+    tokens: int
 
 
 class MixtureConfig(StrictModel):
@@ -99,6 +116,8 @@ class PackedStream:
         self._positions = {language: 0 for language in self.languages}  # next document index, this epoch
         self._epochs = {language: 0 for language in self.languages}  # completed passes over a finite corpus
         self._buffer: list[int] = []
+        self._sources: list[Source] = []  # the buffer's tokens, run-length by document
+        self.last_sources: list[Source] = []  # the tokens of the last batch, row-major, by document
         self._iterators: dict = {}
         self.tokens_per_language = {language: 0 for language in self.languages}  # tokens drawn so far
         self.batches = 0
@@ -108,6 +127,7 @@ class PackedStream:
         while len(self._buffer) < self.tokens_per_batch:
             self._refill()
         batch, self._buffer = self._buffer[:self.tokens_per_batch], self._buffer[self.tokens_per_batch:]
+        self.last_sources, self._sources = _split_sources(self._sources, self.tokens_per_batch)
         self.batches += 1
         return torch.tensor(batch, dtype=torch.long).view(self.batch_size, self.seq_len)
 
@@ -117,6 +137,7 @@ class PackedStream:
                 "probabilities": self.probabilities.tolist(), "seq_len": self.seq_len,
                 "rng": self._rng.bit_generator.state, "positions": dict(self._positions),
                 "epochs": dict(self._epochs), "buffer": list(self._buffer),
+                "buffer_sources": [list(source) for source in self._sources],
                 "tokens_per_language": dict(self.tokens_per_language), "batches": self.batches}
 
     def load_state_dict(self, state: dict) -> None:
@@ -133,6 +154,10 @@ class PackedStream:
         self._positions = {language: int(state["positions"][language]) for language in self.languages}
         self._epochs = {language: int(state["epochs"][language]) for language in self.languages}
         self._buffer = [int(token) for token in state["buffer"]]
+        saved_sources = state.get("buffer_sources")  # absent in states saved before sources were kept
+        self._sources = ([Source(None, 0, 0, len(self._buffer))] if saved_sources is None else
+                         [Source(language, int(epoch), int(index), int(tokens))
+                          for language, epoch, index, tokens in saved_sources])
         self.tokens_per_language = {language: int(state["tokens_per_language"][language])
                                     for language in self.languages}
         self.batches = int(state["batches"])
@@ -143,17 +168,19 @@ class PackedStream:
         drawn = self._rng.choice(len(self.languages), size=DOCUMENTS_PER_REFILL, p=self.probabilities)
         languages = [self.languages[int(index)] for index in drawn]
         documents = [self._next_document(language) for language in languages]
-        kept = [(language, text) for language, text in zip(languages, documents) if text]
+        kept = [(language, where, text) for language, (where, text) in zip(languages, documents) if text]
         if not kept:
             return
-        encoded = self.tokenizer([text for _, text in kept], add_special_tokens=True)["input_ids"]
+        encoded = self.tokenizer([text for *_, text in kept], add_special_tokens=True)["input_ids"]
         eos = self.tokenizer.eos_token_id
-        for (language, _), ids in zip(kept, encoded):
+        for (language, (epoch, index), _), ids in zip(kept, encoded):
             ids = list(ids) if ids and ids[-1] == eos else [*ids, eos]
             self._buffer.extend(ids)
+            self._sources.append(Source(language, epoch, index, len(ids)))
             self.tokens_per_language[language] += len(ids)
 
-    def _next_document(self, language: str) -> str:
+    def _next_document(self, language: str) -> tuple[tuple[int, int], str]:
+        """The next document of ``language`` with its (epoch, index)."""
         iterator = self._iterators.get(language)
         if iterator is None:
             iterator = self._iterators[language] = iter(
@@ -169,7 +196,22 @@ class PackedStream:
             if text is None:
                 raise PhasescopeError(f"the corpus has no training documents in language {language!r}")
         self._positions[language] += 1
-        return text
+        return (self._epochs[language], self._positions[language] - 1), text
+
+
+def _split_sources(sources: list[Source], tokens: int) -> tuple[list[Source], list[Source]]:
+    """The segments covering the first ``tokens`` tokens, and those of the rest (a segment may be cut in two)."""
+    head: list[Source] = []
+    for position, source in enumerate(sources):
+        if tokens == 0:
+            return head, sources[position:]
+        if source.tokens <= tokens:
+            head.append(source)
+            tokens -= source.tokens
+        else:
+            head.append(source._replace(tokens=tokens))
+            return head, [source._replace(tokens=source.tokens - tokens), *sources[position + 1:]]
+    return head, []
 
 
 def heldout_batches(corpus: CorpusSource, tokenizer, language: str, seq_len: int, n_sequences: int) -> torch.LongTensor:

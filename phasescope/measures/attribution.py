@@ -18,25 +18,16 @@ Memory: one model whose parameters move along the path in place, the difference
 from __future__ import annotations
 
 import math
-import re
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
-from pydantic import Field
 from torch import Tensor, nn
 
-from phasescope.data.wlt import EncodedWLT
 from phasescope.errors import PhasescopeError
 from phasescope.measures.ablations import CheckpointWeights
-from phasescope.measures.lm_forward import autocast_for, wlt_log_probs
-from phasescope.measures.lm_quality import HeldoutDataConfig, shared_heldout_data
-from phasescope.measures.registry import Measure, MeasureContext, register_measure
-from phasescope.measures.wlt_inputs import WLTDataConfig, item_subsets, shared_wlt_encoding
-from phasescope.models.adapters import parameter_groups
-from phasescope.progress import progress_bar
 
 # f(model): a scalar tensor differentiable in the parameters, or scalar pieces that sum to f (one per
 # batch of prompts: each piece is differentiated and freed in turn, so memory holds one batch's graph)
@@ -206,95 +197,3 @@ def path_attribution(model: nn.Module, objective: Objective, start: Mapping[str,
     values = totals.tolist() if totals is not None else [0.0] * len(parameters)
     parts = dict(zip(parameters, values))
     return PathAttribution(parts, f_start, f_end, points, rule)
-
-
-# --- the measure -----------------------------------------------------------------------------------
-class PathAttributionConfig(WLTDataConfig):
-    """Config of the ``path_attribution`` measure (previous checkpoint -> this one)."""
-
-    # f: the summed log-probability mass on valid target first tokens ("wlt_target"), on the source
-    # word's first tokens ("wlt_source", copying), or the mean held-out next-token loss ("heldout_loss")
-    objective: Literal["wlt_target", "wlt_source", "heldout_loss"] = "wlt_target"
-    # WLT items summed into f; no_overlap: pairs without shared first tokens, where translating is not copying
-    subset: Literal["no_overlap", "overlap", "all", "heldout_no_overlap", "heldout_overlap"] = "no_overlap"
-    points: int = Field(32, ge=1)  # quadrature points (forward + backward passes over the prompts each)
-    rule: QuadratureRule = "midpoint"  # ExPLAIND's; "gauss_legendre" converges faster on smooth paths
-    batch_size: int = Field(32, ge=1)  # prompts (or held-out rows) per forward/backward pass
-    heldout: HeldoutDataConfig = HeldoutDataConfig(sequences=4)  # the text of objective heldout_loss
-
-
-def wlt_objective(encoded: EncodedWLT, indices: Tensor, answer: str, batch_size: int) -> Objective:
-    """f = the summed log-probability mass on the answer's first tokens over the items ``indices``,
-    in pieces of ``batch_size`` prompts of similar length."""
-    order = indices[torch.argsort(encoded.lengths[indices], descending=True, stable=True)]
-
-    def objective(model: nn.Module) -> Iterator[Tensor]:
-        for batch in torch.split(order, batch_size):
-            yield wlt_log_probs(model, encoded, batch_size=len(batch), answer=answer, indices=batch).sum()
-    return objective
-
-
-def heldout_loss_objective(batches: Mapping[str, Tensor], batch_size: int) -> Objective:
-    """f = the mean next-token loss over every held-out row of every language, in pieces of ``batch_size`` rows."""
-    rows = torch.cat(list(batches.values()))
-    predicted = rows.shape[0] * (rows.shape[1] - 1)
-
-    def objective(model: nn.Module) -> Iterator[Tensor]:
-        device = next(model.parameters()).device
-        for chunk in torch.split(rows, batch_size):
-            chunk = chunk.to(device)
-            with autocast_for(device):
-                logits = model(input_ids=chunk).logits
-            losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), chunk[:, 1:].flatten(),
-                                                       reduction="sum")
-            yield losses / predicted
-    return objective
-
-
-def objective_label(config: PathAttributionConfig) -> str:
-    """The rows' ``subset``: the WLT subset for translation, ``copy_<subset>`` for copying, ``heldout`` for the loss."""
-    if config.objective == "heldout_loss":
-        return "heldout"
-    return config.subset if config.objective == "wlt_target" else f"copy_{config.subset}"
-
-
-def attribution_rows(result: PathAttribution, groups: Mapping[str, list[str]], label: str) -> list[dict]:
-    """``attribution`` per group (``component``; ``layer`` for a block's groups), ``delta_f``, ``f_start``,
-    ``f_end``, ``completeness_gap`` and ``completeness_gap_relative``, all with ``subset`` = ``label``."""
-    rows = []
-    for group, value in result.grouped(groups).items():
-        match = re.match(r"^layers\.(\d+)\.", group)
-        rows.append({"metric": "attribution", "value": value, "component": group,
-                     "layer": int(match.group(1)) if match else None, "subset": label})
-    summary = {"delta_f": result.delta_f, "f_start": result.f_start, "f_end": result.f_end,
-               "completeness_gap": result.completeness_gap, "completeness_gap_relative": result.relative_gap}
-    return rows + [{"metric": metric, "value": value, "subset": label} for metric, value in summary.items()]
-
-
-def compute_path_attribution(context: MeasureContext, config: PathAttributionConfig) -> list[dict]:
-    if context.previous is None:
-        raise PhasescopeError(f"path attribution of {context.checkpoint.name} needs the checkpoint before it")
-    model = context.model
-    if config.objective == "heldout_loss":
-        objective = heldout_loss_objective(shared_heldout_data(context, config.heldout), config.batch_size)
-    else:
-        encoded = shared_wlt_encoding(context, config)
-        mask = item_subsets(encoded.pairs).get(config.subset)
-        if mask is None or not mask.any():
-            raise PhasescopeError(f"the WLT set has no item in subset {config.subset!r}")
-        indices = torch.as_tensor(mask.to_numpy().nonzero()[0], dtype=torch.long)
-        objective = wlt_objective(encoded, indices, config.objective.removeprefix("wlt_"), config.batch_size)
-    series = context.series
-    start = CheckpointWeights(series.weight_files(context.previous), model)
-    end = CheckpointWeights(series.weight_files(context.checkpoint), model)
-    with progress_bar(f"path attribution {context.previous.name} -> {context.checkpoint.name}", config.points,
-                      transient=True) as advance:
-        result = path_attribution(model, objective, start, end, config.points, config.rule, progress=advance)
-    return attribution_rows(result, parameter_groups(model), objective_label(config))
-
-
-PATH_ATTRIBUTION_MEASURE = register_measure(Measure(
-    name="path_attribution", config_cls=PathAttributionConfig, compute=compute_path_attribution,
-    description="ExPLAIND path attribution of the change since the previous checkpoint to parameter groups",
-    pairwise=True,
-))

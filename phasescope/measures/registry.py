@@ -28,7 +28,7 @@ Rows = list[dict[str, Any]] | pd.DataFrame
 # Modules whose import registers the built-in measures (each calls register_measure at import).
 BUILTIN_MEASURE_MODULES: list[str] = []
 BUILTIN_MEASURE_MODULES += ["phasescope.measures.translation", "phasescope.measures.logit_lens"]
-BUILTIN_MEASURE_MODULES += ["phasescope.measures.attribution", "phasescope.measures.ablations",
+BUILTIN_MEASURE_MODULES += ["phasescope.measures.path_attribution", "phasescope.measures.ablations",
                             "phasescope.measures.lm_quality", "phasescope.measures.similarity",
                             "phasescope.measures.lm_curvature", "phasescope.measures.curvature"]
 

@@ -39,10 +39,12 @@ METRIC_SCHEMA = pa.schema(
         pa.field("subset", pa.string()),  # data subset, e.g. "train" / "test" / "overlap"
         pa.field("lr", pa.float64()),
         pa.field("seed", pa.int64()),
+        pa.field("data", pa.string()),  # a part of the training data, e.g. "language=de", "kind=glossary"
+        pa.field("path", pa.string()),  # the path an attribution followed: "replay" or "chord"
         pa.field("config_hash", pa.string(), nullable=False),  # hash of the measure's config
     ]
 )
-DIMENSION_COLUMNS = ("src", "tgt", "layer", "component", "subset", "lr", "seed")
+DIMENSION_COLUMNS = ("src", "tgt", "layer", "component", "subset", "lr", "seed", "data", "path")
 FILLED_COLUMNS = ("run", "measure", "config_hash")  # set by the store, not the rows
 # Set by the store where a row leaves them out: a training log may carry the steps since the
 # previous checkpoint in one shard keyed by the checkpoint's step.

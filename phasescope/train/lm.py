@@ -192,7 +192,7 @@ def causal_lm_loss(model: nn.Module, input_ids: Tensor) -> Tensor:
 
 
 @dataclass
-class _Plan:
+class TrainingPlan:
     """The numbers a run needs from its config and the number of processes."""
 
     max_steps: int
@@ -202,7 +202,7 @@ class _Plan:
     micro_batches: int
 
     @classmethod
-    def of(cls, config: LMRunConfig, world_size: int) -> _Plan:
+    def of(cls, config: LMRunConfig, world_size: int) -> TrainingPlan:
         train = config.train
         if train.batch_size % world_size:
             raise PhasescopeError(f"train.batch_size ({train.batch_size}) must be a multiple of the number of "
@@ -229,7 +229,7 @@ def train_lm(config: LMRunConfig, run_path: Path | str, on_progress: ProgressCal
     check_resumable(run_path, config)
     context = init_distributed(config.device, config.distributed)
     try:
-        _Plan.of(config, context.world_size)
+        TrainingPlan.of(config, context.world_size)
         corpus = build_corpus(config.data)
         tokenizer, tokenizer_dir = _prepare_tokenizer(config, corpus, run_path, context)
         run = RunDir.open(run_path)
@@ -341,7 +341,7 @@ def run_training(config: LMRunConfig, run: RunDir, model: nn.Module, stream: Bat
         context: this process's place in the launch (:func:`init_distributed`).
         on_progress: called on the main process as ``on_progress(step, total, info)`` at every log point.
     """
-    plan = _Plan.of(config, context.world_size)
+    plan = TrainingPlan.of(config, context.world_size)
     train = config.train
     if stream.tokens_per_batch != plan.tokens_per_step:
         raise PhasescopeError(f"the batch stream yields {stream.tokens_per_batch} tokens per batch; the config "
@@ -377,20 +377,9 @@ def run_training(config: LMRunConfig, run: RunDir, model: nn.Module, stream: Bat
     recorder.start_timer(step)
     while step < plan.max_steps:
         lr = wsd_learning_rate(step, train.lr, plan.max_steps, train.lr_schedule)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
         batch = stream.next_batch()[rows_of_process].to(device, non_blocking=True)
-        loss_sum = torch.zeros((), device=device)
-        for index, micro_batch in enumerate(batch.chunk(plan.micro_batches)):
-            with gradient_sync(trained, sync=index == plan.micro_batches - 1):
-                with autocast_context(train.precision, device):
-                    loss = causal_lm_loss(trained, micro_batch)
-                (loss / plan.micro_batches).backward()
-            loss_sum += loss.detach()
-        grad_norm = _clip_gradients(parameters, train.grad_clip)
-        optimizer.step()
-        optimizer.zero_grad(set_to_none=True)
-        recorder.add(step, lr, loss_sum / plan.micro_batches, grad_norm)
+        loss, grad_norm = optimizer_step(trained, optimizer, parameters, batch, lr, plan.micro_batches, train)
+        recorder.add(step, lr, loss, grad_norm)
         step += 1
         if step % train.log_every == 0 or step in plan.checkpoint_steps:
             info = recorder.flush(step)
@@ -403,6 +392,38 @@ def run_training(config: LMRunConfig, run: RunDir, model: nn.Module, stream: Bat
             recorder.start_timer(step)  # tokens/s measures training, not checkpoint writing
     outcome.steps, outcome.tokens = step, step * plan.tokens_per_step
     return outcome
+
+
+def optimizer_step(trained: nn.Module, optimizer: torch.optim.Optimizer, parameters: list[Tensor], batch: Tensor,
+                   lr: float, micro_batches: int, train: LMTrainConfig) -> tuple[Tensor, Tensor]:
+    """One training step on this process's rows of the batch: gradients accumulated over ``micro_batches``
+    (synced across processes on the last), clipped, then the AdamW update at learning rate ``lr``.
+
+    Training and its replay (:mod:`phasescope.train.replay`) both step through here, which is what
+    makes a replay bitwise equal to training on the CPU.
+
+    Returns:
+        The mean loss over the micro-batches and the global gradient norm before clipping (tensors).
+    """
+    for group in optimizer.param_groups:
+        group["lr"] = lr
+    device = batch.device
+    loss_sum = torch.zeros((), device=device)
+    for index, micro_batch in enumerate(batch.chunk(micro_batches)):
+        with gradient_sync(trained, sync=index == micro_batches - 1):
+            with autocast_context(train.precision, device):
+                loss = causal_lm_loss(trained, micro_batch)
+            (loss / micro_batches).backward()
+        loss_sum += loss.detach()
+    grad_norm = _clip_gradients(parameters, train.grad_clip)
+    optimizer.step()
+    optimizer.zero_grad(set_to_none=True)
+    return loss_sum / micro_batches, grad_norm
+
+
+def clip_coefficient(grad_norm: float, max_norm: float | None) -> float:
+    """The factor :func:`torch.nn.utils.clip_grad_norm_` scaled the gradients by (1 without clipping)."""
+    return 1.0 if max_norm is None else min(1.0, max_norm / (grad_norm + 1e-6))
 
 
 def _clip_gradients(parameters: list[Tensor], max_norm: float | None) -> Tensor:
@@ -453,7 +474,7 @@ class _TrainingLog:
 
 def _checkpoint(config: LMRunConfig, run: RunDir, trained: nn.Module, optimizer: torch.optim.Optimizer,
                 stream: BatchSource, tokenizer_dir: Path, context: DistributedContext, recorder: _TrainingLog,
-                step: int, plan: _Plan) -> None:
+                step: int, plan: TrainingPlan) -> None:
     """The `train` metric shard of the steps since the last checkpoint, then the checkpoint of ``step``.
 
     The shard goes first: killed between the two, the resumed run retrains those steps and finds
@@ -468,7 +489,8 @@ def _checkpoint(config: LMRunConfig, run: RunDir, trained: nn.Module, optimizer:
 
 def _gather_and_write_checkpoint(config: LMRunConfig, run: RunDir, trained: nn.Module,
                                  optimizer: torch.optim.Optimizer, stream: BatchSource, tokenizer_dir: Path,
-                                 context: DistributedContext, recorder: _TrainingLog, step: int, plan: _Plan) -> None:
+                                 context: DistributedContext, recorder: _TrainingLog, step: int,
+                                 plan: TrainingPlan) -> None:
     model_state = full_model_state(trained, context)
     optimizer_state = full_optimizer_state(trained, optimizer, context)
     if context.is_main:

@@ -59,6 +59,11 @@ class LMCheckpoint:
     meta: dict[str, Any]  # state.json
 
 
+def has_resume_state(path: Path | str) -> bool:
+    """Whether a checkpoint directory holds the resume state :func:`save_lm_checkpoint` writes."""
+    return (Path(path) / STATE_META_FILE).is_file() and (Path(path) / STATE_TENSORS_FILE).is_file()
+
+
 def save_lm_checkpoint(run: RunDir, model: PreTrainedModel, model_state: dict[str, Tensor],
                        optimizer_state: dict[str, Any], tokenizer_dir: Path, meta: dict[str, Any]) -> CheckpointInfo:
     """Write ``<run>/checkpoints/step_<meta["step"]>/`` atomically (see the module docstring).

@@ -1,0 +1,162 @@
+"""The ``path_attribution`` measure: the change of translation, copying or held-out loss since the previous
+checkpoint, split over parameter groups (and, along the replayed path, over training data).
+
+``path: replay`` follows the optimizer steps that training took between the two checkpoints
+(:mod:`phasescope.measures.replayed_attribution`), for a ``phasescope train`` run, whose checkpoints
+carry the resume state; ``path: chord`` integrates along the straight segment between them
+(:mod:`phasescope.measures.attribution`), the only path a series without resume state (Hub revisions)
+has; ``auto`` (the default) replays where it can. The rows say which path they took (``path``).
+"""
+
+from __future__ import annotations
+
+import copy
+import re
+from collections.abc import Iterator, Mapping
+from typing import Literal
+
+import torch
+from pydantic import Field
+from torch import Tensor, nn
+
+from phasescope.data.wlt import EncodedWLT
+from phasescope.errors import PhasescopeError
+from phasescope.measures.ablations import CheckpointWeights
+from phasescope.measures.attribution import Objective, PathAttribution, QuadratureRule, path_attribution
+from phasescope.measures.lm_forward import autocast_for, wlt_log_probs
+from phasescope.measures.lm_quality import HeldoutDataConfig, shared_heldout_data
+from phasescope.measures.registry import Measure, MeasureContext, register_measure
+from phasescope.measures.replayed_attribution import ReplayAttribution, replay_attribution
+from phasescope.measures.wlt_inputs import WLTDataConfig, item_subsets, shared_wlt_encoding
+from phasescope.models.adapters import parameter_groups
+from phasescope.progress import progress_bar
+from phasescope.train.lm_checkpoint import has_resume_state
+from phasescope.train.replay import DATA_DIMENSIONS, DataDimension, check_replayable
+
+
+class PathAttributionConfig(WLTDataConfig):
+    """Config of the ``path_attribution`` measure (previous checkpoint -> this one)."""
+
+    # f: the summed log-probability mass on valid target first tokens ("wlt_target"), on the source
+    # word's first tokens ("wlt_source", copying), or the mean held-out next-token loss ("heldout_loss")
+    objective: Literal["wlt_target", "wlt_source", "heldout_loss"] = "wlt_target"
+    # WLT items summed into f; no_overlap: pairs without shared first tokens, where translating is not copying
+    subset: Literal["no_overlap", "overlap", "all", "heldout_no_overlap", "heldout_overlap"] = "no_overlap"
+    # replay: the optimizer steps training took (needs the run's resume state); chord: the straight segment;
+    # auto: replay where the series has resume state, else chord
+    path: Literal["auto", "replay", "chord"] = "auto"
+    points: int = Field(32, ge=1)  # chord: quadrature points (forward + backward passes over the prompts each)
+    rule: QuadratureRule = "midpoint"  # chord: ExPLAIND's; "gauss_legendre" converges faster on smooth paths
+    # replay: data dimensions the change is also split by (one more backward pass per label in a batch)
+    data: list[DataDimension] = list(DATA_DIMENSIONS)
+    replay_tolerance: float = Field(0.0, ge=0)  # replay: accepted |difference| from a saved checkpoint (0: bitwise)
+    precision: Literal["float32", "float64"] = "float32"  # of f and its gradients (float64: sums exact to ~1e-12)
+    batch_size: int = Field(32, ge=1)  # prompts (or held-out rows) per forward/backward pass
+    heldout: HeldoutDataConfig = HeldoutDataConfig(sequences=4)  # the text of objective heldout_loss
+
+
+def wlt_objective(encoded: EncodedWLT, indices: Tensor, answer: str, batch_size: int) -> Objective:
+    """f = the summed log-probability mass on the answer's first tokens over the items ``indices``,
+    in pieces of ``batch_size`` prompts of similar length."""
+    order = indices[torch.argsort(encoded.lengths[indices], descending=True, stable=True)]
+
+    def objective(model: nn.Module) -> Iterator[Tensor]:
+        for batch in torch.split(order, batch_size):
+            yield wlt_log_probs(model, encoded, batch_size=len(batch), answer=answer, indices=batch).sum()
+    return objective
+
+
+def heldout_loss_objective(batches: Mapping[str, Tensor], batch_size: int) -> Objective:
+    """f = the mean next-token loss over every held-out row of every language, in pieces of ``batch_size`` rows."""
+    rows = torch.cat(list(batches.values()))
+    predicted = rows.shape[0] * (rows.shape[1] - 1)
+
+    def objective(model: nn.Module) -> Iterator[Tensor]:
+        device = next(model.parameters()).device
+        for chunk in torch.split(rows, batch_size):
+            chunk = chunk.to(device)
+            with autocast_for(device):
+                logits = model(input_ids=chunk).logits
+            losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), chunk[:, 1:].flatten(),
+                                                       reduction="sum")
+            yield losses / predicted
+    return objective
+
+
+def objective_label(config: PathAttributionConfig) -> str:
+    """The rows' ``subset``: the WLT subset for translation, ``copy_<subset>`` for copying, ``heldout`` for the loss."""
+    if config.objective == "heldout_loss":
+        return "heldout"
+    return config.subset if config.objective == "wlt_target" else f"copy_{config.subset}"
+
+
+def attribution_rows(result: PathAttribution, groups: Mapping[str, list[str]], label: str) -> list[dict]:
+    """``attribution`` per group (``component``; ``layer`` for a block's groups), ``delta_f``, ``f_start``,
+    ``f_end``, ``completeness_gap`` and ``completeness_gap_relative``, all with ``subset`` = ``label`` and
+    ``path`` = ``replay`` or ``chord``; along a replay also ``replayed_steps``, ``max_step_gap`` (the
+    largest one-step trapezoid error) and ``data_attribution`` per part of the data split (``data``)."""
+    path = "replay" if isinstance(result, ReplayAttribution) else "chord"
+    rows = []
+    for group, value in result.grouped(groups).items():
+        match = re.match(r"^layers\.(\d+)\.", group)
+        rows.append({"metric": "attribution", "value": value, "component": group,
+                     "layer": int(match.group(1)) if match else None})
+    summary = {"delta_f": result.delta_f, "f_start": result.f_start, "f_end": result.f_end,
+               "completeness_gap": result.completeness_gap, "completeness_gap_relative": result.relative_gap}
+    if isinstance(result, ReplayAttribution):
+        summary.update(replayed_steps=float(result.steps[1] - result.steps[0]), max_step_gap=max(result.step_gaps))
+        rows += [{"metric": "data_attribution", "value": value, "data": part} for part, value in result.data.items()]
+    rows += [{"metric": metric, "value": value} for metric, value in summary.items()]
+    return [{**row, "subset": label, "path": path} for row in rows]
+
+
+def attribution_objective(context: MeasureContext, config: PathAttributionConfig) -> Objective:
+    """The measure's f: WLT target or source mass over the config's subset, or the held-out loss."""
+    if config.objective == "heldout_loss":
+        return heldout_loss_objective(shared_heldout_data(context, config.heldout), config.batch_size)
+    encoded = shared_wlt_encoding(context, config)
+    mask = item_subsets(encoded.pairs).get(config.subset)
+    if mask is None or not mask.any():
+        raise PhasescopeError(f"the WLT set has no item in subset {config.subset!r}")
+    indices = torch.as_tensor(mask.to_numpy().nonzero()[0], dtype=torch.long)
+    return wlt_objective(encoded, indices, config.objective.removeprefix("wlt_"), config.batch_size)
+
+
+def compute_path_attribution(context: MeasureContext, config: PathAttributionConfig) -> list[dict]:
+    if context.previous is None:
+        raise PhasescopeError(f"path attribution of {context.checkpoint.name} needs the checkpoint before it")
+    replay = config.path == "replay" or (
+        config.path == "auto" and context.previous.path is not None and has_resume_state(context.previous.path))
+    if replay:  # refused here, before any prompt is encoded, with the reason and `path: chord`
+        check_replayable(context.series.run.path, context.previous.step, context.checkpoint.step)
+    objective = attribution_objective(context, config)
+    model = context.model
+    series = context.series
+    end = CheckpointWeights(series.weight_files(context.checkpoint), model)
+    on = model if config.precision == "float32" else copy.deepcopy(model).to(torch.float64)
+    interval = f"{context.previous.name} -> {context.checkpoint.name}"
+    if replay:
+        steps = context.checkpoint.step - context.previous.step
+        with progress_bar(f"replayed attribution {interval}", steps, transient=True) as advance:
+            try:
+                result = replay_attribution(series.run.path, objective, context.previous.step, context.checkpoint.step,
+                                            on, split_by=config.data, device=context.device.type,
+                                            tolerance=config.replay_tolerance, progress=advance)
+            finally:
+                if on is model:  # the replay left the model at the replayed end point: put the saved one back
+                    with torch.no_grad():
+                        for name, parameter in model.named_parameters():
+                            parameter.copy_(end.read(name, parameter))
+    else:
+        start = CheckpointWeights(series.weight_files(context.previous), model)
+        with progress_bar(f"path attribution {interval}", config.points, transient=True) as advance:
+            result = path_attribution(on, objective, start, end, config.points, config.rule, progress=advance)
+    return attribution_rows(result, parameter_groups(on), objective_label(config))
+
+
+PATH_ATTRIBUTION_MEASURE = register_measure(Measure(
+    name="path_attribution", config_cls=PathAttributionConfig, compute=compute_path_attribution,
+    description="ExPLAIND attribution of the change since the previous checkpoint to parameter groups and "
+                "training data, along the replayed training path (or the chord)",
+    pairwise=True,
+))

@@ -1,0 +1,352 @@
+"""The training path between two checkpoints, replayed after the fact.
+
+Every checkpoint of a ``phasescope train`` language-model run carries the exact resume state: AdamW's
+moments, the generators' states and the data stream's position. :func:`replay_steps` starts from the
+checkpoint at ``from_step`` and re-runs the optimizer steps up to ``to_step`` through the training
+loop's own step (:func:`phasescope.train.lm.optimizer_step`), yielding for each step the parameters
+before and after it, its batch and where each of the batch's tokens came from. On the CPU the replayed
+parameters equal the saved ones bitwise at every checkpoint the replay passes; a replay that does not
+reach them (a changed corpus, another device, a run trained on several processes) is stopped with a
+one-line error naming the run and the step.
+
+Splitting a step by data. AdamW's update of step ``s`` is
+
+    theta_{s+1} - theta_s = -lr wd theta_s  -  lr / (1 - beta1^s) * m_s / (sqrt(v_s / (1 - beta2^s)) + eps)
+
+with ``m_s = beta1 m_{s-1} + (1 - beta1) c_s g_s``, ``c_s`` the clipping factor and ``g_s`` the mean
+gradient of the batch's token losses. Given the step's preconditioner (``v_s`` and the scalars, read
+back from the optimizer after the step), the update is linear in the momentum, and the momentum is a
+sum over the gradients of past batches. Splitting each batch's gradient by which data its tokens
+came from (``g_s = sum_k g_s^(k)``: the token losses of each language, or each document kind, in turn)
+and carrying one momentum per part gives the update as an exact sum of
+
+- ``weight_decay``: ``-lr wd theta_s``,
+- ``before``: the momentum carried in from the steps before ``from_step`` (decayed by ``beta1`` each step),
+- one part per data label, e.g. ``language=de`` or ``kind=glossary``,
+
+up to float rounding (:attr:`ReplayStep.split_residual`). This is ExPLAIND's treatment of Adam
+(arXiv 2505.20076): the preconditioner is the one training used, the momentum is followed exactly.
+A split costs one more forward pass and one backward pass per label present in the batch.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import torch
+from torch import Tensor, nn
+
+from phasescope.data.corpora import build_corpus, document_kind
+from phasescope.data.mixture import PackedStream, Source
+from phasescope.data.tokenizer import load_tokenizer
+from phasescope.device import resolve_device
+from phasescope.errors import PhasescopeError
+from phasescope.models.llama import build_llama
+from phasescope.run import RunDir, config_hash, validate_config
+from phasescope.run.checkpoint import read_safetensors
+from phasescope.train.distributed import DistributedContext, load_full_states
+from phasescope.train.lm import (
+    LMRunConfig,
+    TrainingPlan,
+    autocast_context,
+    build_optimizer,
+    clip_coefficient,
+    optimizer_step,
+)
+from phasescope.train.lm_checkpoint import has_resume_state, read_lm_checkpoint, restore_rng_states, rng_states
+from phasescope.train.schedules import wsd_learning_rate
+
+DataDimension = Literal["language", "kind"]
+DATA_DIMENSIONS: tuple[str, ...] = ("language", "kind")
+WEIGHT_DECAY_PART, BEFORE_PART = "weight_decay", "before"
+UNKNOWN = "unknown"  # the label of tokens whose source a stream state saved before sources were kept
+
+
+@dataclass
+class ReplayStep:
+    """One replayed optimizer step ``step -> step + 1``.
+
+    Attributes:
+        step: the step count before the update.
+        lr: its learning rate.
+        loss: the batch's mean training loss.
+        batch: the (batch_size, seq_len) token ids.
+        sources: where the batch's tokens came from, row-major, run-length by document.
+        before, after: the parameters (by name, tied ones once) before and after the update; ``after``
+            is the replay's live model state: read it, do not change it.
+        update_parts: when the replay splits by data, the update as a sum of parts (label -> parameter
+            name -> tensor): ``weight_decay``, ``before`` and ``<dimension>=<value>`` per dimension
+            asked for (each dimension's labels, with the two others, sum to the update on their own).
+    """
+
+    step: int
+    lr: float
+    loss: float
+    batch: Tensor
+    sources: list[Source]
+    before: dict[str, Tensor]
+    after: dict[str, Tensor]
+    update_parts: dict[str, dict[str, Tensor]] = field(default_factory=dict)
+
+    @property
+    def update(self) -> dict[str, Tensor]:
+        return {name: self.after[name] - self.before[name] for name in self.before}
+
+    def split_residual(self, dimension: str) -> float:
+        """max |update - sum of one dimension's parts| over all parameters (float rounding; 0 if not split)."""
+        labels = [label for label in self.update_parts if label.startswith(f"{dimension}=")]
+        if not labels:
+            return 0.0
+        worst = 0.0
+        for name, before in self.before.items():
+            total = self.update_parts[WEIGHT_DECAY_PART][name].double() + self.update_parts[BEFORE_PART][name].double()
+            for label in labels:
+                total = total + self.update_parts[label][name].double()
+            worst = max(worst, float((self.after[name].double() - before.double() - total).abs().max()))
+        return worst
+
+
+@dataclass
+class _ReplaySetup:
+    config: LMRunConfig
+    run: RunDir
+    model: nn.Module
+    optimizer: torch.optim.AdamW
+    stream: PackedStream
+    plan: TrainingPlan
+    checkpoints: list[int]  # saved steps in (from_step, to_step]
+    rng_states: dict[str, Tensor]
+
+
+def replay_steps(run_path: Path | str, from_step: int, to_step: int, split_by: Sequence[DataDimension] = (),
+                 device: str = "cpu", tolerance: float = 0.0) -> Iterator[ReplayStep]:
+    """Re-run the optimizer steps of a language-model run from checkpoint ``from_step`` to ``to_step``.
+
+    Args:
+        run_path: a ``phasescope train`` run directory.
+        from_step, to_step: two of its checkpoints, ``from_step < to_step``.
+        split_by: data dimensions (``language``, ``kind``) to split each update by (see the module
+            docstring); empty: no split, no extra work.
+        device: where to replay; bitwise equality to the saved checkpoints holds on the CPU.
+        tolerance: the largest |difference| from a saved checkpoint that the replay accepts (0:
+            bitwise). A run trained on a GPU or several processes replays within a tolerance only.
+
+    Yields:
+        A :class:`ReplayStep` per step, in order. Every checkpoint passed is compared with the replay.
+
+    Raises:
+        PhasescopeError: the run has no resume state, a checkpoint is missing, the config changed since
+            training, or the replay misses a saved checkpoint (each naming the run and the step).
+    """
+    unknown = [dimension for dimension in split_by if dimension not in DATA_DIMENSIONS]
+    if unknown:
+        raise PhasescopeError(f"split_by: unknown data dimension {unknown[0]!r}; expected one of "
+                              f"{', '.join(DATA_DIMENSIONS)}")
+    setup = _prepare(Path(run_path), from_step, to_step, device)
+    return _replay(setup, from_step, to_step, tuple(dict.fromkeys(split_by)), tolerance)
+
+
+def check_replayable(run_path: Path | str, from_step: int, to_step: int) -> None:
+    """Raise the one-line error :func:`replay_steps` would give before replaying anything, without loading weights."""
+    _checked_config(Path(run_path), from_step, to_step)
+
+
+def _checked_config(run_path: Path, from_step: int, to_step: int) -> tuple[RunDir, LMRunConfig, list[int]]:
+    hint = "; use path: chord"
+    config_path = run_path / "config.yaml"
+    if not config_path.is_file():
+        raise PhasescopeError(f"{run_path}: not a phasescope training run (no config.yaml), so it has no resume "
+                              f"state to replay{hint}")
+    run = RunDir(run_path)
+    data = run.read_config_dict()
+    if data.get("kind") != "lm":
+        raise PhasescopeError(f"{run_path}: replay needs a language-model run (kind: lm), got kind "
+                              f"{data.get('kind', 'gd')!r}{hint}")
+    config = validate_config(data, LMRunConfig, source=str(config_path))
+    if not 0 <= from_step < to_step:
+        raise PhasescopeError(f"replay needs 0 <= from_step < to_step, got {from_step} and {to_step}")
+    saved = [info.step for info in run.list_checkpoints()]
+    for step in (from_step, to_step):
+        if step not in saved:
+            raise PhasescopeError(f"{run_path}: no checkpoint at step {step} (a gap in the checkpoint chain; it has "
+                                  f"{_steps_text(saved)}){hint}")
+    start = run.checkpoint_dir(from_step)
+    if not has_resume_state(start):
+        raise PhasescopeError(f"{start}: no resume state (optimizer, data position) to replay from{hint}")
+    return run, config, [step for step in saved if from_step < step <= to_step]
+
+
+def _steps_text(steps: list[int]) -> str:
+    if not steps:
+        return "none"
+    return ", ".join(map(str, steps)) if len(steps) <= 6 else f"{steps[0]}, {steps[1]}, ..., {steps[-1]}"
+
+
+def _prepare(run_path: Path, from_step: int, to_step: int, device_name: str) -> _ReplaySetup:
+    run, config, checkpoints = _checked_config(run_path, from_step, to_step)
+    saved = read_lm_checkpoint(run.checkpoint_dir(from_step))
+    if saved.meta.get("config_hash") != config_hash(config):
+        raise PhasescopeError(f"{run.checkpoint_dir(from_step)} was written by another config than {run_path}'s "
+                              "config.yaml (the config changed since training); use path: chord")
+    device = resolve_device(device_name)
+    tokenizer = load_tokenizer(run_path / "tokenizer")
+    stream = PackedStream(build_corpus(config.data), tokenizer, config.train.seq_len, config.train.batch_size,
+                          config.mixture, config.seed)
+    stream.load_state_dict(saved.meta["data"])
+    model = build_llama(config.model, len(tokenizer), config.seed, bos_token_id=tokenizer.bos_token_id,
+                        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).to(device)
+    optimizer = build_optimizer(model, config.train)
+    context = DistributedContext(rank=0, world_size=1, local_rank=0, device=device)
+    load_full_states(model, optimizer, saved.model_state, saved.optimizer_state, context)
+    return _ReplaySetup(config, run, model, optimizer, stream, TrainingPlan.of(config, 1), checkpoints,
+                        saved.rng_states)
+
+
+def _replay(setup: _ReplaySetup, from_step: int, to_step: int, split_by: tuple[str, ...],
+            tolerance: float) -> Iterator[ReplayStep]:
+    config, model, optimizer, stream = setup.config, setup.model, setup.optimizer, setup.stream
+    train = config.train
+    named = dict(model.named_parameters())  # tied parameters once
+    parameters = [p for p in named.values() if p.requires_grad]
+    splitter = _DataSplit(model, optimizer, named, setup.stream, split_by, train) if split_by else None
+    caller_rng = rng_states()
+    restore_rng_states(setup.rng_states)
+    try:
+        for step in range(from_step, to_step):
+            lr = wsd_learning_rate(step, train.lr, setup.plan.max_steps, train.lr_schedule)
+            batch = stream.next_batch().to(next(model.parameters()).device)
+            sources = list(stream.last_sources)
+            before = {name: p.detach().clone() for name, p in named.items()}
+            gradients = splitter.label_gradients(batch, sources, setup.plan.micro_batches) if splitter else None
+            loss, grad_norm = optimizer_step(model, optimizer, parameters, batch, lr, setup.plan.micro_batches, train)
+            parts = (splitter.update_parts(gradients, before, lr, clip_coefficient(float(grad_norm), train.grad_clip))
+                     if splitter else {})
+            after = {name: p.detach() for name, p in named.items()}
+            if step + 1 in setup.checkpoints:
+                _check_against_checkpoint(setup.run, step + 1, after, tolerance)
+            yield ReplayStep(step, lr, float(loss), batch, sources, before, after, parts)
+    finally:
+        restore_rng_states(caller_rng)
+
+
+def _check_against_checkpoint(run: RunDir, step: int, parameters: dict[str, Tensor], tolerance: float) -> None:
+    saved = read_safetensors(run.checkpoint_dir(step) / "model.safetensors")
+    worst, where = 0.0, ""
+    for name, value in parameters.items():
+        if name not in saved:
+            continue  # a tied parameter, saved under its other name
+        difference = float((value.detach().cpu().double() - saved[name].double()).abs().max())
+        if difference > worst:
+            worst, where = difference, name
+    if worst > tolerance:
+        exact = "bitwise" if tolerance == 0 else f"within {tolerance:g}"
+        raise PhasescopeError(f"{run.path}: the replay does not reach the saved checkpoint at step {step} {exact} "
+                              f"(max |difference| {worst:.3g} in {where}): the corpus, device or process count "
+                              "differ from training's; use path: chord")
+
+
+class _DataSplit:
+    """Per-label gradients of each batch and one AdamW momentum per label (see the module docstring)."""
+
+    def __init__(self, model: nn.Module, optimizer: torch.optim.AdamW, named: dict[str, Tensor],
+                 stream: PackedStream, dimensions: tuple[str, ...], train) -> None:
+        self.model, self.optimizer, self.named, self.stream = model, optimizer, named, stream
+        self.dimensions, self.train = dimensions, train
+        self.group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
+        self.beta1 = float(optimizer.param_groups[0]["betas"][0])
+        # the momentum carried in from before the replay, then one per label (zeros until it appears)
+        self.before = {name: self._state(p, "exp_avg").clone() for name, p in named.items()}
+        self.momenta: dict[str, dict[str, Tensor]] = {}
+        self._kinds: dict[tuple[str, int], str] = {}
+
+    def _state(self, parameter: Tensor, key: str) -> Tensor:
+        state = self.optimizer.state.get(parameter, {})
+        return state[key] if key in state else torch.zeros_like(parameter)
+
+    def label_of(self, source: Source, dimension: str) -> str:
+        if source.language is None:
+            return f"{dimension}={UNKNOWN}"
+        if dimension == "language":
+            return f"language={source.language}"
+        key = (source.language, source.index)
+        if key not in self._kinds:
+            self._kinds[key] = document_kind(self.stream.corpus, source.language, source.index)
+        return f"kind={self._kinds[key]}"
+
+    def token_labels(self, sources: list[Source], shape: torch.Size, dimension: str) -> tuple[list[str], Tensor]:
+        """The labels present and each token's label code, shaped like the batch."""
+        names: dict[str, int] = {}
+        codes = []
+        for source in sources:
+            code = names.setdefault(self.label_of(source, dimension), len(names))
+            codes.append(torch.full((source.tokens,), code, dtype=torch.long))
+        return list(names), torch.cat(codes).view(shape)
+
+    def label_gradients(self, batch: Tensor, sources: list[Source], micro_batches: int) -> dict[str, list[Tensor]]:
+        """Per label, the gradient of its tokens' share of the training loss (label -> per parameter).
+
+        The training loss is the mean over micro-batches of each one's mean next-token loss; a token's
+        share is its loss over (tokens predicted in its micro-batch x micro-batches), labelled by the
+        document of the predicted token.
+        """
+        parameters = list(self.named.values())
+        gradients: dict[str, list[Tensor]] = {}
+        labelled = [self.token_labels(sources, batch.shape, dimension) for dimension in self.dimensions]
+        with torch.random.fork_rng(devices=[]):
+            for rows in torch.arange(batch.shape[0]).chunk(micro_batches):
+                micro = batch[rows]
+                with autocast_context(self.train.precision, batch.device):
+                    logits = self.model(input_ids=micro).logits
+                losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
+                                                           micro[:, 1:].flatten(), reduction="none")
+                losses = losses / (losses.numel() * micro_batches)
+                pieces = []
+                for names, codes in labelled:
+                    targets = codes[rows][:, 1:].flatten().to(losses.device)
+                    pieces += [(names[code], losses[targets == code].sum()) for code in targets.unique().tolist()]
+                for index, (label, piece) in enumerate(pieces):
+                    grads = torch.autograd.grad(piece, parameters, retain_graph=index < len(pieces) - 1,
+                                                allow_unused=True)
+                    total = gradients.setdefault(label, [torch.zeros_like(p) for p in parameters])
+                    for accumulated, grad in zip(total, grads):
+                        if grad is not None:
+                            accumulated += grad
+                del logits, losses, pieces
+        return gradients
+
+    def update_parts(self, gradients: dict[str, list[Tensor]], before: dict[str, Tensor], lr: float,
+                     clip: float) -> dict[str, dict[str, Tensor]]:
+        """Advance the per-label momenta by this step's gradients and split its update over them."""
+        beta1 = self.beta1
+        for label in gradients:
+            self.momenta.setdefault(label, {name: torch.zeros_like(p) for name, p in self.named.items()})
+        for label, momentum in self.momenta.items():
+            grads = gradients.get(label)
+            for index, value in enumerate(momentum.values()):
+                value.mul_(beta1)
+                if grads is not None:
+                    value.add_(grads[index], alpha=(1 - beta1) * clip)
+        for value in self.before.values():
+            value.mul_(beta1)
+        parts: dict[str, dict[str, Tensor]] = {WEIGHT_DECAY_PART: {}, BEFORE_PART: {}}
+        parts.update({label: {} for label in self.momenta})
+        for name, parameter in self.named.items():
+            group = self.group_of[id(parameter)]
+            scale = self._scale(parameter, group, lr)
+            parts[WEIGHT_DECAY_PART][name] = before[name] * (-lr * float(group["weight_decay"]))
+            parts[BEFORE_PART][name] = scale * self.before[name]
+            for label, momentum in self.momenta.items():
+                parts[label][name] = scale * momentum[name]
+        return parts
+
+    def _scale(self, parameter: Tensor, group: dict, lr: float) -> Tensor:
+        """``-lr / (1 - beta1^t) / (sqrt(v_t / (1 - beta2^t)) + eps)``: what AdamW multiplied the momentum by."""
+        beta1, beta2 = (float(beta) for beta in group["betas"])
+        state = self.optimizer.state[parameter]
+        t = float(state["step"])
+        denominator = state["exp_avg_sq"].sqrt() / math.sqrt(1 - beta2 ** t) + float(group["eps"])
+        return (-lr / (1 - beta1 ** t)) / denominator
