@@ -105,6 +105,10 @@ BEHAVIOUR = ("wlt", "logit_lens")  # one forward pass per prompt batch serves bo
 QUALITY = ("lm_quality", "minimal_pairs")
 MECHANISMS = ("surface_similarity", "layer_swap")
 ABLATIONS = ("scaling", "head_ablation", "lm_sharpness")
+# path attribution along the chord (4 points) on a thin selection, and along the replayed training path
+# (split by kind of document) on the intervals where translation starts (~0.82M tokens: step 400)
+CHORD = ("path_attribution.path=chord", "path_attribution.points=4")
+REPLAY = ("path_attribution.path=replay", "path_attribution.data=[kind]")
 
 SIZES = {
     # 62 checkpoints: translation at every one, the rest on a thinner selection that still brackets the
@@ -114,7 +118,8 @@ SIZES = {
         stages=(MeasureStage(BEHAVIOUR, "all"),
                 MeasureStage(QUALITY, "every:2"),
                 MeasureStage(MECHANISMS, "every:4", concepts=8),
-                MeasureStage(("path_attribution",), "every:8", ("path_attribution.points=4",), concepts=4),
+                MeasureStage(("path_attribution",), "every:8,400,425", CHORD, concepts=4),
+                MeasureStage(("path_attribution",), "400,425", REPLAY, concepts=4),
                 MeasureStage(ABLATIONS, "first,800,1000,last", ("scaling.factors=[0.0]",), concepts=4)),
         digits={}, diagonal={},
     ),
@@ -125,8 +130,8 @@ SIZES = {
             "train": {"max_steps": 60, "lr_schedule": {"warmup_steps": 6}},
             "checkpoints": {"log_until": 16, "every": 10}},  # 0, 1, 2, 4, 8, 10, 16, 20, ..., 60: 12
         stages=(MeasureStage(BEHAVIOUR + QUALITY, "all", ("minimal_pairs.pairs_per_template=1",), concepts=4),
-                MeasureStage(MECHANISMS + ("path_attribution",), "every:3", ("path_attribution.points=4",),
-                             concepts=4),
+                MeasureStage(MECHANISMS + ("path_attribution",), "every:3", CHORD, concepts=4),
+                MeasureStage(("path_attribution",), "last", REPLAY, concepts=4),
                 MeasureStage(ABLATIONS, "last", ("scaling.factors=[0.0]", "head_ablation.layers=[1]"), concepts=4)),
         digits={"data": {"train_size": 150}, "lrs": {"num": 8}, "train": {"max_steps": 2000}},
         diagonal={"lrs": {"num": 8}, "train": {"max_steps": 6000}},

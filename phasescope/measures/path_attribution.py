@@ -26,7 +26,7 @@ from phasescope.measures.attribution import Objective, PathAttribution, Quadratu
 from phasescope.measures.lm_forward import autocast_for, wlt_log_probs
 from phasescope.measures.lm_quality import HeldoutDataConfig, shared_heldout_data
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
-from phasescope.measures.replayed_attribution import ReplayAttribution, replay_attribution
+from phasescope.measures.replayed_attribution import ReplayAttribution, StepRule, replay_attribution
 from phasescope.measures.wlt_inputs import WLTDataConfig, item_subsets, shared_wlt_encoding
 from phasescope.models.adapters import parameter_groups
 from phasescope.progress import progress_bar
@@ -49,6 +49,8 @@ class PathAttributionConfig(WLTDataConfig):
     rule: QuadratureRule = "midpoint"  # chord: ExPLAIND's; "gauss_legendre" converges faster on smooth paths
     # replay: data dimensions the change is also split by (one more backward pass per label in a batch)
     data: list[DataDimension] = list(DATA_DIMENSIONS)
+    step_rule: StepRule = "simpson"  # replay: the rule on each step's segment (two gradients of f per step)
+    step_intervals: int = Field(1, ge=1)  # replay: the rule composite over this many pieces of each step
     replay_tolerance: float = Field(0.0, ge=0)  # replay: accepted |difference| from a saved checkpoint (0: bitwise)
     precision: Literal["float32", "float64"] = "float32"  # of f and its gradients (float64: sums exact to ~1e-12)
     batch_size: int = Field(32, ge=1)  # prompts (or held-out rows) per forward/backward pass
@@ -140,7 +142,8 @@ def compute_path_attribution(context: MeasureContext, config: PathAttributionCon
         with progress_bar(f"replayed attribution {interval}", steps, transient=True) as advance:
             try:
                 result = replay_attribution(series.run.path, objective, context.previous.step, context.checkpoint.step,
-                                            on, split_by=config.data, device=context.device.type,
+                                            on, split_by=config.data, rule=config.step_rule,
+                                            intervals=config.step_intervals, device=context.device.type,
                                             tolerance=config.replay_tolerance, progress=advance)
             finally:
                 if on is model:  # the replay left the model at the replayed end point: put the saved one back

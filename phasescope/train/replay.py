@@ -166,7 +166,6 @@ def _checked_config(run_path: Path, from_step: int, to_step: int) -> tuple[RunDi
     if data.get("kind") != "lm":
         raise PhasescopeError(f"{run_path}: replay needs a language-model run (kind: lm), got kind "
                               f"{data.get('kind', 'gd')!r}{hint}")
-    config = validate_config(data, LMRunConfig, source=str(config_path))
     if not 0 <= from_step < to_step:
         raise PhasescopeError(f"replay needs 0 <= from_step < to_step, got {from_step} and {to_step}")
     saved = [info.step for info in run.list_checkpoints()]
@@ -177,6 +176,7 @@ def _checked_config(run_path: Path, from_step: int, to_step: int) -> tuple[RunDi
     start = run.checkpoint_dir(from_step)
     if not has_resume_state(start):
         raise PhasescopeError(f"{start}: no resume state (optimizer, data position) to replay from{hint}")
+    config = validate_config(data, LMRunConfig, source=str(config_path))
     return run, config, [step for step in saved if from_step < step <= to_step]
 
 
