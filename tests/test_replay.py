@@ -98,6 +98,7 @@ def test_sources_name_each_tokens_document(run):
         assert any(ids[i:i + len(piece)] == piece for i in range(len(ids) - len(piece) + 1)), source
         position += source.tokens
     kinds = {document_kind(corpus, s.language, s.index) for s in replayed.sources}
+    assert replayed.kinds == [document_kind(corpus, s.language, s.index) for s in replayed.sources]
     assert {label.split("=")[1] for label in replayed.update_parts if label.startswith("kind=")} == kinds
 
 

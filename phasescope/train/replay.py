@@ -76,6 +76,8 @@ class ReplayStep:
         loss: the batch's mean training loss.
         batch: the (batch_size, seq_len) token ids.
         sources: where the batch's tokens came from, row-major, run-length by document.
+        kinds: the kind of each source's document (``glossary``, ``parallel``, ... for the controlled
+            corpus; ``text`` where a corpus does not tell kinds apart; ``unknown`` if not recorded).
         before, after: the parameters (by name, tied ones once) before and after the update; ``after``
             is the replay's live model state: read it, do not change it.
         update_parts: when the replay splits by data, the update as a sum of parts (label -> parameter
@@ -88,6 +90,7 @@ class ReplayStep:
     loss: float
     batch: Tensor
     sources: list[Source]
+    kinds: list[str]
     before: dict[str, Tensor]
     after: dict[str, Tensor]
     update_parts: dict[str, dict[str, Tensor]] = field(default_factory=dict)
@@ -212,7 +215,8 @@ def _replay(setup: _ReplaySetup, from_step: int, to_step: int, split_by: tuple[s
     train = config.train
     named = dict(model.named_parameters())  # tied parameters once
     parameters = [p for p in named.values() if p.requires_grad]
-    splitter = _DataSplit(model, optimizer, named, setup.stream, split_by, train) if split_by else None
+    kinds = _DocumentKinds(setup.stream.corpus)
+    splitter = _DataSplit(model, optimizer, named, kinds, split_by, train) if split_by else None
     caller_rng = rng_states()
     restore_rng_states(setup.rng_states)
     try:
@@ -228,7 +232,8 @@ def _replay(setup: _ReplaySetup, from_step: int, to_step: int, split_by: tuple[s
             after = {name: p.detach() for name, p in named.items()}
             if step + 1 in setup.checkpoints:
                 _check_against_checkpoint(setup.run, step + 1, after, tolerance)
-            yield ReplayStep(step, lr, float(loss), batch, sources, before, after, parts)
+            yield ReplayStep(step, lr, float(loss), batch, sources, [kinds(source) for source in sources], before,
+                             after, parts)
     finally:
         restore_rng_states(caller_rng)
 
@@ -249,19 +254,34 @@ def _check_against_checkpoint(run: RunDir, step: int, parameters: dict[str, Tens
                               "differ from training's; use path: chord")
 
 
+class _DocumentKinds:
+    """The kind of a source's document, cached (the controlled corpus generates a document to tell)."""
+
+    def __init__(self, corpus) -> None:
+        self.corpus = corpus
+        self._kinds: dict[tuple[str, int], str] = {}
+
+    def __call__(self, source: Source) -> str:
+        if source.language is None:
+            return UNKNOWN
+        key = (source.language, source.index)
+        if key not in self._kinds:
+            self._kinds[key] = document_kind(self.corpus, source.language, source.index)
+        return self._kinds[key]
+
+
 class _DataSplit:
     """Per-label gradients of each batch and one AdamW momentum per label (see the module docstring)."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.AdamW, named: dict[str, Tensor],
-                 stream: PackedStream, dimensions: tuple[str, ...], train) -> None:
-        self.model, self.optimizer, self.named, self.stream = model, optimizer, named, stream
+                 kinds: _DocumentKinds, dimensions: tuple[str, ...], train) -> None:
+        self.model, self.optimizer, self.named, self.kinds = model, optimizer, named, kinds
         self.dimensions, self.train = dimensions, train
         self.group_of = {id(p): group for group in optimizer.param_groups for p in group["params"]}
         self.beta1 = float(optimizer.param_groups[0]["betas"][0])
         # the momentum carried in from before the replay, then one per label (zeros until it appears)
         self.before = {name: self._state(p, "exp_avg").clone() for name, p in named.items()}
         self.momenta: dict[str, dict[str, Tensor]] = {}
-        self._kinds: dict[tuple[str, int], str] = {}
 
     def _state(self, parameter: Tensor, key: str) -> Tensor:
         state = self.optimizer.state.get(parameter, {})
@@ -272,10 +292,7 @@ class _DataSplit:
             return f"{dimension}={UNKNOWN}"
         if dimension == "language":
             return f"language={source.language}"
-        key = (source.language, source.index)
-        if key not in self._kinds:
-            self._kinds[key] = document_kind(self.stream.corpus, source.language, source.index)
-        return f"kind={self._kinds[key]}"
+        return f"kind={self.kinds(source)}"
 
     def token_labels(self, sources: list[Source], shape: torch.Size, dimension: str) -> tuple[list[str], Tensor]:
         """The labels present and each token's label code, shaped like the batch."""
