@@ -55,9 +55,10 @@ class MemoryStream:
         self.position = state["position"]
 
 
-def matmul_peak(device: torch.device, size: int = 4096, repeats: int = 10) -> float:
-    """Float32 FLOP/s of a large square matmul (the best of ``repeats``)."""
-    a, b = torch.randn(size, size, device=device), torch.randn(size, size, device=device)
+def matmul_peak(device: torch.device, size: int = 4096, repeats: int = 10, dtype: torch.dtype = torch.float32
+                ) -> float:
+    """FLOP/s of a large square matmul in ``dtype`` (the best of ``repeats``)."""
+    a, b = (torch.randn(size, size, device=device, dtype=dtype) for _ in range(2))
     best = float("inf")
     for _ in range(repeats + 2):
         _sync(device)
@@ -73,10 +74,12 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize()
 
 
-def lm_config(preset: str, steps: int, batch_size: int, seq_len: int, device: str) -> LMRunConfig:
+def lm_config(preset: str, steps: int, batch_size: int, seq_len: int, device: str, compile: bool = False
+              ) -> LMRunConfig:
     return LMRunConfig.model_validate({
         "device": device, "model": {"preset": preset},
         "train": {"max_steps": steps, "batch_size": batch_size, "seq_len": seq_len, "lr": LR, "log_every": LOG_EVERY,
+                  "compile": compile,
                   "lr_schedule": {"warmup_steps": WARMUP, "decay_fraction": 0.0}},
         "checkpoints": {"schedule": "steps", "steps": [steps]}})
 
@@ -145,6 +148,7 @@ def trainer_loop(config: LMRunConfig, vocab_size: int, batches: list[torch.Tenso
             output_dir=root, per_device_train_batch_size=train.batch_size, max_steps=train.total_steps,
             max_grad_norm=train.grad_clip, logging_steps=LOG_EVERY, save_strategy="no", report_to=[],
             use_cpu=config.device == "cpu", bf16=config.device == "cuda", dataloader_num_workers=0,
+            torch_compile=train.compile,
             disable_tqdm=True, log_level="error", seed=0)
         trainer = InOrder(model=model, args=arguments, train_dataset=Rows(), callbacks=[Clock()],
                           optimizers=(optimizer, schedule))

@@ -160,8 +160,10 @@ def counting_pyhessian_hvps() -> Iterator[list[int]]:
 
 
 def pyhessian_top_eigenvalue(model: nn.Module, inputs: Tensor, targets: Tensor, tol: float,
-                             max_iter: int, seed: int) -> tuple[float, int, bool]:
-    """PyHessian's power iteration, the gradient graph built in ``hessian.__init__`` included.
+                             max_iter: int, seed: int, loss: Callable[[Tensor, Tensor], Tensor] | None = None,
+                             cuda: bool = False) -> tuple[float, int, bool]:
+    """PyHessian's power iteration, the gradient graph built in ``hessian.__init__`` included (the loss
+    defaults to this benchmark's mean squared error).
 
     Returns (eigenvalue, HVPs, converged); converged is False when it ran all ``max_iter`` iterations.
     """
@@ -171,7 +173,7 @@ def pyhessian_top_eigenvalue(model: nn.Module, inputs: Tensor, targets: Tensor, 
     torch.manual_seed(seed)  # its start vector comes from the global generator
     with counting_pyhessian_hvps() as counter, warnings.catch_warnings():
         warnings.simplefilter("ignore")  # backward(create_graph=True) warns of a reference cycle
-        hessian = pyhessian.hessian(model, mean_squared_error, data=(inputs, targets), cuda=False)
+        hessian = pyhessian.hessian(model, loss or mean_squared_error, data=(inputs, targets), cuda=cuda)
         eigenvalues, _ = hessian.eigenvalues(top_n=1, maxIter=max_iter, tol=tol)
     model.zero_grad(set_to_none=True)  # drop the graph held by .grad
     return float(eigenvalues[0]), counter[0], counter[0] < max_iter

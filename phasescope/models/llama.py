@@ -29,6 +29,10 @@ PRESETS: dict[str, dict] = {
     # ~9M parameters with an 8k vocabulary (6.8M outside the embedding): the benchmark's second size.
     "small": dict(num_layers=8, hidden_size=256, num_heads=8, intermediate_size=768,
                   max_position_embeddings=1024, tie_word_embeddings=True),
+    # 24 x 1024, 16 heads of 64 (Pythia-410M's depth and width, SwiGLU at 3.25 d): ~346M parameters
+    # outside the embeddings, ~350M with a 4k vocabulary: the GPU benchmark's training size.
+    "350m": dict(num_layers=24, hidden_size=1024, num_heads=16, intermediate_size=3328,
+                 max_position_embeddings=2048, tie_word_embeddings=True),
     # 24 x 2048, 16 heads of 128: 1.61B parameters outside the embeddings, ~1.74B with a 32k vocabulary.
     "paper-1.7b": dict(num_layers=24, hidden_size=2048, num_heads=16, intermediate_size=8192,
                        max_position_embeddings=4096, tie_word_embeddings=False),
@@ -39,7 +43,7 @@ class LlamaModelConfig(StrictModel):
     """A preset plus optional overrides of its architecture (None keeps the preset's value)."""
 
     arch: Literal["llama"] = "llama"
-    preset: Literal["tiny", "small", "paper-1.7b"] = "tiny"
+    preset: Literal["tiny", "small", "350m", "paper-1.7b"] = "tiny"
     num_layers: int | None = Field(None, ge=1)
     hidden_size: int | None = Field(None, ge=1)
     num_heads: int | None = Field(None, ge=1)
