@@ -178,3 +178,66 @@ def test_wlt_and_logit_lens_measures_share_one_forward_pass(tmp_path, tokenizer)
     model = series.load_model(series.checkpoints[0])
     direct = wlt_scores(model, tokenizer, build_wlt_pairs(wlt_lexicon(["en", "tr"]), shots=2))
     assert overall["p_target"] == pytest.approx(direct["p_target"].mean(), rel=1e-5)
+
+
+# --- the lens on any prompts ---------------------------------------------------------------------------
+PLAIN_PROMPTS = ["The cat sat on the", "Le chien mange", "dog: Hund\ncat:"]
+
+
+def test_prompt_lens_equals_hand_applied_norm_and_unembedding(tokenizer):
+    import phasescope
+    from phasescope.data.wlt import first_token_ids
+
+    model = with_random_norms(tiny_llama(len(tokenizer), seed=4))
+    targets = ["mat", "du", "Katze"]
+    frame = phasescope.logit_lens(model, tokenizer, PLAIN_PROMPTS, targets=targets, batch_size=2)
+    layers = get_adapter(model).num_layers + 1
+    assert len(frame) == len(PLAIN_PROMPTS) * layers
+    assert list(frame.columns) == ["prompt", "layer", "top_token", "p_top", "target", "p_target", "rank_target"]
+    for index, (prompt, target) in enumerate(zip(PLAIN_PROMPTS, targets)):
+        streams, _ = hooked_streams(model, torch.tensor([tokenizer(prompt)["input_ids"]]))
+        with torch.no_grad():
+            logits = get_adapter(model).unembedding(get_adapter(model).final_norm(streams[:, -1])).double()
+        probabilities = logits.softmax(-1)
+        ids = first_token_ids(tokenizer, target)
+        rows = frame[frame.prompt == index].sort_values("layer")
+        torch.testing.assert_close(torch.tensor(rows["p_target"].to_numpy()), probabilities[:, ids].sum(-1),
+                                   rtol=1e-5, atol=1e-9)
+        torch.testing.assert_close(torch.tensor(rows["p_top"].to_numpy()), probabilities.max(-1).values,
+                                   rtol=1e-5, atol=1e-9)
+        best = logits[:, ids].max(-1).values
+        assert rows["rank_target"].tolist() == (1 + (logits > best[:, None]).sum(-1)).tolist()  # 1-based
+        assert rows["top_token"].tolist() == [tokenizer.decode([int(i)]) for i in logits.argmax(-1)]
+        assert set(rows["target"]) == {target}
+
+
+def test_prompt_lens_takes_token_ids_and_no_targets(tokenizer):
+    from phasescope.data.wlt import first_token_ids
+    from phasescope.measures.logit_lens import prompt_logit_lens
+
+    model = tiny_gpt2(len(tokenizer), seed=2)
+    words = prompt_logit_lens(model, tokenizer, PLAIN_PROMPTS, targets=["mat", "du", "Katze"])
+    ids = [first_token_ids(tokenizer, word) for word in ("mat", "du", "Katze")]
+    as_ids = prompt_logit_lens(model, tokenizer, PLAIN_PROMPTS, targets=ids)
+    assert as_ids["p_target"].tolist() == pytest.approx(words["p_target"].tolist(), rel=1e-12)
+    single = prompt_logit_lens(model, tokenizer, PLAIN_PROMPTS[0], targets=[ids[0][0]])
+    first = words[words.prompt == 0]
+    token = ids[0][0]
+    assert (single["p_target"].to_numpy() <= first["p_target"].to_numpy() + 1e-12).all()
+    assert single["target"].iloc[0] == str(token)
+    bare = prompt_logit_lens(model, tokenizer, PLAIN_PROMPTS)
+    assert list(bare.columns) == ["prompt", "layer", "top_token", "p_top"]
+    assert bare["p_top"].tolist() == pytest.approx(words["p_top"].tolist(), rel=1e-12)
+
+
+@pytest.mark.parametrize("targets, message", [
+    (["mat"], "3 prompts but 1 targets"),
+    (["mat", "", "x"], "target '' encodes to no tokens"),
+    ([1, 2, 10**9], "are not ids of a"),
+])
+def test_prompt_lens_bad_targets_are_one_line_errors(tokenizer, targets, message):
+    from phasescope.measures.logit_lens import prompt_logit_lens
+
+    with pytest.raises(PhasescopeError, match=message) as error:
+        prompt_logit_lens(tiny_llama(len(tokenizer)), tokenizer, PLAIN_PROMPTS, targets=targets)
+    assert "\n" not in str(error.value)

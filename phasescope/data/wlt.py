@@ -335,8 +335,6 @@ def encode_wlt(pairs: pd.DataFrame, tokenizer, padding_side: PaddingSide = "righ
         PhasescopeError: a language whose words the tokenizer cannot encode (empty encodings or its
             unknown token), named with an example word.
     """
-    if padding_side not in ("right", "left"):
-        raise PhasescopeError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
     missing = [c for c in ("src", "tgt", "prompt", "source_word", "target_variants") if c not in pairs.columns]
     if missing:
         raise PhasescopeError(f"WLT pairs lack column(s) {', '.join(missing)}; build them with build_wlt_pairs")
@@ -344,16 +342,6 @@ def encode_wlt(pairs: pd.DataFrame, tokenizer, padding_side: PaddingSide = "righ
         raise PhasescopeError("no WLT items to encode")
     _check_encodable(pairs, tokenizer)
     pairs = pairs.reset_index(drop=True).copy()
-    prompts = tokenizer(pairs["prompt"].tolist())["input_ids"]  # one batched call
-    lengths = torch.tensor([len(ids) for ids in prompts], dtype=torch.long)
-    width = int(lengths.max())
-    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
-    input_ids = torch.full((len(prompts), width), pad_id, dtype=torch.long)
-    attention_mask = torch.zeros((len(prompts), width), dtype=torch.long)
-    for row, ids in enumerate(prompts):
-        columns = slice(0, len(ids)) if padding_side == "right" else slice(width - len(ids), width)
-        input_ids[row, columns] = torch.tensor(ids, dtype=torch.long)
-        attention_mask[row, columns] = 1
     words = {w for w in pairs["source_word"]} | {v for variants in pairs["target_variants"] for v in variants}
     first = {word: first_token_ids(tokenizer, word) for word in words}  # each word tokenized once
     tokens = {word: tokenizer.encode(word, add_special_tokens=False) for word in words}
@@ -364,10 +352,50 @@ def encode_wlt(pairs: pd.DataFrame, tokenizer, padding_side: PaddingSide = "righ
     pairs["shared_first_token"] = [bool(set(s) & set(t)) for s, t in zip(source_first, target_first)]
     pairs["token_jaccard"] = [token_jaccard(tokens[w], tokens[v[0]])
                               for w, v in zip(pairs["source_word"], pairs["target_variants"])]
-    target_ids, target_mask = _padded(target_first)
-    source_ids, source_mask = _padded(source_first)
-    heads = _shared_heads(pairs["prompt"].tolist(), prompts, tokenizer) if share_prefixes else None
-    return EncodedWLT(pairs, input_ids, attention_mask, lengths, target_ids, target_mask, source_ids, source_mask,
+    return encode_prompts(pairs["prompt"].tolist(), tokenizer, target_first, source_first, items=pairs,
+                          padding_side=padding_side, share_prefixes=share_prefixes)
+
+
+def encode_prompts(prompts: Sequence[str], tokenizer, targets: Sequence[Sequence[int]],
+                   sources: Sequence[Sequence[int]] | None = None, items: pd.DataFrame | None = None,
+                   padding_side: PaddingSide = "right", share_prefixes: bool = True) -> EncodedWLT:
+    """Any prompts tokenized once (with the tokenizer's special tokens), with the answer token ids to
+    score at each prompt's last position: the encoding behind :func:`encode_wlt` and the plain
+    :func:`phasescope.measures.logit_lens.prompt_logit_lens`.
+
+    Args:
+        prompts: the texts.
+        tokenizer: a Hugging Face tokenizer.
+        targets: per prompt, the token ids whose probability mass and best rank are scored.
+        sources: per prompt, a second set of ids scored alike (WLT: the source word's); default none.
+        items: one row per prompt carried along as ``pairs`` (default: a ``prompt`` column).
+        padding_side, share_prefixes: as for :func:`encode_wlt`.
+    """
+    if padding_side not in ("right", "left"):
+        raise PhasescopeError(f"padding_side must be 'right' or 'left', got {padding_side!r}")
+    prompts = list(prompts)
+    if not prompts:
+        raise PhasescopeError("no prompts to encode")
+    sources = [[] for _ in prompts] if sources is None else sources
+    if not len(targets) == len(sources) == len(prompts):
+        raise PhasescopeError(f"{len(prompts)} prompts but {len(targets)} target and {len(sources)} source id lists")
+    encoded = tokenizer(prompts)["input_ids"]  # one batched call
+    lengths = torch.tensor([len(ids) for ids in encoded], dtype=torch.long)
+    if int(lengths.min()) == 0:
+        raise PhasescopeError(f"prompt {int(lengths.argmin())} encodes to no tokens")
+    width = int(lengths.max())
+    pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
+    input_ids = torch.full((len(encoded), width), pad_id, dtype=torch.long)
+    attention_mask = torch.zeros((len(encoded), width), dtype=torch.long)
+    for row, ids in enumerate(encoded):
+        columns = slice(0, len(ids)) if padding_side == "right" else slice(width - len(ids), width)
+        input_ids[row, columns] = torch.tensor(ids, dtype=torch.long)
+        attention_mask[row, columns] = 1
+    target_ids, target_mask = _padded([list(ids) for ids in targets])
+    source_ids, source_mask = _padded([list(ids) for ids in sources])
+    heads = _shared_heads(prompts, encoded, tokenizer) if share_prefixes else None
+    items = pd.DataFrame({"prompt": prompts}) if items is None else items
+    return EncodedWLT(items, input_ids, attention_mask, lengths, target_ids, target_mask, source_ids, source_mask,
                       padding_side, *(heads or ()))
 
 

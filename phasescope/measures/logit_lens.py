@@ -15,14 +15,17 @@ the lens's last layer.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
+import numpy as np
 import pandas as pd
 import torch
 from pydantic import Field
 from torch import Tensor, nn
 
-from phasescope.data.wlt import EncodedWLT
+from phasescope.data.wlt import EncodedWLT, encode_prompts, first_token_ids
+from phasescope.errors import PhasescopeError
 from phasescope.measures.lm_forward import answer_log_probs, best_rank, last_position_states, unembed
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
 from phasescope.measures.wlt_inputs import WLTDataConfig, item_subsets, shared_wlt_encoding
@@ -33,7 +36,8 @@ from phasescope.run.config import config_hash
 @dataclass
 class LogitLens:
     """Answer scores per item and layer (n_items, num_layers + 1), on the CPU: probability mass and best
-    rank (1 = top) of the target's valid first tokens and of the source's.
+    rank (1-based: 1 = the most likely token) of the target's valid first tokens and of the source's,
+    and the most likely token with its probability.
 
     Column ``l`` decodes the residual stream after ``l`` blocks (0 = embeddings); the last column is
     the model's own next-token distribution, i.e. the WLT scores.
@@ -43,6 +47,8 @@ class LogitLens:
     rank_target: Tensor
     p_source: Tensor
     rank_source: Tensor
+    top_id: Tensor
+    p_top: Tensor
 
     @property
     def num_layers(self) -> int:
@@ -73,7 +79,7 @@ def score_layers(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32, al
     layers = get_adapter(model).num_layers + 1 if all_layers else 1
     values = {name: torch.zeros((n, layers), dtype=dtype) for name, dtype in
               (("p_target", torch.float64), ("rank_target", torch.long), ("p_source", torch.float64),
-               ("rank_source", torch.long))}
+               ("rank_source", torch.long), ("top_id", torch.long), ("p_top", torch.float64))}
     for batch in encoded.batches(batch_size):
         final, streams = last_position_states(model, encoded, batch, all_layers=all_layers)
         for layer in range(layers):
@@ -82,6 +88,9 @@ def score_layers(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32, al
             else:
                 logits = unembed(model, streams[layer], normed=False)
             log_probs = torch.log_softmax(logits, dim=-1)
+            top = log_probs.max(dim=-1)
+            values["top_id"][batch, layer] = top.indices.cpu()
+            values["p_top"][batch, layer] = top.values.exp().double().cpu()
             for answer in ("target", "source"):
                 ids, mask = getattr(encoded, f"{answer}_ids")[batch], getattr(encoded, f"{answer}_mask")[batch]
                 values[f"p_{answer}"][batch, layer] = answer_log_probs(log_probs, ids, mask).exp().double().cpu()
@@ -115,6 +124,61 @@ def logit_lens(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32) -> L
         :func:`~phasescope.measures.translation.wlt_scores` (pass it as ``wlt_scores(..., lens=...)``).
     """
     return score_layers(model, encoded, batch_size, all_layers=True)
+
+
+def prompt_logit_lens(model: nn.Module, tokenizer, prompts: str | Sequence[str],
+                      targets: Sequence[str | int | Sequence[int]] | str | None = None,
+                      batch_size: int = 32) -> pd.DataFrame:
+    """The logit lens at the last position of any prompts: one tidy row per (prompt, layer).
+
+    Args:
+        model: a causal LM of a supported family (Llama, GPT-NeoX, GPT-2, Qwen2, OLMo...), on its
+            device (bf16 autocast on CUDA).
+        tokenizer: its tokenizer (prompts get its special tokens, as the model saw them in training).
+        prompts: one text or a list.
+        targets: optional, one per prompt: a string (its first token, with and without a leading
+            space, as WLT scores words), a token id, or a list of token ids (their mass is summed).
+        batch_size: prompts per forward pass.
+
+    Returns:
+        Columns ``prompt`` (index), ``layer`` (0 = embeddings, L = the model's output), ``top_token``
+        (the most likely token, decoded) and ``p_top``; with targets also ``target``, ``p_target``
+        (probability mass on the target's tokens) and ``rank_target`` (1-based rank of its most
+        likely token: 1 = top).
+    """
+    prompts = [prompts] if isinstance(prompts, str) else list(prompts)
+    if targets is not None:
+        targets = [targets] if isinstance(targets, str) else list(targets)
+        if len(targets) != len(prompts):
+            raise PhasescopeError(f"{len(prompts)} prompts but {len(targets)} targets: give one target per prompt")
+    ids = [_target_ids(tokenizer, target) for target in targets] if targets is not None else [[] for _ in prompts]
+    encoded = encode_prompts(prompts, tokenizer, ids)
+    lens = score_layers(model, encoded, batch_size)
+    n_items, n_layers = lens.p_target.shape
+    frame = pd.DataFrame({
+        "prompt": torch.arange(n_items).repeat_interleave(n_layers).numpy(),
+        "layer": torch.arange(n_layers).repeat(n_items).numpy(),
+        "top_token": [tokenizer.decode([token]) for token in lens.top_id.reshape(-1).tolist()],
+        "p_top": lens.p_top.reshape(-1).numpy()})
+    if targets is not None:
+        frame["target"] = [str(target) for target in targets for _ in range(n_layers)]
+        frame["p_target"] = lens.p_target.reshape(-1).numpy()
+        frame["rank_target"] = lens.rank_target.reshape(-1).numpy()
+    return frame
+
+
+def _target_ids(tokenizer, target: str | int | Sequence[int]) -> list[int]:
+    if isinstance(target, str):
+        ids = first_token_ids(tokenizer, target)
+        if not target or not ids:
+            raise PhasescopeError(f"target {target!r} encodes to no tokens")
+        return ids
+    ids = [int(target)] if isinstance(target, int | np.integer) else [int(token) for token in target]
+    vocabulary = len(tokenizer)
+    bad = [token for token in ids if not 0 <= token < vocabulary]
+    if not ids or bad:
+        raise PhasescopeError(f"target token ids {ids} are not ids of a {vocabulary}-token vocabulary")
+    return ids
 
 
 def logit_lens_rows(encoded: EncodedWLT, lens: LogitLens) -> list[dict]:
