@@ -13,7 +13,8 @@ __version__ = "0.1.0"
 _LAZY = {"hessian_trace": "phasescope.curvature", "most_negative_eigenvalue": "phasescope.curvature",
          "preconditioned_sharpness": "phasescope.curvature", "sharpness": "phasescope.curvature",
          "wlt_scores": "phasescope.measures.translation",
-         "logit_lens": "phasescope.measures.logit_lens:prompt_logit_lens"}
+         "logit_lens": "phasescope.measures.logit_lens:prompt_logit_lens",
+         "Recorder": "phasescope.integrations.recorder"}
 __all__ = ["PhasescopeError", *sorted(_LAZY), "__version__"]
 
 

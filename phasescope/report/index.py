@@ -2,6 +2,8 @@
 
 - a learning-rate sweep (``kind: sweep``): study A's figures (PNG and PDF in ``report/``) and the page;
 - an LM run or a Hub series (``kind: lm`` / ``series``): study B from its metric shards;
+- a record of the user's own training (``kind: recorded``): its inline measures, and study B from
+  the shards ``phasescope measure`` added;
 - a demo directory (``kind: demo``, written by ``phasescope demo``): one page with both studies,
   from the sub-runs its config names.
 
@@ -18,11 +20,12 @@ from pydantic import Field
 
 from phasescope.errors import PhasescopeError
 from phasescope.report.html import Section, render_page, write_page
+from phasescope.report.recorded import STUDY_B_MEASURES, recorded_section
 from phasescope.report.study_a import SweepReport, sweep_section
 from phasescope.report.study_b import StudyBResult, describe_onset, study_b_section
-from phasescope.run import RunDir, StrictModel, validate_config
+from phasescope.run import MetricStore, RunDir, StrictModel, validate_config
 
-REPORT_KINDS = ("sweep", "lm", "series", "demo")
+REPORT_KINDS = ("sweep", "lm", "series", "recorded", "demo")
 
 
 class DemoConfig(StrictModel):
@@ -60,6 +63,13 @@ def write_report(run_path: Path | str) -> ReportResult:
         result.sweeps[run.name] = sweep
         result.headline = section.findings
         title = f"phasescope report: sweep {run.name}"
+    elif kind == "recorded":
+        sections.append(recorded_section(run))
+        if {path.parent.name for path in MetricStore(run).shard_paths()} & set(STUDY_B_MEASURES):
+            result.study_b = study_b_section(run)
+            sections.append(result.study_b.section)
+            result.headline = result.study_b.section.findings
+        title = f"phasescope report: {run.name}"
     elif kind in ("lm", "series"):
         result.study_b = study_b_section(run)
         sections.append(result.study_b.section)
