@@ -42,6 +42,7 @@ from torch import Tensor, nn
 from phasescope.errors import PhasescopeError
 from phasescope.run import MetricStore, RunDir, atomic_directory
 from phasescope.run.config import StrictModel
+from phasescope.run.series import quiet_transformers
 from phasescope.train.schedules import CheckpointSchedule, EverySteps, EveryTokens, ExplicitSteps, LogLinear
 
 KIND = "recorded"
@@ -220,9 +221,10 @@ class Recorder:
             meta["optimizer_param_groups"] = param_groups
         with atomic_directory(run.checkpoint_dir(step)) as directory:
             if _is_pretrained(model):
-                model.save_pretrained(directory, state_dict=state, safe_serialization=True)
-                if self.tokenizer is not None:
-                    self.tokenizer.save_pretrained(directory)
+                with quiet_transformers():  # no progress bar per checkpoint in the user's output
+                    model.save_pretrained(directory, state_dict=state, safe_serialization=True)
+                    if self.tokenizer is not None:
+                        self.tokenizer.save_pretrained(directory)
             else:
                 save_file(_distinct(state), str(directory / "model.safetensors"), metadata={"format": "pt"})
             if optimizer_tensors:
