@@ -141,8 +141,8 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
 
 
 @app.command()
-def report(run: Path = typer.Argument(..., help="A sweep, an LM run or series with metrics, or a demo directory.")
-           ) -> None:
+def report(run: Path = typer.Argument(
+        ..., help="A sweep, an LM run, series or recorded run with metrics, or a demo directory.")) -> None:
     """The run's HTML page (report/index.html, figures embedded); a sweep's figures also as PNG and PDF."""
     from phasescope.report.index import write_report
 
