@@ -14,5 +14,5 @@ if command -v apt-get >/dev/null 2>&1; then
   fi
   export PHASESCOPE_REQUIRE_CHROMIUM=1  # where it can be installed, a missing browser fails the test
 fi
-ruff check phasescope tests benchmarks
+ruff check phasescope tests benchmarks examples
 python -m pytest -q "$@"
