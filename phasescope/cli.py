@@ -24,6 +24,8 @@ app.add_typer(runs_app, name="runs")
 lexicon_app = typer.Typer(help="The concept lexicon of study B (words per concept and language).",
                           no_args_is_help=True)
 app.add_typer(lexicon_app, name="lexicon")
+corpus_app = typer.Typer(help="Real multilingual text as a local-folder corpus.", no_args_is_help=True)
+app.add_typer(corpus_app, name="corpus")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells and schedulers read as "interrupted"
 
 
@@ -343,6 +345,36 @@ def lexicon_build(languages: str = typer.Option(None, "--languages", help="Comma
     output.print(table)
     console.print(f"{len(lexicon.concepts)} concepts ({len(lexicon.complete_concepts())} in every language) "
                   f"written to {out}")
+
+
+@corpus_app.command("build")
+def corpus_build(source: str = typer.Option(..., "--from", help="Where the text comes from: debian-docs."),
+                 out: Path = typer.Option(..., "--out", "-o", help="The corpus folder to write (new or empty)."),
+                 languages: str = typer.Option(None, "--languages", help="Comma-separated ISO codes "
+                                               "(default: en,de,fr,es,tr,ru,ar,zh,ja)."),
+                 sources: str = typer.Option(None, "--sources", help="Comma list of gnome-help, man, "
+                                             "debian-reference (default: all)."),
+                 root: Path = typer.Option(Path("/"), "--root", help="File-system root the packages are under."),
+                 ) -> None:
+    """Turn installed Debian documentation into a corpus folder (a folder per language, a manifest and the
+    parallel index); installs nothing (scripts/setup-debian-docs.sh does)."""
+    from phasescope.data.debian_docs import build_debian_docs
+
+    if source != "debian-docs":
+        raise PhasescopeError(f"--from must be debian-docs, got {source!r}")
+    codes = [code.strip() for code in languages.split(",") if code.strip()] if languages else None
+    names = [name.strip() for name in sources.split(",") if name.strip()] if sources else None
+    report = build_debian_docs(out, codes, names, root=root, progress=lambda line: console.print(line))
+    table = Table("language", "documents", "characters", "packages", "dropped")
+    for language in report.documents:
+        dropped = ", ".join(f"{reason} {count}" for reason, count in sorted(report.dropped.get(language, {}).items()))
+        table.add_row(language, f"{report.documents[language]:,}", f"{report.characters[language]:,}",
+                      ", ".join(report.packages[language]), dropped)
+    output.print(table)
+    if report.missing:
+        console.print(f"no text for: {', '.join(report.missing)}")
+    console.print(f"{sum(report.documents.values()):,} documents, {report.parallel_groups:,} pages in several "
+                  f"languages (parallel.jsonl), written to {out}")
 
 
 def _print_error(message: str) -> None:

@@ -13,6 +13,16 @@ if command -v apt-get >/dev/null 2>&1; then
     } >/dev/null 2>&1 || echo "setup: could not install chromium; the HTML report test will fail" >&2
   fi
   export PHASESCOPE_REQUIRE_CHROMIUM=1  # where it can be installed, a missing browser fails the test
+  # The corpus builder is tested once on real translated documentation: the GNOME help (gnome-user-docs)
+  if [ ! -d /usr/share/help/C/gnome-help ]; then
+    echo "setup: installing gnome-user-docs (for the real-text corpus test)" >&2
+    sudo=""; [ "$(id -u)" -ne 0 ] && sudo="sudo"
+    { $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends gnome-user-docs \
+      || { $sudo apt-get update -qq && $sudo env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq \
+           --no-install-recommends gnome-user-docs; }
+    } >/dev/null 2>&1 || echo "setup: could not install gnome-user-docs; the real-text corpus test will fail" >&2
+  fi
+  export PHASESCOPE_REQUIRE_DEBIAN_DOCS=1
 fi
 ruff check phasescope tests benchmarks examples
 python -m pytest -q "$@"

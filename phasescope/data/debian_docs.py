@@ -1,0 +1,397 @@
+"""Real multilingual text, offline: Debian's translated documentation as a local-folder corpus.
+
+Debian ships documentation written by people and translated by people, in many languages:
+
+- ``gnome-user-docs``: the GNOME help, Mallard XML pages under ``/usr/share/help/<locale>/gnome-help/``
+  (``C`` is the English original);
+- ``manpages`` and ``manpages-de/-es/-fr/-ja/-ru/-tr/-zh``: manual pages in roff, gzipped, under
+  ``/usr/share/man/<locale>/man<N>/`` (English directly under ``/usr/share/man/man<N>/``, where every
+  installed package puts its pages);
+- ``debian-reference-<lang>``: the Debian Reference, DocBook rendered as one HTML file per chapter,
+  ``/usr/share/debian-reference/chNN.<lang>.html``.
+
+:func:`build_debian_docs` strips the markup, drops boilerplate (legal notices and credits, lines
+that recur across a source's documents, documents under 200 characters), exact duplicates and
+documents whose language (checked with ``py3langid`` among the corpus languages) is not the folder's
+(an untranslated page shipped in a translation), and writes ``<out>/<lang>/<source>--<page>.txt`` (one
+document per file, as :class:`~phasescope.data.corpora.LocalCorpus` reads them), a manifest with the
+per-language documents, characters and packages, and ``parallel.jsonl``: which documents are
+translations of the same page (the same Mallard page id, man page or chapter) in which languages.
+
+Arabic running text is not among these packages; a corpus of the languages that have text is built.
+"""
+
+from __future__ import annotations
+
+import gzip
+import hashlib
+import html
+import json
+import re
+import xml.etree.ElementTree as ET
+from collections import Counter, defaultdict
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from html.parser import HTMLParser
+from pathlib import Path
+
+from phasescope.data.languages import check_language_codes
+from phasescope.errors import PhasescopeError
+from phasescope.run.atomic import atomic_directory
+
+MIN_CHARACTERS = 200  # shorter documents (a stub page, a one-line man page) are dropped
+BOILERPLATE_SHARE = 0.5  # a line in more than this share of a source's documents (of one language) is boilerplate
+SOURCES = ("gnome-help", "man", "debian-reference")
+
+# the locale folder names of each phasescope language, per source
+GNOME_LOCALES = {"en": "C", "de": "de", "fr": "fr", "es": "es", "tr": "tr", "ru": "ru", "ar": "ar", "zh": "zh_CN",
+                 "ja": "ja"}
+MAN_LOCALES = {"en": "", "de": "de", "fr": "fr", "es": "es", "tr": "tr", "ru": "ru", "zh": "zh_CN", "ja": "ja"}
+REFERENCE_LOCALES = {"en": "en", "de": "de", "fr": "fr", "es": "es", "ja": "ja", "zh": "zh-cn"}
+PACKAGES = {
+    "gnome-help": {language: "gnome-user-docs" for language in GNOME_LOCALES},
+    "man": {language: "manpages" if language == "en" else f"manpages-{language}" for language in MAN_LOCALES},
+    "debian-reference": {language: f"debian-reference-{locale}" for language, locale in REFERENCE_LOCALES.items()},
+}
+
+
+@dataclass
+class RawDocument:
+    """One page of one source in one language, before cleaning."""
+
+    source: str
+    key: str  # the page's identity across languages (its parallel group)
+    language: str
+    path: Path
+    text: str
+
+
+@dataclass
+class BuildReport:
+    """What :func:`build_debian_docs` wrote and dropped."""
+
+    out: Path
+    documents: dict[str, int] = field(default_factory=dict)
+    characters: dict[str, int] = field(default_factory=dict)
+    packages: dict[str, list[str]] = field(default_factory=dict)
+    dropped: dict[str, Counter] = field(default_factory=dict)
+    parallel_groups: int = 0
+    missing: list[str] = field(default_factory=list)  # "source/language": nothing installed for it
+
+
+# --- markup --------------------------------------------------------------------------------------
+MALLARD_BLOCKS = {"title", "subtitle", "p", "item", "td", "th", "code", "screen", "desc", "note", "terms", "tree",
+                  "example", "quote", "figure", "listing", "synopsis"}
+
+
+def mallard_text(source: str) -> str:
+    """The readable text of a Mallard page: titles and paragraphs, without its ``<info>`` (links,
+    revisions, credits and licence) and without comments; blocks separated by blank lines."""
+    try:
+        root = ET.fromstring(source)
+    except ET.ParseError as error:
+        raise PhasescopeError(f"not well-formed Mallard XML ({error})") from None
+    blocks: list[str] = []
+
+    def local(tag) -> str:
+        return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+    def visit(element, inside_block: bool) -> None:
+        name = local(element.tag)
+        if name in ("info", "comment") or not isinstance(element.tag, str):
+            return
+        if name in MALLARD_BLOCKS and not inside_block:
+            text = " ".join("".join(_inline_text(element)).split())
+            if text:
+                blocks.append(text)
+            return
+        for child in element:
+            visit(child, inside_block)
+
+    visit(root, False)
+    return "\n\n".join(blocks)
+
+
+def _inline_text(element) -> Iterator[str]:
+    """An element's text with its inline children (links, app names, GUI labels), comments left out."""
+    if element.text and isinstance(element.tag, str):
+        yield element.text
+    for child in element:
+        if isinstance(child.tag, str) and child.tag.rsplit("}", 1)[-1] not in ("info", "comment"):
+            yield from _inline_text(child)
+            yield " " if child.tag.rsplit("}", 1)[-1] in MALLARD_BLOCKS else ""
+        if child.tail:
+            yield child.tail
+
+
+ROFF_ESCAPES = {r"\-": "-", r"\(em": "—", r"\(en": "–", r"\(aq": "'", r"\(dq": '"', r"\(lq": "“", r"\(rq": "”",
+                r"\(oq": "‘", r"\(cq": "’", r"\(Bq": "„", r"\(bq": "‚",
+                r"\(bu": "•", r"\(co": "©", r"\(rg": "®", r"\(mu": "×", r"\(de": "°",
+                r"\e": "\\", r"\ ": " ", r"\~": " ", r"\0": " ", r"\|": "", r"\^": "", r"\&": "", r"\/": "",
+                r"\,": "", r"\:": "", r"\%": "", r"\c": "", r"\.": "."}
+ROFF_TEXT_MACROS = {"B", "I", "R", "SM", "SB", "BI", "BR", "IB", "IR", "RB", "RI", "SH", "SS", "TP", "IP", "OP",
+                    "SY", "UR", "MT", "Nm", "Nd", "Sh", "Ss", "Fl", "Ar", "Xr", "Pa", "Em", "Dq", "Sq", "Ql", "Cm"}
+ROFF_BREAKS = {"PP", "P", "LP", "SH", "SS", "TP", "IP", "HP", "TH", "Pp", "Sh", "Ss", "sp", "br", "YS", "EE", "EX"}
+
+
+def roff_text(source: str) -> str:
+    """The readable text of a man page in roff (man or mdoc macros): macro arguments kept, escapes
+    and font changes resolved, comments, string and register definitions dropped; paragraphs
+    separated by blank lines."""
+    paragraphs: list[list[str]] = [[]]
+    for line in source.splitlines():
+        if line.startswith((".\\\"", "'\\\"", '.\\"', "\\\"")) or line.strip() in (".", "'"):
+            continue
+        if line.startswith((".", "'")):
+            request = line[1:].strip()
+            name, _, arguments = request.partition(" ")
+            if name in ROFF_BREAKS and paragraphs[-1]:
+                paragraphs.append([])
+            if name in ROFF_TEXT_MACROS and arguments:
+                words = _roff_arguments(arguments)
+                paragraphs[-1].append(" ".join(words[:1] if name == "IP" else words))  # .IP tag indent
+            continue  # other requests (.ds, .nr, .ie, .el, .de, .TH, ...) carry no prose
+        paragraphs[-1].append(line)
+    text = "\n\n".join(" ".join(lines) for lines in paragraphs if lines)
+    return _roff_inline(text)
+
+
+def _roff_arguments(arguments: str) -> list[str]:
+    return [part.strip('"') for part in re.findall(r'"[^"]*"|\S+', arguments)]
+
+
+def _roff_inline(text: str) -> str:
+    text = re.sub(r"\\f(\[[^\]]*\]|\(..|.)", "", text)  # font changes
+    text = re.sub(r"\\s[+-]?\d", "", text)  # size changes
+    text = re.sub(r"\\\*(\[[^\]]*\]|\(..|.)", "", text)  # defined strings
+    text = re.sub(r"\\[nk](\[[^\]]*\]|\(..|.)", "", text)  # registers, marks
+    text = re.sub(r"\\[hvwlLoDXZbNxY]'[^']*'", "", text)  # motions, drawing, widths
+    for escape, value in ROFF_ESCAPES.items():
+        text = text.replace(escape, value)
+    text = re.sub(r"\\\[([^\]]*)\]", "", text)  # other named glyphs
+    text = re.sub(r"\\\(..", "", text)
+    text = text.replace("\\", "")
+    return "\n\n".join(" ".join(paragraph.split()) for paragraph in text.split("\n\n"))
+
+
+class _HTMLText(HTMLParser):
+    """Text of an HTML page by block, leaving out scripts, styles and DocBook's navigation bars."""
+
+    SKIP = {"script", "style", "head"}
+    BLOCKS = {"p", "li", "dt", "dd", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "title", "div", "tr"}
+    NAVIGATION = ("navheader", "navfooter", "toc", "list-of-tables", "list-of-figures")
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.blocks: list[str] = []
+        self.current: list[str] = []
+        self.stack: list[tuple[str, bool]] = []  # (tag, skipping)
+
+    def _skipping(self) -> bool:
+        return bool(self.stack) and self.stack[-1][1]
+
+    def handle_starttag(self, tag, attrs) -> None:
+        classes = dict(attrs).get("class") or ""
+        skip = self._skipping() or tag in self.SKIP or any(name in classes.split() for name in self.NAVIGATION)
+        if tag in self.BLOCKS:
+            self._flush()
+        if tag not in ("br", "img", "meta", "link", "hr", "input"):
+            self.stack.append((tag, skip))
+
+    def handle_endtag(self, tag) -> None:
+        if tag in self.BLOCKS:
+            self._flush()
+        while self.stack:
+            name, _ = self.stack.pop()
+            if name == tag:
+                break
+
+    def handle_data(self, data) -> None:
+        if not self._skipping():
+            self.current.append(data)
+
+    def _flush(self) -> None:
+        text = " ".join("".join(self.current).split())
+        if text:
+            self.blocks.append(text)
+        self.current = []
+
+
+def html_text(source: str) -> str:
+    """The readable text of an HTML page (DocBook output): blocks separated by blank lines, without
+    the navigation bars and tables of contents."""
+    parser = _HTMLText()
+    parser.feed(source)
+    parser.close()
+    parser._flush()
+    return "\n\n".join(html.unescape(block) for block in parser.blocks)
+
+
+# --- the installed sources ----------------------------------------------------------------------
+def _gnome_pages(root: Path, language: str) -> Iterator[tuple[str, Path, Callable[[str], str]]]:
+    folder = root / "usr/share/help" / GNOME_LOCALES[language] / "gnome-help"
+    for path in sorted(folder.glob("*.page")) if folder.is_dir() else []:
+        yield path.stem, path, mallard_text
+
+
+def _man_pages(root: Path, language: str) -> Iterator[tuple[str, Path, Callable[[str], str]]]:
+    if language not in MAN_LOCALES:  # Debian has no manual pages in Arabic
+        return
+    base = root / "usr/share/man" / MAN_LOCALES[language] if MAN_LOCALES[language] else root / "usr/share/man"
+    for section in sorted(base.glob("man[0-9]*")) if base.is_dir() else []:
+        for path in sorted(section.iterdir()):
+            if path.is_file() and not path.is_symlink():
+                name = path.name.removesuffix(".gz")
+                yield f"{section.name}/{name}", path, roff_text
+
+
+def _reference_chapters(root: Path, language: str) -> Iterator[tuple[str, Path, Callable[[str], str]]]:
+    if language not in REFERENCE_LOCALES:
+        return
+    folder = root / "usr/share/debian-reference"
+    for path in sorted(folder.glob(f"*.{REFERENCE_LOCALES[language]}.html")) if folder.is_dir() else []:
+        chapter = path.name.split(".")[0]
+        if chapter != "index":  # the table of contents
+            yield chapter, path, html_text
+
+
+FINDERS = {"gnome-help": _gnome_pages, "man": _man_pages, "debian-reference": _reference_chapters}
+
+
+def _read(path: Path) -> str:
+    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    return data.decode("utf-8", errors="replace")
+
+
+def raw_documents(root: Path, source: str, language: str) -> Iterator[RawDocument]:
+    """The installed pages of ``source`` in ``language`` under ``root`` (``/`` on the machine), markup stripped;
+    pages that cannot be parsed are skipped."""
+    for key, path, extract in FINDERS[source](root, language):
+        try:
+            text = extract(_read(path))
+        except (PhasescopeError, OSError, UnicodeError, EOFError, gzip.BadGzipFile):
+            continue
+        yield RawDocument(source, key, language, path, text)
+
+
+# --- cleaning ------------------------------------------------------------------------------------
+class LanguageCheck:
+    """``py3langid`` restricted to the corpus languages: the language a text is written in."""
+
+    def __init__(self, languages: list[str]) -> None:
+        try:
+            from py3langid.langid import MODEL_FILE, LanguageIdentifier
+        except ImportError:
+            raise PhasescopeError("the language check needs py3langid: pip install py3langid") from None
+        self.identifier = LanguageIdentifier.from_model_file(MODEL_FILE, norm_probs=True)  # npz, no pickle
+        self.identifier.set_languages(sorted(set(languages) | {"en"}))
+
+    def __call__(self, text: str) -> str:
+        return self.identifier.classify(text[:4000])[0]
+
+
+def remove_boilerplate(documents: list[RawDocument]) -> list[RawDocument]:
+    """Drop the lines (paragraphs) that recur in more than half of a source's documents of one language
+    (licence notices, "this page is part of ..." footers), when the source has at least 4 documents."""
+    groups: dict[tuple[str, str], list[RawDocument]] = defaultdict(list)
+    for document in documents:
+        groups[(document.source, document.language)].append(document)
+    cleaned = []
+    for group in groups.values():
+        counts = Counter(paragraph for document in group for paragraph in set(document.text.split("\n\n")))
+        common = {paragraph for paragraph, count in counts.items()
+                  if len(group) >= 4 and count > BOILERPLATE_SHARE * len(group)}
+        for document in group:
+            kept = [paragraph for paragraph in document.text.split("\n\n") if paragraph not in common]
+            cleaned.append(RawDocument(document.source, document.key, document.language, document.path,
+                                       "\n\n".join(kept)))
+    return cleaned
+
+
+def _file_name(source: str, key: str) -> str:
+    return f"{source}--{re.sub(r'[^A-Za-z0-9._-]+', '_', key)}.txt"
+
+
+def build_debian_docs(out: Path | str, languages: list[str] | None = None, sources: list[str] | None = None,
+                      root: Path | str = "/", progress: Callable[[str], None] | None = None) -> BuildReport:
+    """Write the installed Debian documentation as a local-folder corpus (see the module docstring).
+
+    Args:
+        out: the corpus folder (must not exist yet, or be empty).
+        languages: phasescope language codes (default: all nine; those with no text are reported).
+        sources: some of ``gnome-help``, ``man``, ``debian-reference`` (default: all).
+        root: the file-system root the packages are installed under.
+        progress: called with a line per source and language.
+
+    Raises:
+        PhasescopeError: no documentation of the chosen sources is installed (naming the apt packages),
+            ``out`` is not empty, or an unknown source or language.
+    """
+    languages = check_language_codes(languages or list(GNOME_LOCALES), "languages")
+    sources = list(sources or SOURCES)
+    unknown = [source for source in sources if source not in SOURCES]
+    if unknown:
+        raise PhasescopeError(f"unknown documentation source {unknown[0]!r}; expected some of {', '.join(SOURCES)}")
+    out, root = Path(out), Path(root)
+    if out.exists() and any(out.iterdir()):
+        raise PhasescopeError(f"{out} exists and is not empty; give a new folder")
+    report = BuildReport(out)
+    documents: list[RawDocument] = []
+    for source in sources:
+        for language in languages:
+            found = list(raw_documents(root, source, language))
+            if progress:
+                progress(f"{source} {language}: {len(found)} pages")
+            if not found:
+                report.missing.append(f"{source}/{language}")
+            documents += found
+    if not documents:
+        wanted = sorted({PACKAGES[s][language] for s in sources for language in languages if language in PACKAGES[s]})
+        raise PhasescopeError(f"no Debian documentation of {', '.join(sources)} is installed under {root}; install it: "
+                              f"apt-get install {' '.join(wanted)} (or run scripts/setup-debian-docs.sh)")
+    documents = remove_boilerplate(documents)
+    check = LanguageCheck(languages)
+    kept: list[RawDocument] = []
+    seen: set[str] = set()
+    dropped: dict[str, Counter] = defaultdict(Counter)
+    for document in documents:
+        text = document.text.strip()
+        digest = hashlib.sha256(f"{document.language}\n{text}".encode()).hexdigest()
+        if len(text) < MIN_CHARACTERS:
+            dropped[document.language]["short"] += 1
+        elif digest in seen:
+            dropped[document.language]["duplicate"] += 1
+        elif check(text) != document.language:
+            dropped[document.language]["other language"] += 1
+        else:
+            seen.add(digest)
+            kept.append(RawDocument(document.source, document.key, document.language, document.path, text))
+    groups: dict[tuple[str, str], dict[str, str]] = defaultdict(dict)
+    if out.exists():
+        out.rmdir()  # empty (checked above): the folder appears whole, or not at all
+    with atomic_directory(out) as building:
+        for document in kept:
+            folder = building / document.language
+            folder.mkdir(exist_ok=True)
+            name = _file_name(document.source, document.key)
+            (folder / name).write_text(document.text + "\n", encoding="utf-8")
+            groups[(document.source, document.key)][document.language] = f"{document.language}/{name}"
+            report.documents[document.language] = report.documents.get(document.language, 0) + 1
+            report.characters[document.language] = report.characters.get(document.language, 0) + len(document.text)
+            package = PACKAGES[document.source][document.language]
+            report.packages.setdefault(document.language, [])
+            if package not in report.packages[document.language]:
+                report.packages[document.language].append(package)
+        parallel = [{"source": source, "page": key, "files": files} for (source, key), files in sorted(groups.items())
+                    if len(files) > 1]
+        report.parallel_groups = len(parallel)
+        report.dropped = dict(dropped)
+        with (building / "parallel.jsonl").open("w", encoding="utf-8") as handle:
+            for group in parallel:
+                handle.write(json.dumps(group, ensure_ascii=False) + "\n")
+        manifest = {"sources": sources, "languages": {language: {
+            "documents": report.documents.get(language, 0), "characters": report.characters.get(language, 0),
+            "packages": report.packages.get(language, []), "dropped": dict(dropped.get(language, {}))}
+            for language in languages}, "parallel_groups": report.parallel_groups, "missing": report.missing}
+        (building / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
+    return report

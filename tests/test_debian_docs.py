@@ -1,0 +1,172 @@
+"""Debian's translated documentation as a corpus: markup stripped from fixture files of each kind written
+here (Mallard, roff, DocBook HTML), boilerplate, duplicates and untranslated pages dropped, the parallel
+index and manifest, the CLI, and once on the real installed packages where apt put them."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import os
+from pathlib import Path
+
+import pytest
+
+from phasescope import PhasescopeError
+from phasescope.data.corpora import LocalCorpus, LocalCorpusConfig
+from phasescope.data.debian_docs import build_debian_docs, html_text, mallard_text, roff_text
+from tests.helpers import phasescope_here
+
+GERMAN = ("Die Bildschirmlupe vergrößert den Bereich um den Mauszeiger, damit Sie kleine Schrift besser lesen "
+          "können. Sie können die Vergrößerung in den Einstellungen ändern und die Farben umkehren, wenn der "
+          "Kontrast zu gering ist. Diese Funktion ist für Menschen mit eingeschränktem Sehvermögen gedacht.")
+ENGLISH = ("The screen magnifier enlarges the area around the mouse pointer so that you can read small text "
+           "more easily. You can change the magnification in the settings and invert the colors when the "
+           "contrast is too low. This feature is meant for people with low vision and it works everywhere.")
+FRENCH = ("La loupe agrandit la zone autour du pointeur de la souris afin que vous puissiez lire plus facilement "
+          "les petits caractères. Vous pouvez modifier le grossissement dans les paramètres et inverser les "
+          "couleurs lorsque le contraste est trop faible. Cette fonction est destinée aux personnes malvoyantes.")
+
+
+def mallard_page(title: str, body: str, language: str) -> str:
+    return f"""<?xml version="1.0" encoding="utf-8"?>
+<page xmlns="http://projectmallard.org/1.0/" type="topic" id="a11y-mag" xml:lang="{language}">
+  <info>
+    <link type="guide" xref="a11y#vision"/>
+    <credit type="author"><name>Shaun McCance</name><email>shaunm@gnome.org</email></credit>
+    <desc>Zoom in on your screen.</desc>
+  </info>
+  <title>{title}</title>
+  <!-- a comment that is not text -->
+  <p>{body}</p>
+  <steps><item><p>Open the <gui>Activities</gui> overview and start <app>Settings</app>.</p></item></steps>
+</page>
+"""
+
+
+def test_mallard_keeps_titles_and_paragraphs_without_info_or_comments():
+    text = mallard_text(mallard_page("Magnify", "Some <em>emphasised</em> words.", "en"))
+    assert text == "Magnify\n\nSome emphasised words.\n\nOpen the Activities overview and start Settings."
+    assert "McCance" not in text and "comment" not in text and "Zoom in" not in text
+    with pytest.raises(PhasescopeError, match="not well-formed"):
+        mallard_text("<page><p>unclosed</page>")
+
+
+ROFF = r""".\" -*- coding: UTF-8 -*-
+.\" Copyright (C) 1989 Free Software Foundation
+.ds EL \&.\|.\|.\&
+.TH ADDFTINFO 1 "7. März 2023" "Groff 1.22.4"
+.SH BEZEICHNUNG
+addftinfo \- Informationen zu Troff\-Schriftdateien hinzufügen
+.SH BESCHREIBUNG
+.B addftinfo
+liest eine \fITroff\fP\-Schriftdatei und fügt \(Bqeinige\(rq Informationen hinzu.
+.IP \(bu 2
+Die Ausgabe geht nach \fBstdout\fR.
+.\" a comment
+"""
+
+
+def test_roff_keeps_prose_and_macro_arguments_and_resolves_escapes():
+    text = roff_text(ROFF)
+    assert text == ("BEZEICHNUNG addftinfo - Informationen zu Troff-Schriftdateien hinzufügen\n\n"
+                    "BESCHREIBUNG addftinfo liest eine Troff-Schriftdatei und fügt „einige” Informationen hinzu.\n\n"
+                    "• Die Ausgabe geht nach stdout.")
+    assert "Copyright" not in text and "\\" not in text and "ADDFTINFO" not in text
+
+
+HTML = """<html><head><title>Chapter 2. Package management</title><style>p {color: red}</style></head><body>
+<div class="navheader"><table><tr><td>Prev</td><td>Next</td></tr></table></div>
+<div class="chapter"><h2 class="title">Chapter 2. Package management</h2>
+<div class="toc"><dl><dt>2.1. Concepts</dt></dl></div>
+<p>Debian is a volunteer organization &amp; it builds <code>packages</code>.</p>
+<pre class="screen">$ apt-get update</pre></div>
+<div class="navfooter"><table><tr><td>Home</td></tr></table></div><script>var x = 1;</script></body></html>"""
+
+
+def test_html_keeps_the_chapter_without_navigation_tables_of_contents_or_scripts():
+    assert html_text(HTML) == ("Chapter 2. Package management\n\nDebian is a volunteer organization & it builds "
+                               "packages.\n\n$ apt-get update")
+
+
+def write_fixture_root(root: Path) -> None:
+    """A file-system root with GNOME help in en (C), de and fr, manual pages and a Debian Reference chapter."""
+    def page(locale: str, name: str, title: str, body: str, language: str) -> None:
+        path = root / "usr/share/help" / locale / "gnome-help" / f"{name}.page"
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(mallard_page(title, body, language), encoding="utf-8")
+
+    pages = {"a11y-mag": ("Magnify", "Vergrößern", ""), "a11y-contrast": ("Contrast", "Kontrast", " Kontrast."),
+             "a11y-font": ("Font size", "Schriftgröße", " Schrift."), "a11y-keys": ("Keys", "Tasten", " Tasten.")}
+    for name, (english, german, suffix) in pages.items():
+        page("C", name, english, ENGLISH + suffix.replace("Kontrast", "Contrast").replace("Schrift", "Fonts")
+             .replace("Tasten", "Keys"), "en")
+        page("de", name, german, GERMAN + suffix, "de")
+    page("de", "untranslated", "Magnify", ENGLISH + " Untranslated.", "de")  # an English page in the German folder
+    page("de", "copy", "Vergrößern", GERMAN, "de")  # a11y-mag's text again
+    page("de", "stub", "Kurz", "Zu kurz.", "de")
+    page("fr", "a11y-mag", "Agrandir", FRENCH, "fr")
+    man = root / "usr/share/man/de/man1/addftinfo.1.gz"
+    man.parent.mkdir(parents=True, exist_ok=True)
+    man.write_bytes(gzip.compress((ROFF + "\n" + GERMAN + "\n").encode()))
+    chapter = root / "usr/share/debian-reference/ch02.en.html"
+    chapter.parent.mkdir(parents=True, exist_ok=True)
+    chapter.write_text(HTML.replace("&amp; it builds", "&amp; it builds " + ENGLISH), encoding="utf-8")
+
+
+def test_build_writes_clean_checked_documents_a_manifest_and_the_parallel_index(tmp_path):
+    write_fixture_root(tmp_path / "root")
+    report = build_debian_docs(tmp_path / "corpus", ["en", "de", "fr"], root=tmp_path / "root")
+    corpus = tmp_path / "corpus"
+    assert sorted(p.name for p in (corpus / "de").iterdir()) == [
+        "gnome-help--a11y-contrast.txt", "gnome-help--a11y-font.txt", "gnome-help--a11y-keys.txt",
+        "gnome-help--a11y-mag.txt", "man--man1_addftinfo.1.txt"]
+    assert report.dropped["de"] == {"other language": 1, "duplicate": 1, "short": 1}
+    text = (corpus / "de" / "gnome-help--a11y-contrast.txt").read_text(encoding="utf-8")
+    assert text.startswith("Kontrast\n\nDie Bildschirmlupe") and text.endswith("Kontrast.\n") and "<" not in text
+    assert "Open the Activities" not in text  # a line in every German page: boilerplate, removed
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    assert manifest["languages"]["de"]["documents"] == 5 and manifest["languages"]["fr"]["documents"] == 1
+    assert manifest["languages"]["de"]["packages"] == ["gnome-user-docs", "manpages-de"]
+    assert manifest["languages"]["en"]["characters"] == sum(
+        len(p.read_text(encoding="utf-8")) - 1 for p in (corpus / "en").iterdir())
+    groups = [json.loads(line) for line in (corpus / "parallel.jsonl").read_text().splitlines()]
+    mag = next(group for group in groups if group["page"] == "a11y-mag")
+    assert mag["files"] == {"en": "en/gnome-help--a11y-mag.txt", "de": "de/gnome-help--a11y-mag.txt",
+                            "fr": "fr/gnome-help--a11y-mag.txt"}
+    assert all(len(group["files"]) > 1 for group in groups)
+    local = LocalCorpus(LocalCorpusConfig(root=corpus, heldout_share=0.0))  # the format phasescope trains on
+    assert len(list(local.documents("de"))) == 5
+
+
+def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys):
+    with pytest.raises(PhasescopeError, match="apt-get install .*gnome-user-docs") as error:
+        build_debian_docs(tmp_path / "corpus", ["en", "de"], root=tmp_path / "empty-root")
+    assert "\n" not in str(error.value) and not (tmp_path / "corpus").exists()
+    (tmp_path / "full").mkdir()
+    (tmp_path / "full" / "keep.txt").write_text("mine")
+    write_fixture_root(tmp_path / "root")
+    with pytest.raises(PhasescopeError, match="not empty"):
+        build_debian_docs(tmp_path / "full", root=tmp_path / "root")
+    assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
+    with pytest.raises(PhasescopeError, match="unknown documentation source 'wiki'"):
+        build_debian_docs(tmp_path / "corpus", sources=["wiki"], root=tmp_path / "root")
+    code, stderr = phasescope_here(monkeypatch, capsys, "corpus", "build", "--from", "wikipedia", "-o",
+                                   str(tmp_path / "corpus"))
+    assert code == 2 and "--from must be debian-docs" in stderr
+    code, stderr = phasescope_here(monkeypatch, capsys, "corpus", "build", "--from", "debian-docs", "-o",
+                                   str(tmp_path / "cli"), "--root", str(tmp_path / "root"), "--languages", "en,de")
+    assert code == 0, stderr
+    assert (tmp_path / "cli" / "manifest.json").is_file()
+
+
+REAL = Path("/usr/share/help/C/gnome-help")
+
+
+@pytest.mark.skipif(not REAL.is_dir() and not os.environ.get("PHASESCOPE_REQUIRE_DEBIAN_DOCS"),
+                    reason="gnome-user-docs is not installed (scripts/setup-debian-docs.sh installs it)")
+def test_the_real_installed_gnome_help_in_english_and_german(tmp_path):
+    report = build_debian_docs(tmp_path / "corpus", ["en", "de"], sources=["gnome-help"])
+    assert report.documents["en"] > 200 and report.documents["de"] > 200
+    assert report.parallel_groups > 200  # the same page in both languages
+    text = (tmp_path / "corpus" / "de" / "gnome-help--a11y-braille.txt").read_text(encoding="utf-8")
+    assert "Braille" in text and "<" not in text and "McCance" not in text
