@@ -170,3 +170,24 @@ def test_the_real_installed_gnome_help_in_english_and_german(tmp_path):
     assert report.parallel_groups > 200  # the same page in both languages
     text = (tmp_path / "corpus" / "de" / "gnome-help--a11y-braille.txt").read_text(encoding="utf-8")
     assert "Braille" in text and "<" not in text and "McCance" not in text
+
+
+def test_the_parallel_knob_excludes_translated_pages_and_names_document_kinds(tmp_path):
+    write_fixture_root(tmp_path / "root")
+    build_debian_docs(tmp_path / "corpus", ["en", "de", "fr"], root=tmp_path / "root")
+    config = dict(root=tmp_path / "corpus", heldout_share=0.0)
+    included = LocalCorpus(LocalCorpusConfig(**config))
+    kinds = [included.document_kind("de", index) for index in range(5)]
+    assert kinds == ["parallel"] * 4 + ["monolingual"]  # four GNOME pages with translations, one man page
+    excluded = LocalCorpus(LocalCorpusConfig(**config, languages=["en", "de"], parallel="exclude"))
+    assert list(excluded.documents("de")) == [list(included.documents("de"))[-1]]  # only the man page
+    assert [excluded.document_kind("de", 0), excluded.document_kind("en", 0)] == ["monolingual"] * 2
+    with pytest.raises(PhasescopeError, match="fr: every document has a translation"):
+        LocalCorpus(LocalCorpusConfig(**config, parallel="exclude"))
+
+
+def test_exclude_without_a_parallel_index_is_a_one_line_error(tmp_path):
+    (tmp_path / "corpus" / "en").mkdir(parents=True)
+    (tmp_path / "corpus" / "en" / "a.txt").write_text(ENGLISH)
+    with pytest.raises(PhasescopeError, match="needs the parallel index"):
+        LocalCorpus(LocalCorpusConfig(root=tmp_path / "corpus", parallel="exclude"))

@@ -116,6 +116,12 @@ class LocalCorpusConfig(StrictModel):
     text_field: str = "text"  # the text field of jsonl records and the text column of parquet files
     txt_unit: Literal["file", "line", "paragraph"] = "file"  # one document per .txt file, line, or blank-line block
     heldout_share: float = Field(0.01, ge=0, lt=1)  # documents held out (evenly spread, deterministic)
+    # the documents that root/parallel.jsonl lists as translations of one page (``phasescope corpus
+    # build`` writes it): kept, or left out (the control without parallel text)
+    parallel: Literal["include", "exclude"] = "include"
+
+
+PARALLEL_INDEX = "parallel.jsonl"
 
 
 class LocalCorpus:
@@ -140,6 +146,10 @@ class LocalCorpus:
         self.languages = languages
         self.root = root
         self._share = heldout_fraction(config.heldout_share)
+        self._parallel = _parallel_members(root)
+        if config.parallel == "exclude" and self._parallel is None:
+            raise PhasescopeError(f"{root}: parallel: exclude needs the parallel index {root / PARALLEL_INDEX} "
+                                  "(written by `phasescope corpus build`)")
         self._files = {language: self._language_files(language) for language in languages}
         for language in languages:  # an empty corpus fails here, before any training
             if next(self._raw_documents(language, 0), None) is None:
@@ -152,6 +162,12 @@ class LocalCorpus:
                                   f"(expected {folder}/*.txt|*.jsonl|*.parquet)")
         entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         files = [p for p in entries if p.suffix in LOCAL_SUFFIXES]
+        if self.config.parallel == "exclude":
+            kept = [p for p in files if f"{language}/{p.name}" not in self._parallel]
+            if files and not kept:
+                raise PhasescopeError(f"{folder}: every document has a translation in the parallel index, so "
+                                      "parallel: exclude leaves nothing; leave the language out (`languages:`)")
+            files = kept
         if not files:
             other = ", ".join(p.name for p in entries[:3]) or "nothing"
             raise PhasescopeError(f"{folder}: no *.txt, *.jsonl or *.parquet files (found {other})")
@@ -169,6 +185,19 @@ class LocalCorpus:
                 if next(held, None) is None:
                     return
             yield from held
+
+    def document_kind(self, language: str, index: int) -> str:
+        """``parallel`` for a training document the parallel index lists (a page with a translation),
+        ``monolingual`` for the others; ``text`` without an index, or where documents are not whole
+        ``.txt`` files."""
+        self._check(language)
+        files = self._files[language]
+        if self._parallel is None or self.config.txt_unit != "file" or any(p.suffix != ".txt" for p in files):
+            return DEFAULT_DOCUMENT_KIND
+        raw = raw_position_of_train(index, self._share) if self._share else index
+        if raw >= len(files):
+            return DEFAULT_DOCUMENT_KIND
+        return "parallel" if f"{language}/{files[raw].name}" in self._parallel else "monolingual"
 
     def size_hint(self, language: str) -> float:
         """Bytes of the language's files."""
@@ -223,6 +252,23 @@ class LocalCorpus:
             raise PhasescopeError(f"{path}: a record has no field {self.config.text_field!r} (it has {fields}); "
                                   f"set text_field")
         return str(record[self.config.text_field])
+
+
+def _parallel_members(root: Path) -> set[str] | None:
+    """The ``<language>/<file>`` paths that the corpus's parallel index lists, or None without one."""
+    path = root / PARALLEL_INDEX
+    if not path.is_file():
+        return None
+    members = set()
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            members.update(json.loads(line)["files"].values())
+        except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
+            raise PhasescopeError(f"{path}:{number}: expected a JSON object with a 'files' mapping "
+                                  "(language -> path)") from None
+    return members
 
 
 def _parquet_rows(path: Path) -> int:
