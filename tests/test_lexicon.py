@@ -149,3 +149,33 @@ def test_cli_builds_writes_and_summarizes(tmp_path):
     assert bad.returncode == 2 and "unknown language code" in bad.stderr and "Traceback" not in bad.stderr
     assert bad.stderr.count("\n") == 1
     assert Lexicon.load(out).concepts == ["dog"]  # the previous file is intact
+
+
+def test_a_users_own_table_of_concept_language_word_rows_is_a_lexicon(tmp_path, tokenizer):
+    from phasescope.measures.translation import wlt_scores
+    from tests.lm_fixtures import tiny_llama
+
+    rows = pd.DataFrame({"concept": ["dog", "dog", "cat", "cat", "sun", "sun"],
+                         "language": ["en", "de"] * 3, "word": ["dog", "Hund", "cat", "Katze", "sun", "Sonne"]})
+    lexicon = Lexicon(rows)
+    assert lexicon.category("dog") == "concept" and lexicon.variants("dog", "de") == ["Hund"]
+    rows.to_csv(tmp_path / "mine.csv", index=False)
+    with_variants = rows.assign(variants=["dog|doggy", "Hund", "cat", "Katze|Mieze", "sun", "Sonne"])
+    with_variants.to_csv(tmp_path / "variants.tsv", sep="\t", index=False)
+    assert Lexicon.load(tmp_path / "mine.csv").frame.equals(lexicon.frame)
+    assert Lexicon.load(tmp_path / "variants.tsv").variants("cat", "de") == ["Katze", "Mieze"]
+    rows.to_parquet(tmp_path / "mine.parquet")
+    assert Lexicon.load(tmp_path / "mine.parquet").frame.equals(lexicon.frame)
+    model = tiny_llama(len(tokenizer))
+    from_table = wlt_scores(model, tokenizer, rows, shots=1, seed=0)  # a plain DataFrame, taken as a lexicon
+    from_lexicon = wlt_scores(model, tokenizer, lexicon, shots=1, seed=0)
+    assert from_table["p_target"].tolist() == from_lexicon["p_target"].tolist() and len(from_table) == 6
+    with pytest.raises(PhasescopeError, match="missing column.*word.*category and variants are optional"):
+        Lexicon.load(_write(tmp_path / "bad.csv", "concept,language\ndog,en\n"))
+    with pytest.raises(PhasescopeError, match="must be a lexicon table with columns concept, language, word"):
+        wlt_scores(model, tokenizer, pd.DataFrame({"src": ["en"], "word": ["dog"]}))
+
+
+def _write(path, text):
+    path.write_text(text)
+    return path

@@ -30,6 +30,8 @@ LEXICON_SCHEMA = pa.schema([
     pa.field("variants", pa.list_(pa.string()), nullable=False),  # valid forms, ``word`` first
 ])
 COLUMNS = tuple(LEXICON_SCHEMA.names)
+REQUIRED = ("concept", "language", "word")  # category and variants are optional in a user's table
+DEFAULT_CATEGORY = "concept"
 
 
 class Lexicon:
@@ -119,19 +121,26 @@ class Lexicon:
 
     @classmethod
     def load(cls, path: Path | str) -> Lexicon:
-        """Read a lexicon written by :meth:`save`."""
+        """Read a lexicon: a Parquet file written by :meth:`save`, or a user's own table (Parquet, CSV or
+        TSV) with at least the columns concept, language and word (category and variants optional;
+        in a CSV, variants separated by ``|``)."""
         path = Path(path)
         if not path.is_file():
             raise PhasescopeError(f"lexicon file {path} does not exist (build one with `phasescope lexicon build`)")
+        if path.suffix in (".csv", ".tsv"):
+            try:
+                frame = pd.read_csv(path, sep="\t" if path.suffix == ".tsv" else ",", dtype=str, keep_default_na=False)
+            except (pd.errors.ParserError, UnicodeDecodeError) as error:
+                raise PhasescopeError(f"{path}: not a readable {path.suffix[1:].upper()} table "
+                                      f"({' '.join(str(error).split())})") from None
+            if "variants" in frame.columns:
+                frame["variants"] = [[v for v in str(cell).split("|") if v.strip()] for cell in frame["variants"]]
+            return cls(_named(frame, path))
         try:
             table = pq.read_table(path)
         except (pa.ArrowInvalid, OSError) as error:
             raise PhasescopeError(f"{path}: not a lexicon Parquet file ({' '.join(str(error).split())})") from None
-        missing = [name for name in COLUMNS if name not in table.column_names]
-        if missing:
-            raise PhasescopeError(f"{path}: lexicon is missing column(s) {', '.join(missing)}; "
-                                  f"expected {', '.join(COLUMNS)}")
-        return cls(table.select(list(COLUMNS)).to_pandas())
+        return cls(_named(table.to_pandas(), path))
 
     def _row(self, concept: str, language: str):
         row = self._index.get((concept, language))
@@ -140,13 +149,34 @@ class Lexicon:
         return row
 
 
+def _named(frame: pd.DataFrame, path: Path) -> pd.DataFrame:
+    """``frame`` with the columns a lexicon needs, or an error naming the file and what it lacks."""
+    missing = [name for name in REQUIRED if name not in frame.columns]
+    if missing:
+        raise PhasescopeError(f"{path}: lexicon is missing column(s) {', '.join(missing)}; expected at least "
+                              f"{', '.join(REQUIRED)} (category and variants are optional)")
+    return frame
+
+
+def is_lexicon_table(frame: pd.DataFrame) -> bool:
+    """Whether a DataFrame has the lexicon's required columns (and so is a lexicon, not WLT pairs)."""
+    return all(name in frame.columns for name in REQUIRED)
+
+
 def _validated(frame: pd.DataFrame) -> pd.DataFrame:
-    """Checks columns, types and uniqueness; puts ``word`` first in ``variants`` without duplicates."""
+    """Checks columns, types and uniqueness; fills an absent category (``concept``) and variants (the
+    word alone); puts ``word`` first in ``variants`` without duplicates."""
     if not isinstance(frame, pd.DataFrame):
         raise PhasescopeError(f"a lexicon is built from a pandas DataFrame, got {type(frame).__name__}")
-    missing = [name for name in COLUMNS if name not in frame.columns]
+    missing = [name for name in REQUIRED if name not in frame.columns]
     if missing:
-        raise PhasescopeError(f"lexicon rows are missing column(s) {', '.join(missing)}; expected {', '.join(COLUMNS)}")
+        raise PhasescopeError(f"lexicon rows are missing column(s) {', '.join(missing)}; expected at least "
+                              f"{', '.join(REQUIRED)} (category and variants are optional)")
+    frame = frame.copy()
+    if "category" not in frame.columns:
+        frame["category"] = DEFAULT_CATEGORY
+    if "variants" not in frame.columns:
+        frame["variants"] = [[] for _ in range(len(frame))]
     frame = frame[list(COLUMNS)].copy()
     for name in ("concept", "category", "language", "word"):
         bad = [value for value in frame[name] if not isinstance(value, str) or not value.strip()]

@@ -23,7 +23,7 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from phasescope.data.lexicon import Lexicon
+from phasescope.data.lexicon import Lexicon, is_lexicon_table
 from phasescope.data.wlt import DEFAULT_TEMPLATE, EncodedWLT, ExemplarSampling, build_wlt_pairs, encode_wlt
 from phasescope.errors import PhasescopeError
 from phasescope.measures.lm_forward import autocast_for, model_device
@@ -97,17 +97,24 @@ def wlt_scores(model: nn.Module, tokenizer, lexicon_or_pairs: Lexicon | pd.DataF
         ``target_rank``, ``source_rank``, ``top1_correct``, ``copy_top1`` and, when generating,
         ``generated`` and ``exact_match``.
     """
+    if isinstance(lexicon_or_pairs, pd.DataFrame) and is_lexicon_table(lexicon_or_pairs) \
+            and "prompt" not in lexicon_or_pairs.columns:
+        lexicon_or_pairs = Lexicon(lexicon_or_pairs)  # a user's (concept, language, word) table
     if isinstance(lexicon_or_pairs, Lexicon):
         pairs = build_wlt_pairs(lexicon_or_pairs, languages, shots=shots, seed=seed, max_concepts=max_concepts,
                                 template=template, heldout_concepts=heldout_concepts, exemplars=exemplars)
         encoded = encode_wlt(pairs, tokenizer)
     elif isinstance(lexicon_or_pairs, pd.DataFrame):
+        if "prompt" not in lexicon_or_pairs.columns:
+            raise PhasescopeError("lexicon_or_pairs: a DataFrame must be a lexicon table with columns concept, "
+                                  "language, word (category, variants optional) or WLT pairs from build_wlt_pairs; "
+                                  f"it has {', '.join(map(str, lexicon_or_pairs.columns)) or 'no columns'}")
         encoded = encode_wlt(lexicon_or_pairs, tokenizer)
     elif isinstance(lexicon_or_pairs, EncodedWLT):
         encoded = lexicon_or_pairs
     else:
-        raise PhasescopeError("lexicon_or_pairs: expected a Lexicon, a DataFrame of WLT pairs or an EncodedWLT, "
-                              f"got {type(lexicon_or_pairs).__name__}")
+        raise PhasescopeError("lexicon_or_pairs: expected a Lexicon, a table of (concept, language, word) rows, "
+                              f"WLT pairs from build_wlt_pairs or an EncodedWLT, got {type(lexicon_or_pairs).__name__}")
     frame = encoded.pairs.copy()
     frame["subset"] = ["overlap" if shared else "no_overlap" for shared in frame["shared_first_token"]]
     if lens is None:
