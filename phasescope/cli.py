@@ -331,12 +331,39 @@ def lexicon_build(languages: str = typer.Option(None, "--languages", help="Comma
                   out: Path = typer.Option(Path("lexicon.parquet"), "--out", "-o", help="The Parquet file to write."),
                   from_wlt: Path = typer.Option(None, "--from-wlt", help="A word-level translation Parquet file."),
                   from_muse: Path = typer.Option(None, "--from-muse", help="A folder of MUSE en-XX.txt files."),
+                  from_gettext: Path = typer.Option(None, "--from-gettext", help="gettext catalogs: a locale folder "
+                                                    "such as /usr/share/locale (<locale>/LC_MESSAGES/*.mo)."),
+                  corpus: Path = typer.Option(None, "--corpus", help="With --from-gettext: a corpus folder whose "
+                                              "text every concept must occur in (phasescope corpus build)."),
+                  max_concepts: int = typer.Option(125, "--max-concepts", min=1, help="With --from-gettext: "
+                                                   "concepts kept (the reference's WLT set has 125)."),
                   ) -> None:
-    """Build the concept lexicon (CLDR names from emoji and babel, or the given files) and write it."""
+    """Build the concept lexicon (CLDR names from emoji and babel, translation catalogs, or the given files)."""
     from phasescope.data.lexicon_sources import build_lexicon, lexicon_summary
 
     codes = [code.strip() for code in languages.split(",") if code.strip()] if languages is not None else None
-    lexicon = build_lexicon(codes, wlt=from_wlt, muse=from_muse)
+    if from_gettext is not None:
+        from phasescope.data.gettext_lexicon import build_gettext_lexicon
+
+        if from_wlt is not None or from_muse is not None:
+            raise PhasescopeError("--from-gettext builds a lexicon of its own: give it without --from-wlt/--from-muse")
+        lexicon, counts = build_gettext_lexicon(codes, from_gettext, corpus, max_concepts,
+                                                progress=lambda line: console.print(line))
+        import io
+
+        from phasescope.run.atomic import atomic_write_bytes
+
+        counts_path = out.with_name(out.stem + ".counts.parquet")
+        buffer = io.BytesIO()
+        counts.astype({"corpus_count": "Int64"}).to_parquet(buffer, index=False)
+        counts_path.parent.mkdir(parents=True, exist_ok=True)
+        atomic_write_bytes(counts_path, buffer.getvalue())
+        console.print(f"per concept and language: the word, the catalogs that translate it so and its count in the "
+                      f"corpus: {counts_path}")
+    else:
+        if corpus is not None:
+            raise PhasescopeError("--corpus filters a lexicon built --from-gettext")
+        lexicon = build_lexicon(codes, wlt=from_wlt, muse=from_muse)
     lexicon.save(out)
     summary = lexicon_summary(lexicon)
     table = Table("category", *map(str, summary.columns))
