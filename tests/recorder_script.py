@@ -68,6 +68,7 @@ def main() -> None:
         recorder.step(trained, optimizer, step=step + 1)
     Path(f"{out}.rank{rank}.json").write_text(json.dumps({"opened": recorder.run is not None}))
     if strategy:
+        torch.distributed.barrier()  # leave together: rank 0 still writes after rank 1's last step
         torch.distributed.destroy_process_group()
 
 

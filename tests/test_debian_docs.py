@@ -184,10 +184,19 @@ def test_the_parallel_knob_excludes_translated_pages_and_names_document_kinds(tm
     assert [excluded.document_kind("de", 0), excluded.document_kind("en", 0)] == ["monolingual"] * 2
     with pytest.raises(PhasescopeError, match="fr: every document has a translation"):
         LocalCorpus(LocalCorpusConfig(**config, parallel="exclude"))
+    # one language per page: each of the four pages in exactly one of its languages, the rest kept
+    single = LocalCorpus(LocalCorpusConfig(**config, parallel="one_per_page"))
+    kept = {language: [p.name for p in single._files[language]] for language in ("en", "de", "fr")}
+    for page in ("a11y-mag", "a11y-contrast", "a11y-font", "a11y-keys"):
+        assert sum(f"gnome-help--{page}.txt" in names for names in kept.values()) == 1, page
+    assert "man--man1_addftinfo.1.txt" in kept["de"] and "debian-reference--ch02.txt" in kept["en"]
+    assert {single.document_kind(language, 0) for language in ("en", "de")} == {"monolingual"}
 
 
 def test_exclude_without_a_parallel_index_is_a_one_line_error(tmp_path):
     (tmp_path / "corpus" / "en").mkdir(parents=True)
     (tmp_path / "corpus" / "en" / "a.txt").write_text(ENGLISH)
+    with pytest.raises(PhasescopeError, match="one_per_page needs the parallel index"):
+        LocalCorpus(LocalCorpusConfig(root=tmp_path / "corpus", parallel="one_per_page"))
     with pytest.raises(PhasescopeError, match="needs the parallel index"):
         LocalCorpus(LocalCorpusConfig(root=tmp_path / "corpus", parallel="exclude"))

@@ -17,6 +17,7 @@ so that resuming at an index is exact, and consumers skip them.
 
 from __future__ import annotations
 
+import hashlib
 import json
 from collections.abc import Iterable, Iterator
 from fractions import Fraction
@@ -117,8 +118,10 @@ class LocalCorpusConfig(StrictModel):
     txt_unit: Literal["file", "line", "paragraph"] = "file"  # one document per .txt file, line, or blank-line block
     heldout_share: float = Field(0.01, ge=0, lt=1)  # documents held out (evenly spread, deterministic)
     # the documents that root/parallel.jsonl lists as translations of one page (``phasescope corpus
-    # build`` writes it): kept, or left out (the control without parallel text)
-    parallel: Literal["include", "exclude"] = "include"
+    # build`` writes it): all kept (include); each page kept in one of its languages, drawn by a hash of
+    # the page (one_per_page: the control without parallel text, most of every language's text kept);
+    # or every translated page left out (exclude)
+    parallel: Literal["include", "one_per_page", "exclude"] = "include"
 
 
 PARALLEL_INDEX = "parallel.jsonl"
@@ -146,10 +149,12 @@ class LocalCorpus:
         self.languages = languages
         self.root = root
         self._share = heldout_fraction(config.heldout_share)
-        self._parallel = _parallel_members(root)
-        if config.parallel == "exclude" and self._parallel is None:
-            raise PhasescopeError(f"{root}: parallel: exclude needs the parallel index {root / PARALLEL_INDEX} "
-                                  "(written by `phasescope corpus build`)")
+        groups = _parallel_groups(root)
+        if config.parallel != "include" and groups is None:
+            raise PhasescopeError(f"{root}: parallel: {config.parallel} needs the parallel index "
+                                  f"{root / PARALLEL_INDEX} (written by `phasescope corpus build`)")
+        self._parallel = {path for group in groups for path in group.values()} if groups is not None else None
+        self._dropped = _dropped_translations(groups, config.parallel, languages) if groups is not None else set()
         self._files = {language: self._language_files(language) for language in languages}
         for language in languages:  # an empty corpus fails here, before any training
             if next(self._raw_documents(language, 0), None) is None:
@@ -162,11 +167,12 @@ class LocalCorpus:
                                   f"(expected {folder}/*.txt|*.jsonl|*.parquet)")
         entries = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
         files = [p for p in entries if p.suffix in LOCAL_SUFFIXES]
-        if self.config.parallel == "exclude":
-            kept = [p for p in files if f"{language}/{p.name}" not in self._parallel]
+        if self._dropped:
+            kept = [p for p in files if f"{language}/{p.name}" not in self._dropped]
             if files and not kept:
                 raise PhasescopeError(f"{folder}: every document has a translation in the parallel index, so "
-                                      "parallel: exclude leaves nothing; leave the language out (`languages:`)")
+                                      f"parallel: {self.config.parallel} leaves nothing; leave the language out "
+                                      "(`languages:`)")
             files = kept
         if not files:
             other = ", ".join(p.name for p in entries[:3]) or "nothing"
@@ -197,7 +203,8 @@ class LocalCorpus:
         raw = raw_position_of_train(index, self._share) if self._share else index
         if raw >= len(files):
             return DEFAULT_DOCUMENT_KIND
-        return "parallel" if f"{language}/{files[raw].name}" in self._parallel else "monolingual"
+        path = f"{language}/{files[raw].name}"
+        return "parallel" if path in self._parallel and self.config.parallel == "include" else "monolingual"
 
     def size_hint(self, language: str) -> float:
         """Bytes of the language's files."""
@@ -254,21 +261,42 @@ class LocalCorpus:
         return str(record[self.config.text_field])
 
 
-def _parallel_members(root: Path) -> set[str] | None:
-    """The ``<language>/<file>`` paths that the corpus's parallel index lists, or None without one."""
+def _parallel_groups(root: Path) -> list[dict[str, str]] | None:
+    """The corpus's parallel index: per page, language -> ``<language>/<file>``; None without an index."""
     path = root / PARALLEL_INDEX
     if not path.is_file():
         return None
-    members = set()
+    groups = []
     for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         if not line.strip():
             continue
         try:
-            members.update(json.loads(line)["files"].values())
+            files = json.loads(line)["files"]
+            groups.append({str(language): str(member) for language, member in files.items()})
         except (json.JSONDecodeError, KeyError, TypeError, AttributeError):
             raise PhasescopeError(f"{path}:{number}: expected a JSON object with a 'files' mapping "
                                   "(language -> path)") from None
-    return members
+    return groups
+
+
+def _dropped_translations(groups: list[dict[str, str]], mode: str, languages: list[str]) -> set[str]:
+    """The documents a ``parallel`` setting leaves out: none (include), every member of every page
+    (exclude), or all but one language's version of each page, the language drawn by a hash of the
+    page's files (one_per_page: deterministic, and spread evenly over the languages)."""
+    if mode == "include":
+        return set()
+    dropped = set()
+    for group in groups:
+        present = sorted(language for language in group if language in languages)
+        if mode == "exclude":
+            dropped.update(group.values())
+            continue
+        if len(present) < 2:
+            continue
+        digest = hashlib.sha256("|".join(sorted(group.values())).encode()).digest()
+        keep = present[int.from_bytes(digest[:8], "big") % len(present)]
+        dropped.update(group[language] for language in present if language != keep)
+    return dropped
 
 
 def _parquet_rows(path: Path) -> int:
