@@ -68,7 +68,7 @@ def split_batches(data: Batch | Iterable[Batch], chunk_size: int | None) -> list
 
 
 @contextmanager
-def _eval_mode(model: nn.Module):
+def eval_mode(model: nn.Module):
     """Curvature is a property of the deterministic loss: dropout off while it is measured."""
     was_training = model.training
     model.eval()
@@ -157,7 +157,7 @@ class HessianOperator(LinearOperator):
         inputs, targets = self.batches[0]
         keep_graph = self.method == "graph"
         try:
-            with _eval_mode(self.model):
+            with eval_mode(self.model):
                 if keep_graph:
                     leaves, loss = self._leaves_and_loss(inputs, targets)
                 else:
@@ -173,19 +173,19 @@ class HessianOperator(LinearOperator):
             raise PhasescopeError(f"the loss is {loss.item()} at this point: curvature of a non-finite loss "
                                   "is undefined (did training diverge?)")
         if keep_graph:
-            with _eval_mode(self.model), torch.enable_grad():
+            with eval_mode(self.model), torch.enable_grad():
                 self._graphs.append((leaves, torch.autograd.grad(loss, leaves, create_graph=True)))
 
     def loss(self) -> float:
         """The dataset loss at the operator's point."""
-        with torch.no_grad(), _eval_mode(self.model):
+        with torch.no_grad(), eval_mode(self.model):
             return float(sum(w * self._batch_loss(self.params, x, y) for w, (x, y) in
                              zip(self.weights, self.batches)))
 
     def gradient(self) -> Tensor:
         """The gradient of the dataset loss, flat (n,)."""
         total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             for weight, (inputs, targets) in zip(self.weights, self.batches):
                 total += weight * self.flatten(grad(self._batch_loss)(self.params, inputs, targets))
         return total
@@ -241,7 +241,7 @@ class HessianOperator(LinearOperator):
             # neither the train/eval switch nor an accumulator is needed.
             return self.flatten(self._backward_through(*self._graphs[0], tangent, keep_graph=True))
         total = torch.zeros(self.size, dtype=self.dtype, device=self.device)
-        with _eval_mode(self.model):
+        with eval_mode(self.model):
             for index, weight in enumerate(self.weights):
                 total += weight * self.flatten(self._batch_hvp(tangent, index))
         return total

@@ -29,7 +29,6 @@ attribution over it takes the straight chord between checkpoints.
 from __future__ import annotations
 
 import json
-import math
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -39,8 +38,10 @@ from pydantic import Field, TypeAdapter, ValidationError
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
+from phasescope.curvature.hessian import eval_mode
 from phasescope.errors import PhasescopeError
-from phasescope.run import MetricStore, RunDir, atomic_directory
+from phasescope.models.norms import parameter_norms
+from phasescope.run import MetricStore, RunDir, atomic_directory, config_hash
 from phasescope.run.config import StrictModel
 from phasescope.run.series import quiet_transformers
 from phasescope.train.schedules import CheckpointSchedule, EverySteps, EveryTokens, ExplicitSteps, LogLinear
@@ -59,6 +60,7 @@ class RecorderSchedule:
 
     def __init__(self, schedule: Any) -> None:
         self.schedule = _parse_schedule(schedule)
+        self._steps = set(self.schedule.steps) if isinstance(self.schedule, ExplicitSteps) else set()
         self._last_tokens: int | None = None
 
     def due(self, step: int, tokens: int | None = None) -> bool:
@@ -77,10 +79,6 @@ class RecorderSchedule:
         if previous is None:  # the first call after a restart: due if this step crossed a multiple
             return tokens % schedule.tokens == 0
         return tokens // schedule.tokens > previous // schedule.tokens
-
-    @property
-    def _steps(self) -> set[int]:
-        return set(self.schedule.steps)
 
     def describe(self) -> dict:
         return self.schedule.model_dump(mode="json")
@@ -237,7 +235,7 @@ class Recorder:
         for name, function in self.measures.items():
             config = {"inline": name, "schedule": self.measure_schedule.describe() if self.measure_schedule
                       else "checkpoints"}
-            if store.has_shard(step, name, _hash(config)):  # recorded before a restart
+            if store.has_shard(step, name, config_hash(config)):  # recorded before a restart
                 continue
             result = function(model) if function is not None else getattr(self, f"_{name}")(model)
             rows = [{"metric": metric, "value": float(value)} for metric, value in result.items()] \
@@ -247,7 +245,7 @@ class Recorder:
     # --- the built-in inline measures ---------------------------------------------------------------
     @torch.no_grad()
     def _loss(self, model: nn.Module) -> dict[str, float]:
-        with _eval(model):
+        with eval_mode(model):
             if isinstance(self.batch, dict):
                 return {"loss": float(model(**_to(self.batch, model)).loss)}
             inputs, targets = _to(self.batch, model)
@@ -256,11 +254,8 @@ class Recorder:
             return {"loss": float(self.loss_fn(model(inputs), targets))}
 
     @staticmethod
-    @torch.no_grad()
     def _norms(model: nn.Module) -> dict[str, float]:
-        parameters = [p.detach().double() for p in model.parameters()]
-        return {"l1": float(sum(p.abs().sum() for p in parameters)),
-                "l2": math.sqrt(float(sum(p.pow(2).sum() for p in parameters)))}
+        return parameter_norms(model)
 
     def _sharpness(self, model: nn.Module) -> dict[str, float]:
         from phasescope.curvature import sharpness
@@ -268,8 +263,6 @@ class Recorder:
         result = sharpness(model, self.loss_fn, _to(self.batch, model), v0=self._sharpness_start)
         self._sharpness_start = result
         return {"sharpness": float(result.eigenvalues[0])}
-
-    _sharpness_start = None
 
     def _wlt(self, model: nn.Module) -> list[dict]:
         from phasescope.data.lexicon_sources import build_cldr_lexicon
@@ -279,7 +272,7 @@ class Recorder:
         if self._wlt_encoding is None:
             pairs = build_wlt_pairs(build_cldr_lexicon(), shots=5, seed=0, max_concepts=8)
             self._wlt_encoding = encode_wlt(pairs, self.tokenizer)
-        with _eval(model):
+        with eval_mode(model):
             return wlt_metric_rows(wlt_scores(model, self.tokenizer, self._wlt_encoding))
 
 
@@ -317,12 +310,6 @@ def _json_value(value: Any) -> bool:
         return True
     except (TypeError, ValueError):
         return False
-
-
-def _hash(config: dict) -> str:
-    from phasescope.run import config_hash
-
-    return config_hash(config)
 
 
 def _is_pretrained(model: nn.Module) -> bool:
@@ -382,16 +369,3 @@ def _to(batch: Any, model: nn.Module) -> Any:
     if isinstance(batch, Iterable) and not isinstance(batch, str):
         return type(batch)(_to(value, model) for value in batch)
     return batch
-
-
-class _eval:
-    """Eval mode for a measurement, then the mode the loop had."""
-
-    def __init__(self, model: nn.Module) -> None:
-        self.model, self.training = model, model.training
-
-    def __enter__(self) -> None:
-        self.model.eval()
-
-    def __exit__(self, *exc) -> None:
-        self.model.train(self.training)
