@@ -167,7 +167,7 @@ def build_gettext_lexicon(languages: Iterable[str] | None = None, locale_root: P
                               + (" that occurs in every language's text" if corpus is not None else ""))
     frame = frame[frame.concept.isin(order)].copy()
     frame["rank"] = frame.concept.map({concept: i for i, concept in enumerate(order)})
-    frame = frame.sort_values(["rank", "language"], key=lambda column: column if column.name == "rank" else
-                              column.map({language: i for i, language in enumerate(languages)})).drop(columns="rank")
+    # rows were made concept by concept in language order: a stable sort by rank keeps that order within each
+    frame = frame.sort_values("rank", kind="stable").drop(columns="rank")
     lexicon = Lexicon(frame.assign(category=CATEGORY)[["concept", "category", "language", "word", "variants"]])
     return lexicon, frame[["concept", "language", "word", "catalogs", "corpus_count"]].reset_index(drop=True)
