@@ -8,6 +8,10 @@ Peers, run in this process on the same model, loss and data:
   * eigsh over double backward, as in the edge-of-stability code (Cohen et al., "Gradient Descent on
     Neural Networks Typically Occurs at the Edge of Stability", ICLR 2021; locuslab/edge-of-stability,
     ``src/utilities.py``: ``compute_hvp`` + ``lanczos``): a float32 HVP per call, numpy in between.
+  * curvlinops (Dangel et al., ``curvlinops-for-pytorch``): its ``HessianLinearOperator`` handed to
+    scipy's ``eigsh`` through ``to_scipy()``, the route its documentation shows for the top
+    eigenvalue; built per checkpoint (timed with it), without its determinism check (two extra
+    gradient passes at construction that phasescope does not make either).
 phasescope's ``sharpness`` (``criterion="eigenvalue"``: it stops on the eigenvalue's error bound)
 runs cold, where its random start is certified against a hidden larger eigenvalue, and warm-started
 from the previous checkpoint's result, which is trusted (its defaults); also warm with
@@ -179,6 +183,37 @@ def pyhessian_top_eigenvalue(model: nn.Module, inputs: Tensor, targets: Tensor, 
     return float(eigenvalues[0]), counter[0], counter[0] < max_iter
 
 
+# --- peer 3: curvlinops' Hessian linear operator, with scipy's eigsh --------------------------------
+
+def curvlinops_top_eigenvalue(model: nn.Module, inputs: Tensor, targets: Tensor, tol: float,
+                              seed: int) -> tuple[float, int, bool]:
+    """curvlinops' ``HessianLinearOperator`` of this benchmark's loss, top eigenvalue by ``eigsh``.
+
+    curvlinops takes a loss module with a ``reduction``; phasescope's ``mean_squared_error`` is
+    ``0.5 / N`` times ``MSELoss(reduction="sum")``, so the operator is built on the sum and its
+    eigenvalue scaled by ``0.5 / N``. Returns (eigenvalue, HVPs, converged).
+    """
+    from curvlinops import HessianLinearOperator
+
+    params = [p for p in model.parameters() if p.requires_grad]
+    operator = HessianLinearOperator(model, nn.MSELoss(reduction="sum"), params, [(inputs, targets)],
+                                     check_deterministic=False).to_scipy()
+    calls = [0]
+
+    def matvec(vector: np.ndarray) -> np.ndarray:
+        calls[0] += 1
+        return operator @ vector
+
+    counted = LinearOperator(operator.shape, matvec=matvec, dtype=operator.dtype)
+    v0 = np.random.default_rng(seed).standard_normal(operator.shape[0]).astype(operator.dtype)
+    try:
+        value = eigsh(counted, k=1, which="LA", tol=tol, v0=v0, return_eigenvectors=False)[0]
+        converged = True
+    except ArpackNoConvergence as error:
+        value, converged = (error.eigenvalues[0] if len(error.eigenvalues) else math.nan), False
+    return 0.5 / len(inputs) * float(value), calls[0], converged
+
+
 # --- the methods under test, one interface --------------------------------------------------------
 
 @dataclass
@@ -211,6 +246,7 @@ def timed(function: Callable[[], tuple[float, int, bool, Any]]) -> Solve:
 
 
 PYHESSIAN, EOS = "PyHessian (power iteration)", "eigsh + double backward (EoS code)"
+CURVLINOPS = "curvlinops HessianLinearOperator + eigsh"
 # phasescope stops on the eigenvalue's own error bound, tol being the relative error (the gap theorem);
 # random starts are certified against a hidden larger eigenvalue, warm starts are trusted (its default).
 CRITERION = "eigenvalue"
@@ -293,7 +329,10 @@ def build_methods(seed: int, pyhessian_max_iter: int, references: list[float], d
             return timed(run)
         return solve
 
-    methods = [Method(PYHESSIAN, pyhessian_solve), Method(EOS, eos_solve)]
+    def curvlinops_solve(model, inputs, targets, tol, previous, index):
+        return timed(lambda: (*curvlinops_top_eigenvalue(model, inputs, targets, tol, seed), None))
+
+    methods = [Method(PYHESSIAN, pyhessian_solve), Method(EOS, eos_solve), Method(CURVLINOPS, curvlinops_solve)]
     for hvp_method in ("graph", "func", "double_backward"):  # "auto" is one of these, decided per operator
         methods.append(Method(phasescope_name(hvp_method, warm=False), phasescope_solve(hvp_method)))
         methods.append(Method(phasescope_name(hvp_method, warm=True), phasescope_solve(hvp_method), warm=True))
@@ -537,7 +576,7 @@ def set_up(args: argparse.Namespace) -> Run:
           f"{platform.platform()}; load average at start {load_average()}")
     print(f"- software: python {platform.python_version()}, torch {torch.__version__} "
           f"({torch.get_num_threads()} threads), scipy {version('scipy')} (OpenBLAS limited to 1 thread), "
-          f"pyhessian {version('pyhessian')}")
+          f"pyhessian {version('pyhessian')}, curvlinops-for-pytorch {version('curvlinops-for-pytorch')}")
     print(f"- problem: MLP 64-200-200-10 tanh ({num_parameters} parameters), digits train set "
           f"{tuple(inputs.shape)}, mean squared error, seed {args.seed}")
 
@@ -564,7 +603,8 @@ def print_tolerances(run: Run) -> None:
     print("\n## Tolerance per method\n")
     print(f"The loosest of {', '.join(f'{t:.0e}' for t in TOLERANCE_LADDER)} whose top eigenvalue is within "
           f"{TARGET_RELATIVE_ERROR:g} relative of the reference on every checkpoint (PyHessian: relative "
-          f"change of the eigenvalue, at most {run.args.pyhessian_max_iter} iterations; eigsh: ARPACK's tol; "
+          f"change of the eigenvalue, at most {run.args.pyhessian_max_iter} iterations; eigsh (EoS code and "
+          f"curvlinops): ARPACK's tol; "
           f"phasescope: the relative error bound of the eigenvalue, criterion={CRITERION!r}). A rung's pass "
           "stops at the first checkpoint it misses. The oracle rows are not methods: they run phasescope "
           "from the same start vectors and stop at the fewest steps whose top Ritz value is within the target "
@@ -643,7 +683,7 @@ def verdict(met: bool) -> str:
 
 def print_targets(run: Run, costs: dict[str, float]) -> None:
     """The targets, reported rather than asserted."""
-    peers = (PYHESSIAN, EOS)
+    peers = (PYHESSIAN, EOS, CURVLINOPS)
     fastest_peer_single = min(run.single_seconds(peer) for peer in peers)
     fastest_peer_trajectory = min(run.trajectory_seconds(peer) for peer in peers)
     single_speedup = fastest_peer_single / run.single_seconds(run.default_cold)

@@ -120,6 +120,12 @@ def _train_language_model(config: Path, out: Path) -> None:
 @app.command()
 def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. configs/digits-mlp-mse.yaml."),
           out: Path = typer.Option(None, "--out", "-o", help="Run directory (default: runs/<config name>)."),
+          grid: list[str] = typer.Option(None, "--grid", help="An axis of a grid, AXIS=V1,V2,... (repeat): width, "
+                                         "depth, epsilon, init_scale, parameterization (sp, mup). One sweep per "
+                                         "combination, into OUT/<axis=value,...>; a rerun finishes the missing ones."),
+          executor: str = typer.Option("local", "--executor", help="Grid only: local (in turn) or ray (one Ray task "
+                                       "per combination)."),
+          address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local instance)."),
           ) -> None:
     """Full-batch GD at every learning rate of a grid (vectorized) and gradient flow, from one theta_0."""
     from phasescope.run import load_config
@@ -127,6 +133,11 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
 
     sweep_config = load_config(config, SweepConfig)
     out = out or Path("runs") / config.stem
+    if grid:
+        _sweep_grid(sweep_config, grid, out, executor, address)
+        return
+    if executor != "local":
+        raise PhasescopeError("--executor applies to grids (--grid AXIS=...); a single sweep runs in this process")
     members = len(sweep_config.lrs.resolve()) * len(sweep_config.seeds)
     kept = (f"{out} holds an incomplete sweep (a sweep does not resume): delete it, then rerun: "
             f"{_rerun()}")
@@ -142,6 +153,36 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
     console.print(f"run written to {out}; draw its figures with: phasescope report {out}")
 
 
+def _sweep_grid(sweep_config, grid: list[str], out: Path, executor: str, address: str | None) -> None:
+    """``phasescope sweep CONFIG --grid ...``: every combination's sweep, then a one-line summary of each."""
+    from phasescope.train.grid import combinations, grid_table, parse_axis, run_grid
+
+    axes: dict = {}
+    for text in grid:
+        name, values = parse_axis(text)
+        if name in axes:
+            raise PhasescopeError(f"--grid {name} is given twice; give all its values once: {name}=V1,V2,...")
+        axes[name] = values
+    total = len(combinations(sweep_config, axes))  # validates every combination before anything is written
+    kept = (f"finished combinations are kept in {out}; rerun to train only the missing ones: {_rerun()}")
+    with _resumable(lambda: kept), progress_bar("grid", total) as advance:
+        run_grid(sweep_config, axes, out, executor=executor, address=address,
+                 on_done=lambda name, how: advance(1, info=f"{name} {how}"))
+    members, flows = grid_table(out)
+    table = Table("combination", "eta_c", "flow aligned", "edge of stability", "diverged", "unresolved",
+                  "best eta (test loss)")
+    for name, rows in members.groupby("combination", sort=False):
+        counts = rows.regime.value_counts()
+        eta_c = ", ".join(f"{value:.4g}" for value in flows[flows.combination == name].eta_c)
+        done = rows[rows.status != "diverged"]
+        best = done.loc[done.test_loss.idxmin()] if len(done) else None
+        table.add_row(name, eta_c, *(str(counts.get(regime, 0)) for regime in
+                                     ("flow_aligned", "edge_of_stability", "diverged", "unresolved")),
+                      "-" if best is None else f"{best.lr:.4g} ({best.test_loss:.4g})")
+    output.print(table)
+    console.print(f"grid written to {out}; draw its figures with: phasescope report {out}")
+
+
 @app.command()
 def report(run: Path = typer.Argument(
         ..., help="A sweep, an LM run, series or recorded run with metrics, or a demo directory.")) -> None:
@@ -153,16 +194,18 @@ def report(run: Path = typer.Argument(
 
 def _print_report(result) -> None:
     """A report's numbers on stdout: each sweep's regime table, eta_c and best eta; study B's findings."""
+    from phasescope.report.study_a import sweep_findings
+
     for name, sweep in result.sweeps.items():
-        table = Table("eta", "seed", "regime", "steps", "sharpness", "2/eta", "l1", "l2", "test loss",
-                      title=name if len(result.sweeps) > 1 else None)
+        table = Table("eta", "seed", "regime (measured)", "eta >= eta_c predicts", "steps", "sharpness", "2/eta",
+                      "l1", "l2", "test loss", title=name if len(result.sweeps) > 1 else None)
         for row in sweep.table.itertuples(index=False):
-            table.add_row(f"{row.lr:.4g}", str(row.seed), row.regime, str(row.steps), f"{row.sharpness:.4g}",
-                          f"{row.two_over_eta:.4g}", f"{row.l1:.4g}", f"{row.l2:.4g}", f"{row.test_loss:.4g}")
+            table.add_row(f"{row.lr:.4g}", str(row.seed), row.regime, row.predicted_regime, str(row.steps),
+                          f"{row.sharpness:.4g}", f"{row.two_over_eta:.4g}", f"{row.l1:.4g}", f"{row.l2:.4g}",
+                          f"{row.test_loss:.4g}")
         output.print(table)
-        for flow in sweep.flow.itertuples(index=False):
-            output.print(f"seed {flow.seed}: gradient flow s_GF = {flow.s_gf:.4g}, eta_c = 2/s_GF = {flow.eta_c:.4g}")
-        output.print(f"best eta for test loss: {sweep.best['lr']:.4g} (test loss {sweep.best['test_loss']:.4g})")
+        for line in sweep_findings(sweep):
+            output.print(f"- {line}", markup=False, highlight=False)
         for path in sweep.paths:
             output.print(str(path))
     if result.study_b is not None:

@@ -38,7 +38,7 @@ from phasescope.execute import UnitOutcome, plan_measures, run_measures
 from phasescope.measures.registry import available_measures
 from phasescope.progress import console, progress_bar
 from phasescope.report.index import DemoConfig, ReportResult, write_report
-from phasescope.run import MetricStore, RunDir, dump_config, merge_config, validate_config
+from phasescope.run import RunDir, dump_config, merge_config, validate_config
 from phasescope.run.series import open_series
 from phasescope.train.lm import train_lm_with_progress
 
@@ -64,18 +64,18 @@ DIGITS_SWEEP = {
     "lrs": {"min": 0.025, "max": 0.6, "num": 16, "spacing": "log"},
     "train": {"max_steps": 5000, "loss_threshold": 0.1, "record_every": 50, "sharpness_every": 250,
               "sharpness_tol": 0.001, "checkpoint_every": 1000},
-    "flow": {"sharpness_every": 20}, "vectorized": True,
+    "flow": {"sharpness_every": 1}, "vectorized": True,
 }
 # configs/sparse-regression-diagonal.yaml: beta = w * w on sparse regression, the theory figure
 DIAGONAL_SWEEP = {
     "kind": "sweep", "seeds": [0], "device": "auto",
-    "data": {"name": "sparse_regression", "n_train": 30, "n_test": 1000, "dim": 100, "sparsity": 5, "noise": 0.0,
+    "data": {"name": "sparse_regression", "n_train": 30, "n_test": 1000, "dim": 100, "sparsity": 5, "noise": 0.5,
              "positive": True},
     "model": {"arch": "diagonal", "parameterization": "ww", "alpha": 0.1}, "loss": "mse",
     "lrs": {"min": 0.05, "max": 0.9, "num": 16, "spacing": "log"},
     "train": {"max_steps": 20000, "loss_threshold": 0.0001, "record_every": 100, "sharpness_every": 1000,
               "sharpness_tol": 0.0001, "checkpoint_every": 5000},
-    "flow": {"sharpness_every": 20}, "vectorized": True,
+    "flow": {"sharpness_every": 1}, "vectorized": True,
 }
 DIGITS_RUN, DIAGONAL_RUN, LM_RUN = "digits-mlp-mse", "sparse-regression-diagonal", "lm"
 
@@ -334,11 +334,11 @@ def _measure_plans(size: DemoSize):
 
 
 def _sweep(config, path: Path, log: Callable[[str], None], show_progress: bool = True) -> None:
-    from phasescope.train.sweep import run_sweep
+    from phasescope.train.sweep import run_sweep, sweep_finished
 
     members = len(config.lrs.resolve()) * len(config.seeds)
     if (path / "config.yaml").is_file():
-        if _sweep_finished(path, members):
+        if sweep_finished(path, members):
             log(f"demo: {path} is complete, kept")
             return
         log(f"demo: {path} was interrupted, trained again")
@@ -349,10 +349,3 @@ def _sweep(config, path: Path, log: Callable[[str], None], show_progress: bool =
     with progress_bar("sweep", members) as advance:
         run_sweep(config, path, on_progress=lambda phase, count, info: advance(count if phase == "member" else 0,
                                                                                  info=info))
-
-
-def _sweep_finished(path: Path, members: int) -> bool:
-    store = MetricStore(RunDir.open(path))
-    rows = store.read("sweep")
-    return bool(len(rows[rows.metric == "steps"]) >= members and not store.read("gradient_flow").empty)
-

@@ -12,6 +12,7 @@ from phasescope.analysis import (
     flattest_parameters,
     gauss_newton_sharpness,
     generalization_error,
+    generalization_optimal_interpolator,
     interpolator_sharpness,
     min_l1_interpolator,
     min_sharpness_interpolator,
@@ -24,6 +25,7 @@ from phasescope.errors import PhasescopeError
 from phasescope.models import DiagonalLinearNetwork
 from phasescope.models.losses import mean_squared_error
 from phasescope.report.theory_figure import draw_theory_figure
+from tests.reference_min_sharpness import barrier_min_sharpness
 
 PARAMETERIZATIONS = ["ww", "uu-vv", "uv"]
 
@@ -157,6 +159,24 @@ def test_min_sharpness_interpolator_is_feasible_certified_and_flattest(parameter
     assert solution.lower_bound <= sharpness.min()
 
 
+@pytest.mark.parametrize("parameterization", PARAMETERIZATIONS)
+@pytest.mark.parametrize("shape", [(4, 10), (12, 40)])
+def test_cvxpy_optimum_agrees_with_the_barrier_solver_and_its_certificate(parameterization, shape):
+    """Two implementations of the semidefinite program (cvxpy with Clarabel, and the log-barrier method
+    phasescope shipped before) reach the same sharpness, each within its own certified gap."""
+    rng = np.random.default_rng(8)
+    X = rng.standard_normal(shape)
+    y = X @ np.abs(rng.standard_normal(shape[1])) if parameterization == "ww" else rng.standard_normal(shape[0])
+    ours, reference = solve_min_sharpness(X, y, parameterization), barrier_min_sharpness(X, y, parameterization)
+    for solution in (ours, reference):
+        assert solution.relative_gap <= 1e-6
+        assert solution.lower_bound <= solution.sharpness * (1 + 1e-12)
+    # each optimum lies above the other's certified lower bound: the two agree within the gaps
+    assert reference.lower_bound <= ours.sharpness * (1 + 1e-12)
+    assert ours.lower_bound <= reference.sharpness * (1 + 1e-12)
+    assert ours.sharpness == pytest.approx(reference.sharpness, rel=1e-6)
+
+
 @pytest.mark.parametrize("parameterization", ["ww", "uv"])
 def test_sharpness_lower_bound_holds_for_any_multiplier(parameterization):
     rng = np.random.default_rng(5)
@@ -223,9 +243,50 @@ def _sparse_regression(seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarra
     return X, X @ beta_star + noise * rng.standard_normal(10), beta_star, noise
 
 
+@pytest.mark.parametrize("nonnegative", [False, True])
+def test_generalization_optimal_interpolator_is_the_projection_of_the_teacher(nonnegative):
+    """Optimality checked through the KKT conditions of min ||beta - beta*||^2 s.t. X beta = y (beta >= 0):
+    beta - beta* = X^T lambda + mu with mu >= 0 and mu_j beta_j = 0; and no sampled interpolator beats it."""
+    X, y, beta_star, noise = _sparse_regression()
+    if not nonnegative:
+        y = y - 3.0 * X[:, 5]  # a signed problem whose projection leaves the nonnegative orthant
+    best = generalization_optimal_interpolator(X, y, beta_star, nonnegative=nonnegative)
+    np.testing.assert_allclose(X @ best, y, atol=1e-9)
+    support = best > 1e-9 if nonnegative else np.ones(X.shape[1], dtype=bool)
+    multiplier = np.linalg.lstsq(X[:, support].T, (best - beta_star)[support], rcond=None)[0]
+    slack = (best - beta_star) - X.T @ multiplier  # mu: zero on the support, >= 0 off it
+    np.testing.assert_allclose(slack[support], 0.0, atol=1e-7)
+    if nonnegative:
+        assert best.min() >= 0 and slack[~support].min() >= -1e-7
+        assert (generalization_optimal_interpolator(X, y, beta_star) < -1e-6).any()  # the constraint is active
+    rng = np.random.default_rng(9)
+    null_space = np.linalg.svd(X)[2][X.shape[0]:].T  # (d, d - n)
+    error = generalization_error(best, beta_star, noise)
+    for _ in range(300):
+        other = best + null_space @ rng.standard_normal(null_space.shape[1]) * rng.uniform(0, 0.3)
+        if not nonnegative or other.min() >= 0:
+            assert error <= generalization_error(other, beta_star, noise) + 1e-9
+    for beta in (min_l1_interpolator(X, y, nonnegative), min_sharpness_interpolator(X, y, "ww" if nonnegative
+                                                                                      else "uu-vv")):
+        assert error <= generalization_error(beta, beta_star, noise) + 1e-9
+
+
+def test_generalization_optimal_error_matches_monte_carlo_on_fresh_samples():
+    """The closed-form population loss of the generalization-optimal interpolator against fresh data drawn
+    from the same model (x ~ N(0, I), y = <beta*, x> + noise)."""
+    X, y, beta_star, noise = _sparse_regression()
+    best = generalization_optimal_interpolator(X, y, beta_star, nonnegative=True)
+    rng = np.random.default_rng(10)
+    inputs = rng.standard_normal((400_000, X.shape[1]))
+    targets = inputs @ beta_star + noise * rng.standard_normal(len(inputs))
+    assert generalization_error(best, beta_star, noise) == pytest.approx(((inputs @ best - targets) ** 2).mean(),
+                                                                         rel=1e-2)
+
+
 def test_neither_interpolator_minimizes_the_generalization_error():
     """On a seeded sparse regression (n < d), the two interpolators differ, and an interpolator
-    between them (a convex combination, also nonnegative) generalizes better than both."""
+    between them (a convex combination, also nonnegative) generalizes better than both; the
+    generalization-optimal interpolator is better still."""
     X, y, beta_star, noise = _sparse_regression()
     min_l1 = min_l1_interpolator(X, y, nonnegative=True)
     min_sharpness = min_sharpness_interpolator(X, y, "ww")
@@ -240,18 +301,22 @@ def test_neither_interpolator_minimizes_the_generalization_error():
     between = min_l1 + weight * direction
     np.testing.assert_allclose(X @ between, y, atol=1e-9)
     assert generalization_error(between, beta_star, noise) < min(errors.values()) - 0.2
+    best = generalization_optimal_interpolator(X, y, beta_star, nonnegative=True)
+    assert generalization_error(best, beta_star, noise) <= generalization_error(between, beta_star, noise)
 
 
 def test_theory_rows_are_consistent_with_the_functions():
     X, y, beta_star, noise = _sparse_regression()
     rows = theory_rows(X, y, beta_star, noise, "ww")
     table = {(row["component"], row["metric"]): row["value"] for row in rows}
-    assert set(table) == {(component, metric) for component in ("min_l1", "min_sharpness")
+    assert set(table) == {(component, metric) for component in ("min_l1", "min_sharpness", "generalization_optimal")
                           for metric in ("l1_norm", "sharpness", "generalization_error", "expected_test_loss")}
     assert table["min_l1", "l1_norm"] == pytest.approx(np.abs(min_l1_interpolator(X, y, nonnegative=True)).sum())
     assert table["min_sharpness", "sharpness"] < table["min_l1", "sharpness"]
     assert table["min_l1", "l1_norm"] < table["min_sharpness", "l1_norm"]
-    for component in ("min_l1", "min_sharpness"):
+    assert table["generalization_optimal", "generalization_error"] <= min(
+        table[component, "generalization_error"] for component in ("min_l1", "min_sharpness"))
+    for component in ("min_l1", "min_sharpness", "generalization_optimal"):
         assert table[component, "expected_test_loss"] == pytest.approx(0.5 * table[component, "generalization_error"])
 
 
@@ -288,15 +353,25 @@ def test_theory_figure_with_gd_solutions(tmp_path):
     assert drawn.paths == [tmp_path / "figures" / "theory.png", tmp_path / "figures" / "theory.pdf"]
     _assert_png_and_pdf(drawn.paths)
     # the caption's numbers are panel (b)'s: the generalization error of each solution
+    best = generalization_optimal_interpolator(X, y, beta_star, nonnegative=True)
     expected = {name: generalization_error(beta, beta_star, noise)
-                for name, beta in [("min_l1", min_l1), ("min_sharpness", min_sharpness)]}
+                for name, beta in [("min_l1", min_l1), ("min_sharpness", min_sharpness),
+                                   ("generalization_optimal", best)]}
     assert drawn.interpolator_errors == pytest.approx(expected, rel=1e-9)
+    # the table behind the panels: one row per interpolator and per rate
+    table = drawn.table
+    assert list(table.solution) == ["min-l1", "min-sharpness", "generalization-optimal"] + ["GD"] * len(rates)
+    assert table.generalization_error.tolist() == pytest.approx(
+        [expected["min_l1"], expected["min_sharpness"], expected["generalization_optimal"],
+         *(generalization_error(gd_solutions[float(rate)], beta_star, noise) for rate in rates)], rel=1e-9)
+    assert table.l1_norm.iloc[0] == pytest.approx(np.abs(min_l1).sum())
     assert drawn.gd_errors[float(rates[0])] == pytest.approx(expected["min_l1"], rel=1e-9)
     gd = {rate: generalization_error(beta, beta_star, noise) for rate, beta in gd_solutions.items()}
     assert drawn.gd_errors == pytest.approx(gd, rel=1e-9)
     best_rate = min(gd, key=gd.get)  # here a mixture of the two interpolators generalizes better than both
-    assert gd[best_rate] < min(expected.values())
-    assert drawn.caption().endswith(f"the lowest is GD at eta = {best_rate:.3g}.")
+    assert expected["generalization_optimal"] <= gd[best_rate] < min(expected["min_l1"], expected["min_sharpness"])
+    assert drawn.caption().endswith(f"the lowest besides the generalization-optimal one is GD at eta = "
+                                    f"{best_rate:.3g}.")
 
 
 def test_theory_figure_with_interpolators_only(tmp_path):

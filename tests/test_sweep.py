@@ -5,11 +5,18 @@ import subprocess
 import sys
 
 import numpy as np
+import pandas as pd
 import pytest
 import torch
 from torch.testing import assert_close
 
-from phasescope.analysis.edge_of_stability import classify_regimes, final_state, flow_summary
+from phasescope.analysis.edge_of_stability import (
+    RegimeCriteria,
+    classify_regimes,
+    disagreements,
+    final_state,
+    flow_summary,
+)
 from phasescope.data import DigitsConfig, load_digits_data
 from phasescope.errors import PhasescopeError
 from phasescope.models import MLP
@@ -37,7 +44,8 @@ def digits_sweep(tmp_path_factory):
     run_sweep(sweep_config(), path)
     store = MetricStore(RunDir.open(path))
     flow = flow_summary(store.read("gradient_flow"))
-    return classify_regimes(final_state(store.read("sweep")), flow), flow
+    sweep = store.read("sweep")
+    return classify_regimes(final_state(sweep), flow, sweep[sweep.metric == "sharpness"]), flow
 
 
 def test_below_eta_c_final_sharpness_and_l1_match_gradient_flow(digits_sweep):
@@ -45,7 +53,7 @@ def test_below_eta_c_final_sharpness_and_l1_match_gradient_flow(digits_sweep):
     eta_c, s_gf, flow_l1 = (float(flow[name].iloc[0]) for name in ("eta_c", "s_gf", "final_l1"))
     small = table[table.lr == 0.035].iloc[0]
     assert small.lr < eta_c / 3  # well below the critical rate
-    assert small.status == "reached_threshold" and small.regime == "flow_aligned"
+    assert small.status == "reached_threshold" and small.regime == "flow_aligned" == small.predicted_regime
     assert small.sharpness == pytest.approx(s_gf, rel=0.03)
     assert small.l1 == pytest.approx(flow_l1, rel=0.03)
 
@@ -54,9 +62,65 @@ def test_above_eta_c_final_sharpness_tracks_two_over_eta(digits_sweep):
     table, flow = digits_sweep
     large = table[table.lr == 0.18].iloc[0]
     assert large.lr > 1.4 * float(flow["eta_c"].iloc[0])
-    assert large.status == "reached_threshold" and large.regime == "edge_of_stability"
+    assert large.status == "reached_threshold" and large.regime == "edge_of_stability" == large.predicted_regime
+    assert 1 / 1.25 <= large.band_low <= large.band_high <= 1.25  # every sample of its last quarter is in the band
     assert large.sharpness == pytest.approx(2 / 0.18, rel=0.15)
     assert large.sharpness < 0.8 * float(flow["s_gf"].iloc[0])  # well below gradient flow's sharpness
+
+
+def _member(lr, status, sharpness, l1, steps=1000):
+    return {"lr": lr, "seed": 0, "steps": steps, "status": status, "sharpness": sharpness, "l1": l1}
+
+
+def test_regimes_are_read_off_synthetic_trajectories_with_known_answers():
+    """Flow summary: eta_c = 0.2 (s_GF = 10), final sharpness 9, l1 5. Each member's trajectory is built
+    to be one regime, including two where eta >= eta_c and the data disagree."""
+    flow = pd.DataFrame([{"seed": 0, "eta_c": 0.2, "final_sharpness": 9.0, "final_l1": 5.0}])
+    final = pd.DataFrame([
+        _member(0.05, "reached_threshold", 9.1, 5.1),  # 1.1% and 2% from the flow: flow-aligned
+        _member(0.5, "reached_threshold", 4.1, 6.0),  # 2/eta = 4: edge of stability
+        _member(1.0, "reached_threshold", 2.1, 6.5),  # 2/eta = 2, but a spike in its last quarter: unresolved
+        _member(0.3, "reached_threshold", 2.0, 5.0),  # above eta_c, far below 2/eta = 6.67: unresolved
+        _member(0.1, "max_steps", 9.0, 5.0),  # budget ended before epsilon: not flow-aligned, 2/eta = 20: unresolved
+        _member(5.0, "diverged", float("nan"), float("nan")),
+    ])
+    samples = [(0.5, step, 2 / 0.5 * ratio) for step, ratio in [(100, 3.0), (700, 1.2), (800, 0.85), (1000, 1.02)]]
+    samples += [(1.0, step, 2 / 1.0 * ratio) for step, ratio in [(500, 1.0), (800, 1.6), (1000, 1.05)]]
+    samples += [(0.05, 1000, 9.1), (0.3, 1000, 2.0), (0.1, 1000, 9.0)]
+    trajectories = pd.DataFrame([{"lr": lr, "seed": 0, "step": step, "value": value, "metric": "sharpness"}
+                                 for lr, step, value in samples])
+    table = classify_regimes(final, flow, trajectories).set_index("lr")
+    assert table.regime.to_dict() == {0.05: "flow_aligned", 0.5: "edge_of_stability", 1.0: "unresolved",
+                                      0.3: "unresolved", 0.1: "unresolved", 5.0: "diverged"}
+    assert table.predicted_regime.to_dict() == {0.05: "flow_aligned", 0.5: "edge_of_stability",
+                                                1.0: "edge_of_stability", 0.3: "edge_of_stability",
+                                                0.1: "flow_aligned", 5.0: "diverged"}
+    assert table.flow_gap[0.05] == pytest.approx(0.02)
+    assert (table.band_low[0.5], table.band_high[0.5]) == pytest.approx((0.85, 1.02))  # steps 750 to 1000 only
+    lines = disagreements(table.reset_index())
+    assert len(lines) == 3 and lines[0].startswith("eta = 1 (seed 0): measured unresolved, eta_c predicts edge of")
+    # the criteria are the knobs: a wider band takes in the spike, a tighter flow tolerance drops eta = 0.05
+    wide = classify_regimes(final, flow, trajectories, RegimeCriteria(band=1.7, flow_rtol=0.01)).set_index("lr")
+    assert wide.regime[1.0] == "edge_of_stability" and wide.regime[0.05] == "unresolved"
+    # a window of the whole run takes in the catapult at step 100 (3 x 2/eta)
+    assert classify_regimes(final, flow, trajectories, RegimeCriteria(window=1.0)).set_index("lr").regime[0.5] == (
+        "unresolved")
+
+
+def test_gradient_flow_measures_every_step_and_checks_its_tolerance():
+    torch.manual_seed(0)
+    data = load_digits_data(DigitsConfig(train_size=60), "mse")
+    model = MLP((64,), 10, depth=1, width=8)
+    flow = gradient_flow(model, mean_squared_error, data.train_inputs, data.train_targets, loss_threshold=0.3)
+    assert flow.reached_threshold
+    steps = len(flow.times) - 1
+    assert flow.sharpness_steps == [*range(steps), steps]  # every accepted step (the last one while below epsilon)
+    assert flow.max_sharpness == max(flow.sharpness_values)
+    assert abs(flow.refinement_change) <= 1e-3  # a tenth of the tolerances moves s_GF by less than 1e-3
+    coarse = gradient_flow(model, mean_squared_error, data.train_inputs, data.train_targets, loss_threshold=0.3,
+                           config=GradientFlowConfig(sharpness_every=10, refinement_check=False))
+    assert coarse.refined_max_sharpness != coarse.refined_max_sharpness  # NaN: not checked
+    assert coarse.max_sharpness <= flow.max_sharpness * (1 + 1e-6)  # a subsample cannot exceed the full maximum
 
 
 def test_vectorized_and_sequential_sweeps_agree(tmp_path):

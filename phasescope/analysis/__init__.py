@@ -6,7 +6,9 @@ from phasescope.analysis.diagonal_theory import (
     flattest_parameters,
     gauss_newton_sharpness,
     generalization_error,
+    generalization_optimal_interpolator,
     interpolator_sharpness,
+    interpolators,
     min_l1_interpolator,
     min_sharpness_interpolator,
     one_point_interpolators,
@@ -16,5 +18,6 @@ from phasescope.analysis.diagonal_theory import (
 )
 
 __all__ = ["MinSharpnessSolution", "expected_test_loss", "flattest_parameters", "gauss_newton_sharpness",
-           "generalization_error", "interpolator_sharpness", "min_l1_interpolator", "min_sharpness_interpolator",
-           "one_point_interpolators", "sharpness_lower_bound", "solve_min_sharpness", "theory_rows"]
+           "generalization_error", "generalization_optimal_interpolator", "interpolator_sharpness", "interpolators",
+           "min_l1_interpolator", "min_sharpness_interpolator", "one_point_interpolators", "sharpness_lower_bound",
+           "solve_min_sharpness", "theory_rows"]

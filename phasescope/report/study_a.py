@@ -7,7 +7,14 @@ from pathlib import Path
 
 import pandas as pd
 
-from phasescope.analysis.edge_of_stability import best_learning_rate, classify_regimes, final_state, flow_summary
+from phasescope.analysis.edge_of_stability import (
+    REGIMES,
+    best_learning_rate,
+    classify_regimes,
+    disagreements,
+    final_state,
+    flow_summary,
+)
 from phasescope.errors import PhasescopeError
 from phasescope.report.sweep_figures import draw_sweep_figures
 from phasescope.report.theory_figure import TheoryFigure
@@ -40,8 +47,8 @@ def sweep_report(run: RunDir) -> SweepReport:
     if flow_rows.empty:
         raise PhasescopeError(f"run {run.path} has no gradient-flow metrics: the report needs flow.enabled: true")
     flow = flow_summary(flow_rows)
-    table = classify_regimes(final_state(sweep_rows), flow)
     trajectories = sweep_rows[sweep_rows.metric == "sharpness"]
+    table = classify_regimes(final_state(sweep_rows), flow, trajectories, config.regimes)
     paths = draw_sweep_figures(table, flow, trajectories, run.report_dir)
     theory = _theory_figure(run, config, table) if config.model.arch == "diagonal" else None
     if theory is not None:
@@ -83,7 +90,8 @@ SWEEP_FIGURES = [  # (file stem, title) in page order; captions come from the da
     ("steps_to_threshold_vs_lr", "Steps until the loss is below epsilon"),
     ("diagonal_theory", "Diagonal linear network: norm versus sharpness of interpolators"),
 ]
-SHADING = "Shading: flow-aligned (blue), edge of stability (orange), diverged (grey); eta_c = 2/s_GF dotted."
+SHADING = ("Shading: each rate's regime as measured from its own trajectory: flow-aligned (blue), edge of "
+           "stability (orange), diverged (grey), unresolved (white); eta_c = 2/s_GF dotted.")
 
 
 def sweep_captions(result: SweepReport) -> dict[str, str]:
@@ -92,7 +100,7 @@ def sweep_captions(result: SweepReport) -> dict[str, str]:
     done = table[table.status == "reached_threshold"]
     counts = table.regime.value_counts()
     regimes = ", ".join(f"{counts.get(name, 0)} {name.replace('_', ' ')}"
-                        for name in ("flow_aligned", "edge_of_stability", "diverged"))
+                        for name in REGIMES if counts.get(name, 0) or name != "unresolved")
     by_rate = done.groupby("lr")[["sharpness", "two_over_eta", "l1", "test_loss", "steps"]].mean()
     eos = done[done.regime == "edge_of_stability"]
     eos_ratio = (eos.sharpness / eos.two_over_eta) if len(eos) else pd.Series(dtype=float)
@@ -150,17 +158,40 @@ def sweep_section(run: RunDir, result: SweepReport | None = None, title: str | N
     for stem, figure_title in SWEEP_FIGURES:
         if stem in by_stem:
             section.blocks.append(FigureBlock(figure_title, by_stem[stem].read_bytes(), captions[stem]))
-    columns = {"lr": "eta", "seed": "seed", "regime": "regime", "steps": "steps", "sharpness": "sharpness",
-               "two_over_eta": "2/eta", "l1": "l1", "l2": "l2", "test_loss": "test loss"}
+    columns = {"lr": "eta", "seed": "seed", "regime": "regime (measured)", "predicted_regime": "eta >= eta_c predicts",
+               "steps": "steps", "sharpness": "sharpness", "two_over_eta": "2/eta", "flow_gap": "gap to flow",
+               "band_high": "max sharpness x eta/2 (last steps)", "l1": "l1", "l2": "l2", "test_loss": "test loss"}
     section.table("Final state of every rate", result.table[list(columns)].rename(columns=columns))
+    if result.theory is not None and result.theory.table is not None:
+        section.table("Interpolators and GD's solutions: l1 norm, sharpness and generalization error "
+                      "(population loss of the data model, ||beta - beta*||^2 + sigma^2)",
+                      result.theory.table.rename(columns={"lr": "eta", "l1_norm": "l1 norm",
+                                                          "generalization_error": "generalization error"}))
     return section, result
+
+
+def _refinement(change: float) -> str:
+    """What refining the flow's tolerances tenfold did to s_GF, flagged beyond 1e-3 relative."""
+    if change != change:
+        return ""
+    if change > 1e-3:
+        return f" (NOT converged: a tenth of the integrator's tolerances raises s_GF by {100 * change:.2g}%)"
+    return f" (a tenth of the integrator's tolerances changes it by {change:+.1e}, relative)"
 
 
 def sweep_findings(result: SweepReport) -> list[str]:
     """eta_c per seed, the regimes' ranges and the best rate, one line each."""
     lines = [f"seed {int(flow.seed)}: gradient flow s_GF = {flow.s_gf:.4g}, eta_c = 2/s_GF = {flow.eta_c:.4g}"
+             + _refinement(getattr(flow, "s_gf_refinement_change", float("nan")))
              for flow in result.flow.itertuples(index=False)]
     for regime, rows in result.table.groupby("regime", sort=False):
-        lines.append(f"{regime.replace('_', ' ')}: {len(rows)} rate(s), eta {rows.lr.min():.4g} to {rows.lr.max():.4g}")
+        lines.append(f"measured {regime.replace('_', ' ')}: {len(rows)} rate(s), eta {rows.lr.min():.4g} to "
+                     f"{rows.lr.max():.4g}")
+    disagree = disagreements(result.table)
+    lines.append(f"the measured regime agrees with eta >= eta_c at {len(result.table) - len(disagree)} of "
+                 f"{len(result.table)} members" + (": disagreements follow" if disagree else ""))
+    lines += disagree
     lines.append(f"best eta for test loss: {result.best['lr']:.4g} (test loss {result.best['test_loss']:.4g})")
+    if result.theory is not None:
+        lines.append("diagonal-network theory: " + result.theory.caption())
     return lines

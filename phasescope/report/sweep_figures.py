@@ -10,7 +10,8 @@ import matplotlib.ticker
 import numpy as np
 import pandas as pd
 
-REGIME_COLORS = {"flow_aligned": "#d8e8f5", "edge_of_stability": "#fde3c8", "diverged": "#e6e6e6"}
+REGIME_COLORS = {"flow_aligned": "#d8e8f5", "edge_of_stability": "#fde3c8", "diverged": "#e6e6e6",
+                 "unresolved": "#ffffff"}
 STYLE = {"font.size": 9, "axes.titlesize": 9, "axes.labelsize": 9, "legend.fontsize": 7.5,
          "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 150, "axes.grid": True, "grid.alpha": 0.3}
 
@@ -112,8 +113,9 @@ def draw_sweep_figures(table: pd.DataFrame, flow: pd.DataFrame, trajectories: pd
         figure, axis = plt.subplots(figsize=(3.5, 2.8))
         _plot_final(axis, table, "test_loss", "C4", "test loss (GD)")
         data = _per_lr(table, "test_loss")
-        best = data.loc[data["mean"].idxmin()]
-        axis.plot([best["lr"]], [best["mean"]], "*", ms=10, color="k", label=rf"best $\eta$ = {best['lr']:.3g}")
+        if len(data):  # no member may have reached epsilon within its budget
+            best = data.loc[data["mean"].idxmin()]
+            axis.plot([best["lr"]], [best["mean"]], "*", ms=10, color="k", label=rf"best $\eta$ = {best['lr']:.3g}")
         _eta_axis(axis, table, flow)
         axis.set_ylabel("test loss at the stopping step")
         axis.legend(loc="best")
@@ -147,9 +149,45 @@ def draw_sweep_figures(table: pd.DataFrame, flow: pd.DataFrame, trajectories: pd
         reached = table[table.status == "reached_threshold"].groupby("lr")["steps"].mean()
         axis.plot(reached.index, reached.values, "o-", ms=3.5, color="C5")
         _eta_axis(axis, table, flow)
-        axis.set_yscale("log")
-        # a range within a decade or two has few major ticks: the minor ones are labelled too
-        axis.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatterSciNotation(minor_thresholds=(2, 1)))
+        if len(reached):  # a log axis needs one member that reached epsilon
+            axis.set_yscale("log")
+            # a range within a decade or two has few major ticks: the minor ones are labelled too
+            axis.yaxis.set_minor_formatter(matplotlib.ticker.LogFormatterSciNotation(minor_thresholds=(2, 1)))
         axis.set_ylabel(r"steps until loss $<\epsilon$")
         paths += _save(figure, out_dir, "steps_to_threshold_vs_lr")
     return paths
+
+
+def draw_grid_figure(members: pd.DataFrame, flows: pd.DataFrame, out_dir: Path | str) -> list[Path]:
+    """A grid over the paper's axes (``phasescope.train.grid.grid_table``): final sharpness and l1 norm
+    against eta, one line per combination (mean over seeds, members that reached epsilon), and eta_c of
+    each combination. Written as ``grid.png`` and ``grid.pdf``, 7.5 x 3 inches."""
+    names = list(dict.fromkeys(members["combination"]))
+    colours = plt.get_cmap("viridis")(np.linspace(0, 0.9, len(names)))
+    with plt.rc_context(STYLE):
+        figure, (sharp, norm, critical) = plt.subplots(1, 3, figsize=(7.5, 3.0), layout="constrained",
+                                                       gridspec_kw={"width_ratios": [1, 1, 0.6]})
+        for number, (name, colour) in enumerate(zip(names, colours), start=1):
+            rows = members[(members.combination == name) & (members.status == "reached_threshold")]
+            means = rows.groupby("lr")[["sharpness", "l1"]].mean()
+            sharp.plot(means.index, means.sharpness, "o-", ms=3, lw=1, color=colour, label=f"{number}: {name}")
+            norm.plot(means.index, means.l1, "o-", ms=3, lw=1, color=colour)
+            for eta_c in flows[flows.combination == name].eta_c:
+                critical.plot([eta_c], [number], "o", color=colour)
+        critical.set_yticks(range(1, len(names) + 1))
+        critical.set_ylim(len(names) + 0.5, 0.5)
+        critical.set_ylabel("combination")
+        rates = np.geomspace(members.lr.min(), members.lr.max(), 100)
+        sharp.plot(rates, 2 / rates, "--", color="C3", lw=1, label=r"$2/\eta$")
+        for axis, title in ((sharp, "(a) final sharpness"), (norm, r"(b) final $\ell_1$ norm")):
+            axis.set_xscale("log")
+            axis.set_yscale("log")
+            axis.xaxis.set_minor_formatter(matplotlib.ticker.NullFormatter())
+            axis.set_xlabel(r"learning rate $\eta$")
+            axis.set_title(title, loc="left")
+        critical.set_xscale("log")
+        critical.set_xlabel(r"$\eta_c = 2/s_{GF}$")
+        critical.set_title(r"(c) $\eta_c$ per combination", loc="left")
+        figure.legend(*sharp.get_legend_handles_labels(), loc="outside lower center",
+                      ncol=min(len(names) + 1, 3), frameon=False, fontsize=7)
+        return _save(figure, Path(out_dir), "grid")

@@ -19,6 +19,7 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
+from phasescope.analysis.edge_of_stability import RegimeCriteria
 from phasescope.curvature import SharpnessResult, sharpness
 from phasescope.data import DataConfig, SupervisedData, load_supervised_data
 from phasescope.device import DeviceName, resolve_device
@@ -96,6 +97,7 @@ class SweepConfig(StrictModel):
     lrs: LearningRateGrid
     train: SweepTrainConfig = SweepTrainConfig()
     flow: GradientFlowConfig = GradientFlowConfig()
+    regimes: RegimeCriteria = RegimeCriteria()  # how the report reads each member's regime off its trajectory
     # vmap over the grid (closed-form batched updates for diagonal networks with MSE); False loops over
     # members with autograd, the reference path: same numbers, slower
     vectorized: bool = True
@@ -136,6 +138,20 @@ def run_sweep(config: SweepConfig, run_path: Path | str,
     return _train_members(config, run, store, data, loss_fn, seeds_models, on_progress)
 
 
+def sweep_finished(path: Path | str, members: int) -> bool:
+    """Whether the sweep run at ``path`` ran all ``members`` to their stop (and its flow, if enabled)."""
+    path = Path(path)
+    if not (path / "config.yaml").is_file():
+        return False
+    run = RunDir.open(path)
+    store = MetricStore(run)
+    rows = store.read("sweep")
+    if rows.empty or len(rows[rows.metric == "steps"]) < members:
+        return False
+    flow_enabled = bool(run.read_config_dict().get("flow", {}).get("enabled", True))
+    return not flow_enabled or not store.read("gradient_flow").empty
+
+
 def flow_rows(model: nn.Module, loss_fn, data: SupervisedData, config: SweepConfig, seed: int,
               on_progress=None) -> list[dict]:
     """Gradient flow from ``model`` as tidy rows: time, loss and sharpness along the way (``step`` is
@@ -154,7 +170,8 @@ def flow_rows(model: nn.Module, loss_fn, data: SupervisedData, config: SweepConf
     summary = {"s_gf": result.max_sharpness, "eta_c": result.critical_learning_rate,
                "final_sharpness": result.final_sharpness, "final_l1": l1, "final_l2": l2,
                "final_time": result.times[-1], "final_loss": result.losses[-1],
-               "reached_threshold": float(result.reached_threshold), "gradients": float(result.num_gradients)}
+               "reached_threshold": float(result.reached_threshold), "gradients": float(result.num_gradients),
+               "s_gf_refined": result.refined_max_sharpness, "s_gf_refinement_change": result.refinement_change}
     rows += [{"metric": name, "value": value, "seed": seed, "subset": "summary"} for name, value in summary.items()]
     return rows
 
