@@ -58,7 +58,7 @@ def run_on_ray(series: CheckpointSeries, plan: list[PlannedMeasure], work: list,
         return
     started_here = not ray.is_initialized()
     if started_here:
-        _init_ray(ray, address, num_cpus)
+        init_ray(ray, address, num_cpus)
     try:
         gpus = 1 if device.type == "cuda" else 0
         task = ray.remote(num_cpus=cpus_per_task, num_gpus=gpus, max_retries=0)(_measure_task)
@@ -81,7 +81,8 @@ def run_on_ray(series: CheckpointSeries, plan: list[PlannedMeasure], work: list,
             ray.shutdown()
 
 
-def _init_ray(ray, address: str | None, num_cpus: int | None) -> None:
+def init_ray(ray, address: str | None, num_cpus: int | None = None) -> None:
+    """Start a local Ray instance (``address`` None) or connect to a cluster; a one-line error if neither works."""
     # Workers import the measures' modules by name; a local instance's workers start in this
     # process's working directory and have it on their import path, as this process does.
     try:

@@ -175,16 +175,16 @@ def _sweep_task(config: SweepConfig, path: str) -> str:
 
 def _run_on_ray(todo: list[tuple[SweepConfig, Path]], address: str | None,
                 on_done: Callable[[str, str], None] | None) -> None:
-    from phasescope.execute.ray_executor import import_ray
+    from phasescope.execute.ray_executor import import_ray, init_ray
 
     ray = import_ray()
     if not todo:
         return
     started_here = not ray.is_initialized()
     if started_here:
-        ray.init(address=address, include_dashboard=False, log_to_driver=False)
+        init_ray(ray, address)
     try:
-        task = ray.remote(num_cpus=1)(_sweep_task)
+        task = ray.remote(num_cpus=1, max_retries=0)(_sweep_task)
         pending = [task.remote(config, str(path)) for config, path in todo]
         while pending:
             finished, pending = ray.wait(pending, num_returns=1)
