@@ -103,7 +103,7 @@ def test_missing_measures_leave_notes_and_the_rest(tmp_path):
     empty = RunDir.create(tmp_path / "empty", "kind: lm\n")
     assert "has no metrics yet" in write_report(empty.path).path.read_text(encoding="utf-8")
     gd = RunDir.create(tmp_path / "gd", "kind: gd\n")
-    with pytest.raises(PhasescopeError, match="covers runs of kind sweep, lm, series, recorded, demo"):
+    with pytest.raises(PhasescopeError, match="covers runs of kind sweep, sweep_grid, lm, series, recorded, demo"):
         write_report(gd.path)
 
 

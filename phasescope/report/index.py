@@ -59,8 +59,8 @@ def write_report(run_path: Path | str) -> ReportResult:
     kind = raw.get("kind")
     if kind not in REPORT_KINDS:
         raise PhasescopeError(f"{run.path} is a {kind!r} run; the report covers runs of kind "
-                              f"{', '.join(REPORT_KINDS)} (a sweep, an LM run or series with metrics, a record of "
-                              "your own training, a demo)")
+                              f"{', '.join(REPORT_KINDS)} (a sweep or a grid of sweeps, an LM run or series with "
+                              "metrics, a record of your own training, a demo)")
     result = ReportResult(run.report_dir / "index.html")
     sections: list[Section] = []
     if kind == "sweep":
