@@ -423,8 +423,11 @@ def corpus_build(source: str = typer.Option(..., "--from", help="Where the text 
                  languages: str = typer.Option(None, "--languages", help="Comma-separated ISO codes "
                                                "(default: en,de,fr,es,tr,ru,ar,zh,ja)."),
                  sources: str = typer.Option(None, "--sources", help="Comma list of gnome-help, man, "
-                                             "debian-reference (default: all)."),
-                 root: Path = typer.Option(Path("/"), "--root", help="File-system root the packages are under."),
+                                             "debian-reference, libreoffice-help, gettext (default: all but "
+                                             "gettext, the interface strings the in-domain lexicon is built from)."),
+                 root: list[Path] = typer.Option([Path("/")], "--root", help="File-system root the packages are "
+                                                 "under; repeat it for a folder of unpacked packages "
+                                                 "(scripts/setup-debian-docs.sh --libreoffice DIR)."),
                  ) -> None:
     """Turn installed Debian documentation into a corpus folder (a folder per language, a manifest and the
     parallel index); installs nothing (scripts/setup-debian-docs.sh does)."""
@@ -434,12 +437,12 @@ def corpus_build(source: str = typer.Option(..., "--from", help="Where the text 
         raise PhasescopeError(f"--from must be debian-docs, got {source!r}")
     codes = [code.strip() for code in languages.split(",") if code.strip()] if languages else None
     names = [name.strip() for name in sources.split(",") if name.strip()] if sources else None
-    report = build_debian_docs(out, codes, names, root=root, progress=lambda line: console.print(line))
-    table = Table("language", "documents", "characters", "packages", "dropped")
+    report = build_debian_docs(out, codes, names, root=list(root), progress=lambda line: console.print(line))
+    table = Table("language", "documents", "characters", "tokens", "packages", "dropped")
     for language in report.documents:
         dropped = ", ".join(f"{reason} {count}" for reason, count in sorted(report.dropped.get(language, {}).items()))
         table.add_row(language, f"{report.documents[language]:,}", f"{report.characters[language]:,}",
-                      ", ".join(report.packages[language]), dropped)
+                      f"{report.tokens[language]:,}", ", ".join(report.packages[language]), dropped)
     output.print(table)
     if report.missing:
         console.print(f"no text for: {', '.join(report.missing)}")

@@ -1,6 +1,7 @@
 """Debian's translated documentation as a corpus: markup stripped from fixture files of each kind written
-here (Mallard, roff, DocBook HTML), boilerplate, duplicates and untranslated pages dropped, the parallel
-index and manifest, the CLI, and once on the real installed packages where apt put them."""
+here (Mallard, roff, DocBook HTML, LibreOffice's rendered HTML and XHP, gettext catalogs), boilerplate,
+duplicates and untranslated pages dropped, the parallel index and manifest (tokens per language and
+source), several roots, the CLI, and once on the real installed packages where apt put them."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ import pytest
 
 from phasescope import PhasescopeError
 from phasescope.data.corpora import LocalCorpus, LocalCorpusConfig
-from phasescope.data.debian_docs import build_debian_docs, html_text, mallard_text, roff_text
+from phasescope.data.debian_docs import build_debian_docs, count_tokens, html_text, mallard_text, roff_text, xhp_text
 from tests.helpers import phasescope_here
+from tests.test_gettext_lexicon import write_catalogs
 
 GERMAN = ("Die Bildschirmlupe vergrößert den Bereich um den Mauszeiger, damit Sie kleine Schrift besser lesen "
           "können. Sie können die Vergrößerung in den Einstellungen ändern und die Farben umkehren, wenn der "
@@ -86,6 +88,96 @@ HTML = """<html><head><title>Chapter 2. Package management</title><style>p {colo
 def test_html_keeps_the_chapter_without_navigation_tables_of_contents_or_scripts():
     assert html_text(HTML) == ("Chapter 2. Package management\n\nDebian is a volunteer organization & it builds "
                                "packages.\n\n$ apt-get update")
+
+
+LIBREOFFICE_HTML = """<html><head><title>Optionen Laden/Speichern</title><script>var x;</script></head><body>
+<header><div class="dropdowns"><div class="modules"><a>Writer</a><a>Calc</a></div></div></header>
+<aside><div id="Contents">Inhalte</div><div id="Index"><div class="index-label">Index</div></div></aside>
+<div id="DisplayArea" itemprop="softwareHelp"><h1>Optionen <span>Laden/Speichern</span></h1>
+<p>{body}</p><div class="howtoget"><div>So greifen Sie auf diesen Befehl zu:</div></div></div>
+<footer><div id="DEBUG" class="debug"><h3 class="bug">Help content debug info:</h3>
+<p>This page is: /text/shared/optionen/01020000.xhp</p></div></footer></body></html>"""
+
+XHP = """<?xml version="1.0" encoding="UTF-8"?>
+<helpdocument version="1.0">
+<meta><topic id="textsharedoptionen01020000xml" indexer="include"><title id="tit" xml-lang="en-US">Load/Save
+Options</title><filename>/text/shared/optionen/01020000.xhp</filename></topic></meta>
+<body>
+<bookmark xml-lang="en-US" branch="index" id="bm_id1"><bookmark_value>saving; options</bookmark_value></bookmark>
+<h1 id="hd_id1"><link href="text/shared/optionen/01020000.xhp">Load/Save Options</link></h1>
+<paragraph role="paragraph" id="par_id1"><ahelp hid=".">Defines general <emph>Load/Save</emph>
+settings.</ahelp></paragraph>
+<!-- a comment -->
+<section id="howtoget"><embed href="text/shared/00/00000406.xhp#optionenladenspeichern"/></section>
+<paragraph role="note" id="par_id2"><switchinline select="sys"><caseinline select="MAC">Choose
+LibreOffice - Preferences</caseinline><defaultinline>Choose Tools - Options</defaultinline></switchinline>.
+</paragraph>
+</body></helpdocument>"""
+
+
+def test_libreoffice_help_keeps_the_display_area_without_menus_index_or_debug_footer():
+    text = html_text(LIBREOFFICE_HTML.format(body="Hier legen Sie allgemeine Einstellungen fest."), area="DisplayArea")
+    assert text == ("Optionen Laden/Speichern\n\nHier legen Sie allgemeine Einstellungen fest.\n\n"
+                    "So greifen Sie auf diesen Befehl zu:")
+    assert "Writer" in html_text(LIBREOFFICE_HTML) and "debug" not in html_text(LIBREOFFICE_HTML)  # no area: all
+
+
+def test_xhp_keeps_title_and_paragraphs_without_index_terms_embeds_or_other_systems():
+    assert xhp_text(XHP) == ("Load/Save Options\n\nLoad/Save Options\n\nDefines general Load/Save settings."
+                             "\n\nChoose Tools - Options.")
+    with pytest.raises(PhasescopeError, match="not well-formed XHP"):
+        xhp_text("<helpdocument><paragraph>unclosed</helpdocument>")
+
+
+def test_tokens_count_words_and_each_han_character_or_kana():
+    assert count_tokens("Die Datei-Größe: 12 KB.") == 5
+    assert count_tokens("ファイルを開く") == 7 and count_tokens("打开文件 file") == 5
+    assert count_tokens("افتح الملف") == 2
+
+
+def test_libreoffice_help_and_catalogs_from_a_second_root_with_token_coverage(tmp_path):
+    write_fixture_root(tmp_path / "root")
+    unpacked = tmp_path / "unpacked"  # what setup-debian-docs.sh --libreoffice DIR leaves
+    for locale, body in (("en-US", ENGLISH), ("de", GERMAN)):
+        for page in ("optionen/01020000", "optionen/01030000"):
+            path = unpacked / "usr/share/libreoffice/help" / locale / "text/shared" / f"{page}.html"
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_text(LIBREOFFICE_HTML.format(body=body + page[-5:]), encoding="utf-8")
+    write_catalogs(unpacked / "usr/share/locale")  # tiny catalogs: under 200 characters, dropped as short
+    report = build_debian_docs(tmp_path / "corpus", ["en", "de"], ["libreoffice-help", "man", "gettext"],
+                               root=[tmp_path / "root", unpacked])
+    corpus = tmp_path / "corpus"
+    assert sorted(p.name for p in (corpus / "de").iterdir()) == [
+        "libreoffice-help--text_shared_optionen_01020000.txt", "libreoffice-help--text_shared_optionen_01030000.txt",
+        "man--man1_addftinfo.1.txt"]
+    assert report.dropped["de"]["short"] == 2  # the two catalogs
+    manifest = json.loads((corpus / "manifest.json").read_text())
+    for language in ("en", "de"):
+        texts = [p.read_text(encoding="utf-8") for p in (corpus / language).iterdir()]
+        assert manifest["languages"][language]["tokens"] == sum(count_tokens(text) for text in texts)
+    assert set(manifest["languages"]["de"]["tokens_by_source"]) == {"libreoffice-help", "man"}
+    assert sum(manifest["languages"]["de"]["tokens_by_source"].values()) == manifest["languages"]["de"]["tokens"]
+    groups = [json.loads(line) for line in (corpus / "parallel.jsonl").read_text().splitlines()]
+    assert {"source": "libreoffice-help", "page": "text/shared/optionen/01020000",
+            "files": {"en": "en/libreoffice-help--text_shared_optionen_01020000.txt",
+                      "de": "de/libreoffice-help--text_shared_optionen_01020000.txt"}} in groups
+    assert report.missing == ["man/en", "gettext/en"]  # no English man page here; English has no catalogs
+
+
+def test_a_catalog_is_a_document_of_its_translated_strings(tmp_path):
+    from babel.messages.catalog import Catalog
+    from babel.messages.mofile import write_mo
+
+    from phasescope.data.debian_docs import catalog_text
+    catalog = Catalog(locale="ar")
+    for msgid, msgstr in (("_Open", "_فتح"), ("Save", "حفظ"), ("Close the window", "أغلق النافذة"), ("Empty", "")):
+        catalog.add(msgid, msgstr)
+    with open(tmp_path / "app.mo", "wb") as handle:
+        write_mo(handle, catalog)
+    # in the order of the English strings (Close the window, Save, _Open), mnemonics removed
+    assert catalog_text(tmp_path / "app.mo") == "أغلق النافذة\nحفظ\nفتح"
+    (tmp_path / "bad.mo").write_bytes(b"not a catalog")
+    assert catalog_text(tmp_path / "bad.mo") == ""
 
 
 def write_fixture_root(root: Path) -> None:

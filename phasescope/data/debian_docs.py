@@ -8,17 +8,26 @@ Debian ships documentation written by people and translated by people, in many l
   ``/usr/share/man/<locale>/man<N>/`` (English directly under ``/usr/share/man/man<N>/``, where every
   installed package puts its pages);
 - ``debian-reference-<lang>``: the Debian Reference, DocBook rendered as one HTML file per chapter,
-  ``/usr/share/debian-reference/chNN.<lang>.html``.
+  ``/usr/share/debian-reference/chNN.<lang>.html``;
+- ``libreoffice-help-<lang>``: the LibreOffice help, written in XHP and shipped rendered as one HTML page per
+  topic under ``/usr/share/libreoffice/help/<locale>/text/`` (XHP files in a help source tree are read too).
+  These packages depend on the whole office suite, which reading them does not need:
+  ``scripts/setup-debian-docs.sh --libreoffice DIR`` unpacks them into ``DIR``, a second ``root``;
+- ``gettext`` (opt-in, not a default source): the translation catalogs under ``/usr/share/locale``, one
+  document per catalog holding its translated interface strings. Not running text, and the source of the
+  in-domain lexicon (a corpus that includes it contains the translation pairs it is tested on); it is
+  what Debian has in Arabic, so it measures that coverage.
 
 :func:`build_debian_docs` strips the markup, drops boilerplate (legal notices and credits, lines
 that recur across a source's documents, documents under 200 characters), exact duplicates and
 documents whose language (checked with ``py3langid`` among the corpus languages) is not the folder's
 (an untranslated page shipped in a translation), and writes ``<out>/<lang>/<source>--<page>.txt`` (one
 document per file, as :class:`~phasescope.data.corpora.LocalCorpus` reads them), a manifest with the
-per-language documents, characters and packages, and ``parallel.jsonl``: which documents are
+per-language documents, characters, tokens (per source too) and packages, and ``parallel.jsonl``: which documents are
 translations of the same page (the same Mallard page id, man page or chapter) in which languages.
 
-Arabic running text is not among these packages; a corpus of the languages that have text is built.
+Arabic running text is not among these packages (only interface strings, the ``gettext`` source); a
+corpus of the languages that have text is built, and the manifest says how much each has.
 """
 
 from __future__ import annotations
@@ -35,24 +44,41 @@ from dataclasses import dataclass, field
 from html.parser import HTMLParser
 from pathlib import Path
 
+from phasescope.data.gettext_lexicon import catalog_pairs, normalized
 from phasescope.data.languages import check_language_codes
 from phasescope.errors import PhasescopeError
 from phasescope.run.atomic import atomic_directory
 
 MIN_CHARACTERS = 200  # shorter documents (a stub page, a one-line man page) are dropped
 BOILERPLATE_SHARE = 0.5  # a line in more than this share of a source's documents (of one language) is boilerplate
-SOURCES = ("gnome-help", "man", "debian-reference")
+SOURCES = ("gnome-help", "man", "debian-reference", "libreoffice-help", "gettext")
+DEFAULT_SOURCES = SOURCES[:4]  # gettext holds the lexicon's translation pairs: opt-in
 
 # the locale folder names of each phasescope language, per source
 GNOME_LOCALES = {"en": "C", "de": "de", "fr": "fr", "es": "es", "tr": "tr", "ru": "ru", "ar": "ar", "zh": "zh_CN",
                  "ja": "ja"}
 MAN_LOCALES = {"en": "", "de": "de", "fr": "fr", "es": "es", "tr": "tr", "ru": "ru", "zh": "zh_CN", "ja": "ja"}
 REFERENCE_LOCALES = {"en": "en", "de": "de", "fr": "fr", "es": "es", "ja": "ja", "zh": "zh-cn"}
+LIBREOFFICE_LOCALES = {"en": "en-US", "de": "de", "fr": "fr", "es": "es", "tr": "tr", "ru": "ru", "zh": "zh-CN",
+                       "ja": "ja"}
+GETTEXT_LOCALES = {"de": "de", "fr": "fr", "es": "es", "tr": "tr", "ru": "ru", "ar": "ar", "zh": "zh_CN", "ja": "ja"}
 PACKAGES = {
     "gnome-help": {language: "gnome-user-docs" for language in GNOME_LOCALES},
     "man": {language: "manpages" if language == "en" else f"manpages-{language}" for language in MAN_LOCALES},
     "debian-reference": {language: f"debian-reference-{locale}" for language, locale in REFERENCE_LOCALES.items()},
+    "libreoffice-help": {language: f"libreoffice-help-{locale.lower()}"
+                         for language, locale in LIBREOFFICE_LOCALES.items()},
+    "gettext": {language: "gettext catalogs" for language in GETTEXT_LOCALES},
 }
+# one token per CJK character or kana (scripts written without spaces), else one per run of letters and digits
+_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
+                    r"|[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+
+
+def count_tokens(text: str) -> int:
+    """Words in ``text``, the same way in every script: a run of letters and digits is one token, and so is
+    each Han character and kana (Chinese and Japanese are written without spaces)."""
+    return len(_TOKEN.findall(text))
 
 
 @dataclass
@@ -73,6 +99,8 @@ class BuildReport:
     out: Path
     documents: dict[str, int] = field(default_factory=dict)
     characters: dict[str, int] = field(default_factory=dict)
+    tokens: dict[str, int] = field(default_factory=dict)  # count_tokens over the language's documents
+    source_tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # language -> source -> tokens
     packages: dict[str, list[str]] = field(default_factory=dict)
     dropped: dict[str, Counter] = field(default_factory=dict)
     parallel_groups: int = 0
@@ -87,39 +115,57 @@ MALLARD_BLOCKS = {"title", "subtitle", "p", "item", "td", "th", "code", "screen"
 def mallard_text(source: str) -> str:
     """The readable text of a Mallard page: titles and paragraphs, without its ``<info>`` (links,
     revisions, credits and licence) and without comments; blocks separated by blank lines."""
+    return _xml_text(source, "Mallard", MALLARD_BLOCKS, {"info", "comment"})
+
+
+XHP_BLOCKS = {"title", "paragraph", "h1", "h2", "h3", "h4", "h5", "h6", "tablecell"}
+# index terms, comments, references to other files' text, images, the alternatives for other systems, metadata
+XHP_SKIPPED = {"bookmark", "bookmark_value", "comment", "embed", "embedvar", "image", "caseinline", "history",
+               "filename", "sort", "lastedited"}
+
+
+def xhp_text(source: str) -> str:
+    """The readable text of a LibreOffice help page in XHP: its title and paragraphs (inline links, help
+    tips and emphasis kept), without index terms, comments, embedded text from other pages, images or the
+    variants for other operating systems; blocks separated by blank lines."""
+    return _xml_text(source, "XHP", XHP_BLOCKS, XHP_SKIPPED)
+
+
+def _xml_text(source: str, kind: str, block_tags: set[str], skipped: set[str]) -> str:
     try:
         root = ET.fromstring(source)
     except ET.ParseError as error:
-        raise PhasescopeError(f"not well-formed Mallard XML ({error})") from None
+        raise PhasescopeError(f"not well-formed {kind} XML ({error})") from None
     blocks: list[str] = []
 
-    def local(tag) -> str:
-        return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
-
-    def visit(element, inside_block: bool) -> None:
-        name = local(element.tag)
-        if name in ("info", "comment") or not isinstance(element.tag, str):
+    def visit(element) -> None:
+        name = _local(element.tag)
+        if name in skipped or not isinstance(element.tag, str):
             return
-        if name in MALLARD_BLOCKS and not inside_block:
-            text = " ".join("".join(_inline_text(element)).split())
+        if name in block_tags:
+            text = " ".join("".join(_inline_text(element, block_tags, skipped)).split())
             if text:
                 blocks.append(text)
             return
         for child in element:
-            visit(child, inside_block)
+            visit(child)
 
-    visit(root, False)
+    visit(root)
     return "\n\n".join(blocks)
 
 
-def _inline_text(element) -> Iterator[str]:
-    """An element's text with its inline children (links, app names, GUI labels), comments left out."""
+def _local(tag) -> str:
+    return tag.rsplit("}", 1)[-1] if isinstance(tag, str) else ""
+
+
+def _inline_text(element, block_tags: set[str], skipped: set[str]) -> Iterator[str]:
+    """An element's text with its inline children (links, app names, GUI labels), skipped elements left out."""
     if element.text and isinstance(element.tag, str):
         yield element.text
     for child in element:
-        if isinstance(child.tag, str) and child.tag.rsplit("}", 1)[-1] not in ("info", "comment"):
-            yield from _inline_text(child)
-            yield " " if child.tag.rsplit("}", 1)[-1] in MALLARD_BLOCKS else ""
+        if isinstance(child.tag, str) and _local(child.tag) not in skipped:
+            yield from _inline_text(child, block_tags, skipped)
+            yield " " if _local(child.tag) in block_tags else ""
         if child.tail:
             yield child.tail
 
@@ -175,34 +221,42 @@ def _roff_inline(text: str) -> str:
 
 
 class _HTMLText(HTMLParser):
-    """Text of an HTML page by block, leaving out scripts, styles and DocBook's navigation bars."""
+    """Text of an HTML page by block, leaving out scripts, styles, DocBook's navigation bars and
+    LibreOffice's debug footer; given ``area``, only the text inside the element with that id."""
 
     SKIP = {"script", "style", "head"}
     BLOCKS = {"p", "li", "dt", "dd", "td", "th", "h1", "h2", "h3", "h4", "h5", "h6", "pre", "title", "div", "tr"}
-    NAVIGATION = ("navheader", "navfooter", "toc", "list-of-tables", "list-of-figures")
+    NAVIGATION = ("navheader", "navfooter", "toc", "list-of-tables", "list-of-figures", "debug")
 
-    def __init__(self) -> None:
+    def __init__(self, area: str | None = None) -> None:
         super().__init__(convert_charrefs=True)
+        self.area = area
         self.blocks: list[str] = []
         self.current: list[str] = []
-        self.stack: list[tuple[str, bool]] = []  # (tag, skipping)
+        self.stack: list[tuple[str, bool, bool]] = []  # (tag, skipping, inside the area)
 
     def _skipping(self) -> bool:
-        return bool(self.stack) and self.stack[-1][1]
+        if not self.stack:
+            return self.area is not None
+        _, skipped, inside = self.stack[-1]
+        return skipped or not inside
 
     def handle_starttag(self, tag, attrs) -> None:
-        classes = dict(attrs).get("class") or ""
-        skip = self._skipping() or tag in self.SKIP or any(name in classes.split() for name in self.NAVIGATION)
+        attributes = dict(attrs)
+        classes = (attributes.get("class") or "").split()
+        parent_skipped, parent_inside = self.stack[-1][1:] if self.stack else (False, self.area is None)
+        skipped = parent_skipped or tag in self.SKIP or any(name in classes for name in self.NAVIGATION)
+        inside = parent_inside or (self.area is not None and attributes.get("id") == self.area)
         if tag in self.BLOCKS:
             self._flush()
         if tag not in ("br", "img", "meta", "link", "hr", "input"):
-            self.stack.append((tag, skip))
+            self.stack.append((tag, skipped, inside))
 
     def handle_endtag(self, tag) -> None:
         if tag in self.BLOCKS:
             self._flush()
         while self.stack:
-            name, _ = self.stack.pop()
+            name, *_ = self.stack.pop()
             if name == tag:
                 break
 
@@ -217,10 +271,10 @@ class _HTMLText(HTMLParser):
         self.current = []
 
 
-def html_text(source: str) -> str:
+def html_text(source: str, area: str | None = None) -> str:
     """The readable text of an HTML page (DocBook output): blocks separated by blank lines, without
-    the navigation bars and tables of contents."""
-    parser = _HTMLText()
+    the navigation bars and tables of contents; given ``area``, the element with that id only."""
+    parser = _HTMLText(area)
     parser.feed(source)
     parser.close()
     parser._flush()
@@ -228,34 +282,7 @@ def html_text(source: str) -> str:
 
 
 # --- the installed sources ----------------------------------------------------------------------
-def _gnome_pages(root: Path, language: str) -> Iterator[tuple[str, Path, Callable[[str], str]]]:
-    folder = root / "usr/share/help" / GNOME_LOCALES[language] / "gnome-help"
-    for path in sorted(folder.glob("*.page")) if folder.is_dir() else []:
-        yield path.stem, path, mallard_text
-
-
-def _man_pages(root: Path, language: str) -> Iterator[tuple[str, Path, Callable[[str], str]]]:
-    if language not in MAN_LOCALES:  # Debian has no manual pages in Arabic
-        return
-    base = root / "usr/share/man" / MAN_LOCALES[language] if MAN_LOCALES[language] else root / "usr/share/man"
-    for section in sorted(base.glob("man[0-9]*")) if base.is_dir() else []:
-        for path in sorted(section.iterdir()):
-            if path.is_file() and not path.is_symlink():
-                name = path.name.removesuffix(".gz")
-                yield f"{section.name}/{name}", path, roff_text
-
-
-def _reference_chapters(root: Path, language: str) -> Iterator[tuple[str, Path, Callable[[str], str]]]:
-    if language not in REFERENCE_LOCALES:
-        return
-    folder = root / "usr/share/debian-reference"
-    for path in sorted(folder.glob(f"*.{REFERENCE_LOCALES[language]}.html")) if folder.is_dir() else []:
-        chapter = path.name.split(".")[0]
-        if chapter != "index":  # the table of contents
-            yield chapter, path, html_text
-
-
-FINDERS = {"gnome-help": _gnome_pages, "man": _man_pages, "debian-reference": _reference_chapters}
+Page = tuple[str, Path, Callable[[Path], str]]  # (the page's key across languages, its file, its reader)
 
 
 def _read(path: Path) -> str:
@@ -263,12 +290,74 @@ def _read(path: Path) -> str:
     return data.decode("utf-8", errors="replace")
 
 
+def _reading(extract: Callable[[str], str]) -> Callable[[Path], str]:
+    return lambda path: extract(_read(path))
+
+
+def _gnome_pages(root: Path, language: str) -> Iterator[Page]:
+    folder = root / "usr/share/help" / GNOME_LOCALES[language] / "gnome-help"
+    for path in sorted(folder.glob("*.page")) if folder.is_dir() else []:
+        yield path.stem, path, _reading(mallard_text)
+
+
+def _man_pages(root: Path, language: str) -> Iterator[Page]:
+    if language not in MAN_LOCALES:  # Debian has no manual pages in Arabic
+        return
+    base = root / "usr/share/man" / MAN_LOCALES[language] if MAN_LOCALES[language] else root / "usr/share/man"
+    for section in sorted(base.glob("man[0-9]*")) if base.is_dir() else []:
+        for path in sorted(section.iterdir()):
+            if path.is_file() and not path.is_symlink():
+                name = path.name.removesuffix(".gz")
+                yield f"{section.name}/{name}", path, _reading(roff_text)
+
+
+def _reference_chapters(root: Path, language: str) -> Iterator[Page]:
+    if language not in REFERENCE_LOCALES:
+        return
+    folder = root / "usr/share/debian-reference"
+    for path in sorted(folder.glob(f"*.{REFERENCE_LOCALES[language]}.html")) if folder.is_dir() else []:
+        chapter = path.name.split(".")[0]
+        if chapter != "index":  # the table of contents
+            yield chapter, path, _reading(html_text)
+
+
+def _libreoffice_pages(root: Path, language: str) -> Iterator[Page]:
+    if language not in LIBREOFFICE_LOCALES:  # no LibreOffice help in Arabic
+        return
+    folder = root / "usr/share/libreoffice/help" / LIBREOFFICE_LOCALES[language]
+    for path in sorted(folder.rglob("*")) if folder.is_dir() else []:
+        if path.suffix in (".html", ".xhp") and path.is_file():
+            key = path.relative_to(folder).with_suffix("").as_posix()
+            # the rendered page's text is the element with id DisplayArea (menus, index and search around it)
+            yield key, path, _reading(xhp_text if path.suffix == ".xhp" else
+                                      lambda source: html_text(source, area="DisplayArea"))
+
+
+def _catalogs(root: Path, language: str) -> Iterator[Page]:
+    if language not in GETTEXT_LOCALES:  # English is the catalogs' source language: it has none
+        return
+    folder = root / "usr/share/locale" / GETTEXT_LOCALES[language] / "LC_MESSAGES"
+    for path in sorted(folder.glob("*.mo")) if folder.is_dir() else []:
+        yield path.stem, path, catalog_text
+
+
+def catalog_text(path: Path) -> str:
+    """A gettext catalog's translated strings, one per line (mnemonics removed), in the order of their English
+    originals; a damaged catalog has none."""
+    pairs = sorted(catalog_pairs(path))
+    return "\n".join(dict.fromkeys(normalized(text) for _, text in pairs if normalized(text)))
+
+
+FINDERS = {"gnome-help": _gnome_pages, "man": _man_pages, "debian-reference": _reference_chapters,
+           "libreoffice-help": _libreoffice_pages, "gettext": _catalogs}
+
+
 def raw_documents(root: Path, source: str, language: str) -> Iterator[RawDocument]:
     """The installed pages of ``source`` in ``language`` under ``root`` (``/`` on the machine), markup stripped;
     pages that cannot be parsed are skipped."""
-    for key, path, extract in FINDERS[source](root, language):
+    for key, path, read in FINDERS[source](root, language):
         try:
-            text = extract(_read(path))
+            text = read(path)
         except (PhasescopeError, OSError, UnicodeError, EOFError, gzip.BadGzipFile):
             continue
         yield RawDocument(source, key, language, path, text)
@@ -313,14 +402,17 @@ def _file_name(source: str, key: str) -> str:
 
 
 def build_debian_docs(out: Path | str, languages: list[str] | None = None, sources: list[str] | None = None,
-                      root: Path | str = "/", progress: Callable[[str], None] | None = None) -> BuildReport:
+                      root: Path | str | list[Path | str] = "/",
+                      progress: Callable[[str], None] | None = None) -> BuildReport:
     """Write the installed Debian documentation as a local-folder corpus (see the module docstring).
 
     Args:
         out: the corpus folder (must not exist yet, or be empty).
         languages: phasescope language codes (default: all nine; those with no text are reported).
-        sources: some of ``gnome-help``, ``man``, ``debian-reference`` (default: all).
-        root: the file-system root the packages are installed under.
+        sources: some of ``gnome-help``, ``man``, ``debian-reference``, ``libreoffice-help``, ``gettext``
+            (default: all but ``gettext``).
+        root: the file-system root the packages are installed under, or several (a folder that
+            ``scripts/setup-debian-docs.sh --libreoffice DIR`` unpacked packages into, beside ``/``).
         progress: called with a line per source and language.
 
     Raises:
@@ -328,27 +420,35 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
             ``out`` is not empty, or an unknown source or language.
     """
     languages = check_language_codes(languages or list(GNOME_LOCALES), "languages")
-    sources = list(sources or SOURCES)
+    sources = list(sources or DEFAULT_SOURCES)
     unknown = [source for source in sources if source not in SOURCES]
     if unknown:
         raise PhasescopeError(f"unknown documentation source {unknown[0]!r}; expected some of {', '.join(SOURCES)}")
-    out, root = Path(out), Path(root)
+    out = Path(out)
+    roots = [Path(folder) for folder in (root if isinstance(root, list) else [root])]
     if out.exists() and any(out.iterdir()):
         raise PhasescopeError(f"{out} exists and is not empty; give a new folder")
     report = BuildReport(out)
     documents: list[RawDocument] = []
     for source in sources:
         for language in languages:
-            found = list(raw_documents(root, source, language))
+            found = [document for folder in roots for document in raw_documents(folder, source, language)]
             if progress:
                 progress(f"{source} {language}: {len(found)} pages")
             if not found:
                 report.missing.append(f"{source}/{language}")
             documents += found
     if not documents:
-        wanted = sorted({PACKAGES[s][language] for s in sources for language in languages if language in PACKAGES[s]})
-        raise PhasescopeError(f"no Debian documentation of {', '.join(sources)} is installed under {root}; install it: "
-                              f"apt-get install {' '.join(wanted)} (or run scripts/setup-debian-docs.sh)")
+        wanted = sorted({PACKAGES[s][language] for s in sources for language in languages
+                         if language in PACKAGES[s] and s not in ("gettext", "libreoffice-help")})
+        where = ", ".join(str(folder) for folder in roots)
+        how = [f"apt-get install {' '.join(wanted)} (or run scripts/setup-debian-docs.sh)"] if wanted else []
+        if "libreoffice-help" in sources:
+            how.append("scripts/setup-debian-docs.sh --libreoffice DIR, then --root / --root DIR")
+        if "gettext" in sources:
+            how.append("any package with translations (its catalogs go to /usr/share/locale)")
+        raise PhasescopeError(f"no Debian documentation of {', '.join(sources)} is installed under {where}; install it: "
+                              + "; ".join(how))
     documents = remove_boilerplate(documents)
     check = LanguageCheck(languages)
     kept: list[RawDocument] = []
@@ -378,6 +478,10 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
             groups[(document.source, document.key)][document.language] = f"{document.language}/{name}"
             report.documents[document.language] = report.documents.get(document.language, 0) + 1
             report.characters[document.language] = report.characters.get(document.language, 0) + len(document.text)
+            tokens = count_tokens(document.text)
+            report.tokens[document.language] = report.tokens.get(document.language, 0) + tokens
+            per_source = report.source_tokens.setdefault(document.language, {})
+            per_source[document.source] = per_source.get(document.source, 0) + tokens
             package = PACKAGES[document.source][document.language]
             report.packages.setdefault(document.language, [])
             if package not in report.packages[document.language]:
@@ -391,7 +495,9 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
                 handle.write(json.dumps(group, ensure_ascii=False) + "\n")
         manifest = {"sources": sources, "languages": {language: {
             "documents": report.documents.get(language, 0), "characters": report.characters.get(language, 0),
+            "tokens": report.tokens.get(language, 0), "tokens_by_source": report.source_tokens.get(language, {}),
             "packages": report.packages.get(language, []), "dropped": dict(dropped.get(language, {}))}
-            for language in languages}, "parallel_groups": report.parallel_groups, "missing": report.missing}
+            for language in languages}, "parallel_groups": report.parallel_groups, "missing": report.missing,
+            "tokens": "count_tokens: a run of letters and digits, or one Han character or kana"}
         (building / "manifest.json").write_text(json.dumps(manifest, indent=2, ensure_ascii=False), encoding="utf-8")
     return report
