@@ -19,7 +19,7 @@ for run in docs:configs/multilingual-docs.yaml docs-no-parallel:"$out/multilingu
   name=${run%%:*}; config=${run#*:}
   phasescope train "$config" --out "$out/$name"
   mkdir -p "$out/$name/data" && cp "$out/lexicon.parquet" "$out/$name/data/lexicon.parquet"  # the in-domain WLT set
-  phasescope measure "$out/$name" --measures wlt,logit_lens,lm_quality
+  phasescope measure "$out/$name" --measures wlt,logit_lens,lm_quality,minimal_pairs  # pairs from held-out sentences
   # the mechanisms on fewer prompts, as the demo measures them (8 and 4 concepts per direction)
   phasescope measure "$out/$name" --measures layer_swap,surface_similarity --checkpoints every:4 \
     --set layer_swap.max_concepts=8

@@ -150,4 +150,46 @@ def test_minimal_pairs_measure_on_multiblimp_files_and_builtin_pairs(tmp_path, t
     assert table[("builtin", None, None, "n_pairs")] == len(builtin)
     assert 0 <= table[("builtin", "de", "word_order", "accuracy")] <= 1
     with pytest.raises(PhasescopeError, match="no minimal pairs"):
-        validate_config({"builtin": False}, measure.config_cls)
+        validate_config({"builtin": False, "heldout_pairs": 0}, measure.config_cls)
+
+
+def test_minimal_pairs_of_a_run_on_real_text_come_from_its_heldout_sentences(tmp_path, tokenizer):
+    from phasescope.data.corpora import LocalCorpus, LocalCorpusConfig
+    from phasescope.data.minimal_pairs import sentence_minimal_pairs
+    from phasescope.errors import PhasescopeError
+    from phasescope.measures.registry import MeasureContext, get_measure
+    from phasescope.run.config import validate_config
+    from phasescope.run.series import open_series
+    from tests.lm_fixtures import write_local_run
+
+    corpus = tmp_path / "corpus"
+    prose = {"en": ["The cat sees the dog in the garden", "A printer prints the pages of a document"],
+             "de": ["Die Katze sieht den Hund im Garten", "Ein Drucker druckt die Seiten eines Dokuments"]}
+    for language, sentences in prose.items():
+        (corpus / language).mkdir(parents=True)
+        for index in range(6):  # a document per file
+            text = " ".join(f"{sentence} number {index}." for sentence in sentences) + "\nshort line"
+            (corpus / language / f"{index}.txt").write_text(text, encoding="utf-8")
+    run = write_local_run(tmp_path / "run", [0], tokenizer=tokenizer)
+    (run / "config.yaml").write_text(f"kind: lm\ndata:\n  source: local\n  root: {corpus}\n  txt_unit: file\n"
+                                     "  heldout_share: 0.5\n", encoding="utf-8")
+    series = open_series(run)
+    measure = get_measure("minimal_pairs")
+    config = validate_config({"heldout_pairs": 4, "seed": 3}, measure.config_cls)  # builtin: off on real text
+    rows = measure.compute(MeasureContext(series, series.checkpoints[0]), config)
+    table = {(r["subset"], r["src"], r["component"], r["metric"]): r["value"] for r in rows}
+    assert {key[0] for key in table} == {"heldout"}
+    local = LocalCorpus(LocalCorpusConfig(root=corpus, txt_unit="file", heldout_share=0.5))
+    expected = sentence_minimal_pairs({language: list(local.documents(language, split="heldout"))
+                                       for language in ("en", "de")}, 4, seed=3)  # a second construction
+    model = series.load_model(series.checkpoints[0])
+    for language in ("en", "de"):
+        mine = expected[expected["language"] == language]
+        right = [one_sentence_log_prob(model, ids[0]) > one_sentence_log_prob(model, ids[1]) for ids in
+                 (sentence_token_ids(tokenizer, [good, bad]) for good, bad in zip(mine["good"], mine["bad"]))]
+        assert table[("heldout", language, None, "n_pairs")] == len(mine) == 4
+        assert table[("heldout", language, None, "accuracy")] == pytest.approx(np.mean(right))
+        assert table[("heldout", language, "adjacent_swap", "n_pairs")] == 4
+    with pytest.raises(PhasescopeError, match="heldout_pairs: 0"):
+        measure.compute(MeasureContext(series, series.checkpoints[0]),
+                        validate_config({"heldout_pairs": 0}, measure.config_cls))

@@ -1,4 +1,5 @@
-"""Minimal pairs: the MultiBLiMP loader on files written here, and pairs from the corpus's templates."""
+"""Minimal pairs: the MultiBLiMP loader on files written here, pairs from the corpus's templates, and pairs
+from real sentences (two neighbouring words swapped)."""
 
 from __future__ import annotations
 
@@ -9,7 +10,8 @@ import pytest
 
 from phasescope.data import ControlledCorpus, ControlledCorpusConfig
 from phasescope.data.languages import LANGUAGES
-from phasescope.data.minimal_pairs import PHENOMENA, load_multiblimp, template_minimal_pairs
+from phasescope.data.minimal_pairs import (PHENOMENA, is_prose_sentence, load_multiblimp, sentence_minimal_pairs,
+                                           split_sentences, template_minimal_pairs)
 from phasescope.data.templates import TEMPLATES, render
 from phasescope.errors import PhasescopeError
 
@@ -127,3 +129,45 @@ def test_examples_by_hand(corpus):
     assert bad_of("zh", "today", "今天是星期一。") == "今天星期一是。"
     with pytest.raises(PhasescopeError, match="unknown minimal-pair phenomena"):
         template_minimal_pairs(corpus, phenomena=("agreement",))
+
+
+REAL = {
+    "en": ["The screen magnifier enlarges the area around the mouse pointer. You can change the magnification in "
+           "the settings! Use the --zoom=2 option.\nIs the contrast too low for you?",
+           "apt-get install foo\nPackages are installed with the package manager of the system."],
+    "de": ["Die Bildschirmlupe vergrößert den Bereich um den Mauszeiger. Zu kurz."],
+    "ja": ["画面の一部を拡大して表示します。設定で倍率を変更できます。"],
+}
+
+
+def test_sentences_are_split_and_only_prose_is_kept():
+    assert split_sentences(REAL["en"][0]) == [
+        "The screen magnifier enlarges the area around the mouse pointer.",
+        "You can change the magnification in the settings!", "Use the --zoom=2 option.",
+        "Is the contrast too low for you?"]
+    assert split_sentences(REAL["ja"][0]) == ["画面の一部を拡大して表示します。", "設定で倍率を変更できます。"]
+    kept = [sentence for sentence in split_sentences(" ".join(REAL["en"])) if is_prose_sentence(sentence, "en")]
+    assert "Use the --zoom=2 option." not in kept and "apt-get install foo" not in kept  # not prose; no full stop
+    assert not is_prose_sentence("Zu kurz.", "de") and is_prose_sentence("設定で倍率を変更できます。", "ja")
+
+
+def test_real_sentence_pairs_swap_two_neighbouring_words_and_nothing_else():
+    pairs = sentence_minimal_pairs({language: texts for language, texts in REAL.items()}, pairs_per_language=3,
+                                   seed=2)
+    assert pairs.groupby("language").size().to_dict() == {"de": 1, "en": 3, "ja": 2}  # what prose there is
+    assert set(pairs["phenomenon"]) == {"adjacent_swap"} and set(pairs["source"]) == {"heldout"}
+    for row in pairs.itertuples():
+        spaced = row.language != "ja"
+        good, bad = (row.good.split(" "), row.bad.split(" ")) if spaced else (list(row.good), list(row.bad))
+        changed = [i for i, (a, b) in enumerate(zip(good, bad)) if a != b]
+        assert len(good) == len(bad) and len(changed) == 2 and changed[1] == changed[0] + 1, row
+        i = changed[0]
+        assert (good[i], good[i + 1]) == (bad[i + 1], bad[i]) and (i > 0 or not spaced), row
+        assert all(character.isalpha() for word in (good[i], good[i + 1]) for character in word), row
+    again = sentence_minimal_pairs(REAL, pairs_per_language=3, seed=2)
+    pd.testing.assert_frame_equal(pairs, again)  # the seed fixes sentences and positions
+    assert len(sentence_minimal_pairs(REAL, pairs_per_language=1, seed=0)) == 3
+    assert sentence_minimal_pairs({"en": ["apt-get install foo"]}).empty
+    assert not is_prose_sentence("git-name-rev(1) finds symbolic names for given revs.", "en")  # no capital
+    latin = sentence_minimal_pairs({"ja": [f"html HTML 出力を行{'い' * index}ます。" for index in range(20)]}, 20)
+    assert len(latin) == 20 and all(bad.startswith("html HTML ") for bad in latin["bad"])  # kana and Han only

@@ -71,8 +71,10 @@ def behaviour_points(frame: pd.DataFrame, spec: BehaviourSpec) -> tuple[pd.DataF
         where["subset"] = spec.subset
     rows = select_rows(frame, measure=spec.measure, metric=spec.metric, **where)
     if spec.measure == "minimal_pairs" and not rows.empty:
-        rows = rows[rows.subset == sorted(rows.subset.dropna().unique(), key=lambda s: s != "multiblimp")[0]] \
-            if rows.subset.notna().any() else rows  # MultiBLiMP where it was run, else the built-in pairs
+        # MultiBLiMP where it was run, else the pairs from held-out real sentences, else the built-in pairs
+        preference = {"multiblimp": 0, "heldout": 1}
+        rows = rows[rows.subset == min(rows.subset.dropna().unique(), key=lambda s: preference.get(s, 2))] \
+            if rows.subset.notna().any() else rows
     if rows.empty:
         return None
     pooled = rows[list(spec.items)].isna().all(axis=1)

@@ -1,6 +1,6 @@
 """Minimal pairs (a grammatical sentence and a minimally different ungrammatical one) per language.
 
-Two sources, one shape: a DataFrame with columns ``language, phenomenon, good, bad`` (plus
+Three sources, one shape: a DataFrame with columns ``language, phenomenon, good, bad`` (plus
 provenance columns). A language model "knows" a pair when it gives ``good`` a higher summed token
 log-probability than ``bad`` (the scoring lives in the measures layer).
 
@@ -24,6 +24,13 @@ log-probability than ``bad`` (the scoring lives in the measures layer).
   ``foreign_word``: the concept word is replaced by the same concept's word in another language
   of a different script, without the parentheses of a gloss: ``Тема дня: dog.`` The corpus
   only ever shows a foreign word inside a gloss, right after the native word.
+- :func:`sentence_minimal_pairs`: pairs built from real sentences (the held-out documents of a
+  corpus of real text, where MultiBLiMP is not at hand): ``adjacent_swap``, two neighbouring words
+  trade places (in Chinese and Japanese, two neighbouring Han or kana characters), the sentence otherwise
+  unchanged: the same tokens, in an order a writer of the language did not choose. The swapped
+  sentence is ungrammatical far more often than not, not always (a swap of two adjectives or of
+  free-order constituents can stay acceptable), so accuracy has a ceiling under 1; what is
+  measured is when a model starts to prefer the order people wrote, per language.
 """
 
 from __future__ import annotations
@@ -42,6 +49,11 @@ from phasescope.errors import PhasescopeError
 MULTIBLIMP_CODES = {"eng": "en", "deu": "de", "fra": "fr", "spa": "es", "tur": "tr", "rus": "ru", "arb": "ar",
                     "ara": "ar", "cmn": "zh", "zho": "zh", "jpn": "ja"}  # ISO 639-3 -> the codes used here
 PHENOMENA = ("word_order", "foreign_word")
+SENTENCE_PHENOMENON = "adjacent_swap"
+SENTENCE_WORDS = (5, 25)  # words of a sentence kept for a pair (characters 8 to 60 in Chinese and Japanese)
+_SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？])|\n+")
+_WORD = re.compile(r"^\w+$")
+_HAN_OR_KANA = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
 _X, _Y = "\ue000", "\ue001"  # private-use placeholders (not alphanumeric): never in a template or a word
 _X_WORD, _Y_WORD = "QXSLOTQ", "QYSLOTQ"  # placeholders that regular expressions count as a word
 _CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)
@@ -211,3 +223,77 @@ def _foreign(corpus: ControlledCorpus, concept: str, language: str, rng: np.rand
     if not others:
         return None
     return corpus.lexicon.word(concept, others[int(rng.integers(len(others)))])
+
+
+# ---- pairs from real sentences -------------------------------------------------------------------
+
+
+def split_sentences(text: str) -> list[str]:
+    """The sentences of a text: split after ``.``, ``!``, ``?`` followed by space, after ``。！？``, and at
+    line breaks; stripped, empty ones dropped."""
+    return [sentence.strip() for sentence in _SENTENCE_END.split(text) if sentence and sentence.strip()]
+
+
+def is_prose_sentence(sentence: str, language: str) -> bool:
+    """A sentence worth a pair: it ends like a sentence (``.!?。！？``), opens with a capital letter (in the
+    languages written with spaces), has 5 to 25 words (8 to 60 characters in Chinese and Japanese) and is
+    mostly letters (not a command line, a table row or a list of options)."""
+    if not sentence.endswith((".", "!", "?", "。", "！", "？")):
+        return False
+    if language not in SPACELESS_LANGUAGES and not sentence[0].isupper():
+        return False
+    letters = sum(character.isalpha() or character.isspace() for character in sentence)
+    if letters < 0.85 * len(sentence):
+        return False
+    low, high = SENTENCE_WORDS
+    if language in SPACELESS_LANGUAGES:
+        return 8 <= len(sentence) <= 60
+    return low <= len(sentence.split()) <= high
+
+
+def sentence_minimal_pairs(documents: dict[str, list[str]], pairs_per_language: int = 100, seed: int = 0
+                           ) -> pd.DataFrame:
+    """``adjacent_swap`` pairs from the prose sentences of ``documents`` (language -> texts), see the module
+    docstring: per language, up to ``pairs_per_language`` distinct sentences drawn with ``seed``, each with
+    two neighbouring words (characters in Chinese and Japanese; letters only, never punctuation, never the
+    capitalized first word) swapped at a drawn position where the swap changes the sentence.
+
+    Returns:
+        Columns ``language, phenomenon, good, bad, source`` (``heldout``); a language without prose
+        sentences has no rows.
+    """
+    rows = []
+    for language, texts in documents.items():
+        rng = np.random.default_rng([seed, *language.encode()])  # a language's pairs do not depend on the others
+        sentences = list(dict.fromkeys(sentence for text in texts for sentence in split_sentences(text)
+                                       if is_prose_sentence(sentence, language)))
+        made = 0
+        for index in rng.permutation(len(sentences)):
+            if made == pairs_per_language:
+                break
+            bad = _swap_neighbours(sentences[index], language, rng)
+            if bad is not None:
+                made += 1
+                rows.append({"language": language, "phenomenon": SENTENCE_PHENOMENON, "good": sentences[index],
+                             "bad": bad, "source": "heldout"})
+    return pd.DataFrame(rows, columns=["language", "phenomenon", "good", "bad", "source"])
+
+
+def _swap_neighbours(sentence: str, language: str, rng: np.random.Generator) -> str | None:
+    if language in SPACELESS_LANGUAGES:
+        units = list(sentence)
+        # Han or kana, not the letters of a Latin word inside the sentence
+        places = [i for i in range(len(units) - 1)
+                  if _HAN_OR_KANA.match(units[i]) and _HAN_OR_KANA.match(units[i + 1]) and units[i] != units[i + 1]]
+        joiner = ""
+    else:
+        units = sentence.split(" ")
+        # not the first word: its capital letter would give the swap away by case alone
+        places = [i for i in range(1, len(units) - 1) if _WORD.match(units[i]) and _WORD.match(units[i + 1])
+                  and units[i].lower() != units[i + 1].lower()]
+        joiner = " "
+    if not places:
+        return None
+    i = int(rng.choice(places))
+    units[i], units[i + 1] = units[i + 1], units[i]
+    return joiner.join(units)

@@ -1,5 +1,5 @@
 """Basic linguistic ability of a causal LM: held-out loss and next-token accuracy per language, and
-minimal-pair accuracy (MultiBLiMP and the built-in pairs).
+minimal-pair accuracy (MultiBLiMP, the built-in pairs, and pairs made from held-out real sentences).
 
 The reference ("Copy First, Translate Later", arXiv 2604.17633) finds that basic linguistic
 ability, measured on MultiBLiMP minimal pairs (Jumelet et al., 2025, arXiv 2504.02768), arrives
@@ -230,18 +230,27 @@ class MinimalPairsConfig(StrictModel):
     """Config of ``minimal_pairs``."""
 
     multiblimp: str | None = None  # a MultiBLiMP .tsv file or folder of them (local); None: not scored
-    # pairs built from the controlled corpus's templates: the run's controlled corpus, else the default one
-    builtin: bool = True
+    # pairs built from the controlled corpus's templates (the run's controlled corpus, else the default one);
+    # None: when the run was not trained on real text (a controlled-corpus run, or a series without `data:`)
+    builtin: bool | None = None
+    # adjacent-swap pairs per language from sentences of the held-out documents of the run's corpus;
+    # None: 100 for a run trained on real text (a local or Hub corpus), 0 otherwise
+    heldout_pairs: int | None = Field(None, ge=0)
     languages: list[str] | None = None  # None: every language of the pairs
     pairs_per_template: int = Field(4, ge=1)  # built-in pairs per (template, language, phenomenon)
-    seed: int = 0  # draws the built-in pairs' concepts
+    seed: int = 0  # draws the built-in pairs' concepts and the held-out sentences and swaps
     batch_size: int = Field(32, ge=1)  # sentences per forward pass
 
     @model_validator(mode="after")
     def _some_pairs(self) -> MinimalPairsConfig:
-        if self.multiblimp is None and not self.builtin:
-            raise ValueError("no minimal pairs: set `multiblimp:` to a path or keep `builtin: true`")
+        if self.multiblimp is None and self.builtin is False and self.heldout_pairs == 0:
+            raise ValueError("no minimal pairs: set `multiblimp:` to a path, `heldout_pairs:` above 0 or keep "
+                             "`builtin: true`")
         return self
+
+
+HELDOUT_PAIRS = 100  # held-out sentence pairs per language on real text (heldout_pairs: None)
+HELDOUT_DOCUMENTS = 400  # held-out documents per language the sentences are drawn from, at most
 
 
 def _controlled_corpus(series: CheckpointSeries):
@@ -256,6 +265,25 @@ def _controlled_corpus(series: CheckpointSeries):
     return ControlledCorpus(ControlledCorpusConfig())
 
 
+def _trained_on_real_text(series: CheckpointSeries) -> bool:
+    raw = series.run.read_config_dict().get("data")
+    return isinstance(raw, dict) and raw.get("source", "controlled") != "controlled"
+
+
+def heldout_sentence_pairs(series: CheckpointSeries, pairs_per_language: int, languages: list[str] | None,
+                           seed: int) -> pd.DataFrame:
+    """Adjacent-swap minimal pairs from sentences of the held-out documents of the run's corpus."""
+    from itertools import islice
+
+    from phasescope.data.minimal_pairs import sentence_minimal_pairs
+
+    corpus = run_corpus(series)
+    chosen = [language for language in (languages or corpus.languages) if language in corpus.languages]
+    documents = {language: list(islice(corpus.documents(language, split="heldout"), HELDOUT_DOCUMENTS))
+                 for language in chosen}
+    return sentence_minimal_pairs(documents, pairs_per_language, seed)
+
+
 @dataclass
 class EncodedPairs:
     """Minimal pairs with their sentences tokenized once: ``pairs`` (language, phenomenon, good, bad,
@@ -267,15 +295,24 @@ class EncodedPairs:
 
 
 def minimal_pair_set(series: CheckpointSeries, config: MinimalPairsConfig, tokenizer) -> EncodedPairs:
-    """The built-in and MultiBLiMP pairs of ``config`` (``subset`` = "builtin" / "multiblimp"), tokenized."""
+    """The built-in, held-out sentence and MultiBLiMP pairs of ``config`` (``subset`` = "builtin" / "heldout" /
+    "multiblimp"), tokenized."""
     from phasescope.data.minimal_pairs import load_multiblimp, template_minimal_pairs
 
     frames = []
-    if config.builtin:
+    real_text = _trained_on_real_text(series)
+    if config.builtin if config.builtin is not None else not real_text:
         builtin = template_minimal_pairs(_controlled_corpus(series), config.pairs_per_template, config.seed)
         frames.append(builtin.assign(subset="builtin"))
+    heldout_pairs = config.heldout_pairs if config.heldout_pairs is not None else HELDOUT_PAIRS * real_text
+    if heldout_pairs:
+        pairs = heldout_sentence_pairs(series, heldout_pairs, config.languages, config.seed)
+        frames.append(pairs.assign(subset="heldout"))
     if config.multiblimp is not None:
         frames.append(load_multiblimp(Path(config.multiblimp).expanduser()).assign(subset="multiblimp"))
+    if not frames:
+        raise PhasescopeError("no minimal pairs for a run trained on real text with heldout_pairs: 0; set "
+                              "`builtin: true` or `multiblimp:`")
     pairs = pd.concat(frames, ignore_index=True)[["language", "phenomenon", "good", "bad", "subset"]]
     if config.languages is not None:
         pairs = pairs[pairs["language"].isin(config.languages)].reset_index(drop=True)
@@ -312,5 +349,6 @@ def _accuracy_rows(group: pd.DataFrame, subset: str, language: str | None, pheno
 
 MINIMAL_PAIRS_MEASURE = register_measure(Measure(
     name="minimal_pairs", config_cls=MinimalPairsConfig, compute=compute_minimal_pairs,
-    description="minimal-pair accuracy (grammatical sentence more likely) per language: built-in and MultiBLiMP",
+    description="minimal-pair accuracy (the sentence people wrote more likely) per language: built-in, held-out "
+                "sentences with two neighbouring words swapped, MultiBLiMP",
 ))
