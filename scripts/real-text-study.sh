@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
-# Study B on real text, end to end (about 2 hours on 2 CPU cores: two 8,000-step runs and their measures):
+# Study B on real text, end to end (about 3 hours on 2 CPU cores: three 8,000-step runs and their measures):
 # Debian's translated documentation as the corpus, the in-domain lexicon from its translation catalogs,
-# configs/multilingual-docs.yaml and its control in which each page appears in one language only,
-# every study-B measure with both lexicons (in-domain and CLDR), and the reports.
+# configs/multilingual-docs.yaml, its control in which each page appears in one language only, and the
+# same with each page interleaved paragraph by paragraph with its translation; every study-B measure with
+# the in-domain lexicon, WLT with the CLDR lexicon beside it, and the reports.
 #   bash scripts/real-text-study.sh [OUT]       # default runs/real-text
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/setup.sh"
@@ -15,7 +16,10 @@ mkdir -p "$out"
   --languages en,de,fr,es,tr,ru,zh,ja -o "$out/lexicon.parquet"
 sed 's/parallel: include .*/parallel: one_per_page        # the control: each page in one language only/' \
   configs/multilingual-docs.yaml > "$out/multilingual-docs-no-parallel.yaml"
-for run in docs:configs/multilingual-docs.yaml docs-no-parallel:"$out/multilingual-docs-no-parallel.yaml"; do
+sed 's/parallel: include .*/parallel: interleave          # each page beside its translation, paragraph by paragraph/' \
+  configs/multilingual-docs.yaml > "$out/multilingual-docs-interleave.yaml"
+for run in docs:configs/multilingual-docs.yaml docs-no-parallel:"$out/multilingual-docs-no-parallel.yaml" \
+           docs-interleave:"$out/multilingual-docs-interleave.yaml"; do
   name=${run%%:*}; config=${run#*:}
   phasescope train "$config" --out "$out/$name"
   mkdir -p "$out/$name/data" && cp "$out/lexicon.parquet" "$out/$name/data/lexicon.parquet"  # the in-domain WLT set

@@ -292,3 +292,36 @@ def test_exclude_without_a_parallel_index_is_a_one_line_error(tmp_path):
         LocalCorpus(LocalCorpusConfig(root=tmp_path / "corpus", parallel="one_per_page"))
     with pytest.raises(PhasescopeError, match="needs the parallel index"):
         LocalCorpus(LocalCorpusConfig(root=tmp_path / "corpus", parallel="exclude"))
+
+
+def test_interleave_puts_each_training_page_beside_its_translation_paragraph_by_paragraph(tmp_path):
+    write_fixture_root(tmp_path / "root")
+    build_debian_docs(tmp_path / "corpus", ["en", "de", "fr"], root=tmp_path / "root")
+    corpus = tmp_path / "corpus"
+    read = {path: (corpus / path).read_text(encoding="utf-8") for path in
+            ("de/gnome-help--a11y-mag.txt", "en/gnome-help--a11y-mag.txt", "fr/gnome-help--a11y-mag.txt")}
+    paragraphs = {path: [block.strip() for block in text.split("\n\n") if block.strip()] for path, text in read.items()}
+    interleaved = LocalCorpus(LocalCorpusConfig(root=corpus, heldout_share=0.0, parallel="interleave"))
+    included = LocalCorpus(LocalCorpusConfig(root=corpus, heldout_share=0.0))
+    german, english, french = (paragraphs[f"{language}/gnome-help--a11y-mag.txt"] for language in ("de", "en", "fr"))
+    index = [p.name for p in included._files["de"]].index("gnome-help--a11y-mag.txt")
+    assert len(german) == len(english) == 2
+    assert list(interleaved.documents("de"))[index] == "\n\n".join([german[0], english[0], german[1], english[1]])
+    assert interleaved.document_kind("de", index) == "interleaved"
+    man = [p.name for p in included._files["de"]].index("man--man1_addftinfo.1.txt")
+    assert list(interleaved.documents("de"))[man] == list(included.documents("de"))[man]  # no translation
+    assert interleaved.document_kind("de", man) == "monolingual"
+    # English pages pair with the first other language that has the page; French with English
+    mag = [p.name for p in included._files["en"]].index("gnome-help--a11y-mag.txt")
+    assert list(interleaved.documents("en"))[mag] == "\n\n".join(
+        block for pair in zip(english, german) for block in pair)
+    assert len(french) == 3  # the GNOME line boilerplate removal kept (one French page): not aligned, so
+    assert list(interleaved.documents("fr"))[0] == "\n\n".join(french + english)  # the page, then its translation
+    # a held-out page is neither interleaved nor a partner: its text stays out of training
+    held = LocalCorpus(LocalCorpusConfig(root=corpus, heldout_share=0.5, parallel="interleave"))
+    heldout_english = list(held.documents("en", split="heldout"))
+    training_text = "\n".join(text for language in ("en", "de", "fr") for text in held.documents(language))
+    assert heldout_english and all(text.strip() not in training_text for text in heldout_english)
+    assert all(text in list(included.documents("en")) for text in heldout_english)
+    with pytest.raises(ValueError, match="interleave pairs whole pages"):
+        LocalCorpusConfig(root=corpus, parallel="interleave", txt_unit="paragraph")

@@ -24,7 +24,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Literal, Protocol, runtime_checkable
 
-from pydantic import Field, field_validator
+from pydantic import Field, field_validator, model_validator
 
 from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpusConfig
 from phasescope.data.languages import LANGUAGES, check_language_codes, language_codes_field
@@ -120,8 +120,16 @@ class LocalCorpusConfig(StrictModel):
     # the documents that root/parallel.jsonl lists as translations of one page (``phasescope corpus
     # build`` writes it): all kept (include); each page kept in one of its languages, drawn by a hash of
     # the page (one_per_page: the control without parallel text, most of every language's text kept);
-    # or every translated page left out (exclude)
-    parallel: Literal["include", "one_per_page", "exclude"] = "include"
+    # every translated page left out (exclude); or each training page interleaved paragraph by paragraph
+    # with its translation into a partner language (interleave: English, else the first other corpus
+    # language the page has; translations side by side within a context window; txt_unit: file)
+    parallel: Literal["include", "one_per_page", "exclude", "interleave"] = "include"
+
+    @model_validator(mode="after")
+    def _interleave_whole_files(self) -> LocalCorpusConfig:
+        if self.parallel == "interleave" and self.txt_unit != "file":
+            raise ValueError("parallel: interleave pairs whole pages: it needs txt_unit: file")
+        return self
 
 
 PARALLEL_INDEX = "parallel.jsonl"
@@ -156,6 +164,7 @@ class LocalCorpus:
         self._parallel = {path for group in groups for path in group.values()} if groups is not None else None
         self._dropped = _dropped_translations(groups, config.parallel, languages) if groups is not None else set()
         self._files = {language: self._language_files(language) for language in languages}
+        self._partners = self._interleave_partners(groups) if config.parallel == "interleave" else {}
         for language in languages:  # an empty corpus fails here, before any training
             if next(self._raw_documents(language, 0), None) is None:
                 raise PhasescopeError(f"{root / language}: the files hold no documents")
@@ -179,12 +188,35 @@ class LocalCorpus:
             raise PhasescopeError(f"{folder}: no *.txt, *.jsonl or *.parquet files (found {other})")
         return files
 
+    def _interleave_partners(self, groups: list[dict[str, str]]) -> dict[str, Path]:
+        """``<language>/<file>`` -> the file of its page in the partner language (English, else the first other
+        corpus language of the page), for the training documents whose partner is a training document too
+        (a held-out page's text never enters training)."""
+        other = next((path for files in self._files.values() for path in files if path.suffix != ".txt"), None)
+        if other is not None:
+            raise PhasescopeError(f"{other}: parallel: interleave pairs whole .txt pages; this corpus has other files")
+        training = {f"{language}/{path.name}" for language, files in self._files.items()
+                    for position, path in enumerate(files)
+                    if not (self._share and is_heldout_position(position, self._share))}
+        partners = {}
+        for group in groups:
+            present = [language for language in self.languages if group.get(language) in training]
+            for language in present:
+                others = [other for other in present if other != language]
+                if others:
+                    partner = "en" if "en" in others else others[0]
+                    partners[group[language]] = self.root / group[partner]
+        return partners
+
     def documents(self, language: str, split: Split = "train", start: int = 0) -> Iterator[str]:
         """Documents of ``language`` in ``split`` from index ``start`` on (raw order: files by name)."""
         self._check(language)
         if split == "train":
             raw_start = raw_position_of_train(start, self._share) if self._share else start
-            yield from _split_positions(self._raw_documents(language, raw_start), split, self._share)
+            raw = self._raw_documents(language, raw_start)
+            if self._partners:
+                raw = ((position, self._interleaved(language, position, text)) for position, text in raw)
+            yield from _split_positions(raw, split, self._share)
         else:
             held = _split_positions(self._raw_documents(language, 0), split, self._share)
             for _ in range(start):
@@ -192,10 +224,24 @@ class LocalCorpus:
                     return
             yield from held
 
+    def _interleaved(self, language: str, position: int, text: str) -> str:
+        """The page at raw ``position`` interleaved with its partner's translation: paragraph i of the page, then
+        paragraph i of the translation, ...; when the two have different numbers of paragraphs, the page and
+        then the translation. Documents without a partner are returned as they are."""
+        files = self._files[language]
+        partner = self._partners.get(f"{language}/{files[position].name}") if position < len(files) else None
+        if partner is None:
+            return text
+        own = [block.strip() for block in text.split("\n\n") if block.strip()]
+        other = [block.strip() for block in partner.read_text(encoding="utf-8").split("\n\n") if block.strip()]
+        if len(own) != len(other):
+            return "\n\n".join(own + other)
+        return "\n\n".join(block for pair in zip(own, other) for block in pair)
+
     def document_kind(self, language: str, index: int) -> str:
         """``parallel`` for a training document the parallel index lists (a page with a translation),
-        ``monolingual`` for the others; ``text`` without an index, or where documents are not whole
-        ``.txt`` files."""
+        ``interleaved`` for one interleaved with its translation, ``monolingual`` for the others; ``text``
+        without an index, or where documents are not whole ``.txt`` files."""
         self._check(language)
         files = self._files[language]
         if self._parallel is None or self.config.txt_unit != "file" or any(p.suffix != ".txt" for p in files):
@@ -204,6 +250,8 @@ class LocalCorpus:
         if raw >= len(files):
             return DEFAULT_DOCUMENT_KIND
         path = f"{language}/{files[raw].name}"
+        if path in self._partners:
+            return "interleaved"
         return "parallel" if path in self._parallel and self.config.parallel == "include" else "monolingual"
 
     def size_hint(self, language: str) -> float:
@@ -282,8 +330,8 @@ def _parallel_groups(root: Path) -> list[dict[str, str]] | None:
 def _dropped_translations(groups: list[dict[str, str]], mode: str, languages: list[str]) -> set[str]:
     """The documents a ``parallel`` setting leaves out: none (include), every member of every page
     (exclude), or all but one language's version of each page, the language drawn by a hash of the
-    page's files (one_per_page: deterministic, and spread evenly over the languages)."""
-    if mode == "include":
+    page's files (one_per_page: deterministic, and spread evenly over the languages); none for interleave."""
+    if mode in ("include", "interleave"):
         return set()
     dropped = set()
     for group in groups:
