@@ -24,6 +24,9 @@ for run in docs:configs/multilingual-docs.yaml docs-no-parallel:"$out/multilingu
   phasescope train "$config" --out "$out/$name"
   mkdir -p "$out/$name/data" && cp "$out/lexicon.parquet" "$out/$name/data/lexicon.parquet"  # the in-domain WLT set
   phasescope measure "$out/$name" --measures wlt,logit_lens,lm_quality,minimal_pairs  # pairs from held-out sentences
+  # the CLDR lexicon beside the in-domain one, on every second checkpoint (the report draws the config that
+  # covers the most checkpoints: the in-domain one)
+  phasescope measure "$out/$name" --measures wlt --checkpoints every:2 --set wlt.lexicon=cldr
   # the mechanisms on fewer prompts, as the demo measures them (8 and 4 concepts per direction)
   phasescope measure "$out/$name" --measures layer_swap,surface_similarity --checkpoints every:4 \
     --set layer_swap.max_concepts=8

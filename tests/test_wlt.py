@@ -333,3 +333,20 @@ def test_wlt_config_errors_are_one_line():
     with pytest.raises(PhasescopeError, match="tgt_word"):
         validate_config({"template": "{src_word}"}, WLTConfig)
     assert WLTConfig().template == DEFAULT_TEMPLATE
+
+
+def test_the_lexicon_of_a_wlt_measure_is_the_file_given_cldr_or_the_runs_own(tmp_path):
+    from phasescope.data.lexicon_sources import build_cldr_lexicon
+    from phasescope.measures.wlt_inputs import resolve_lexicon
+    from tests.lm_fixtures import small_lexicon, tiny_lm_run
+
+    series, _ = tiny_lm_run(tmp_path / "run", steps=(0,))
+    own = small_lexicon()
+    assert sorted(resolve_lexicon(series, None).concepts) == sorted(own.concepts)  # data/lexicon.parquet
+    cldr = resolve_lexicon(series, "cldr")  # beside the run's own, by name
+    assert sorted(cldr.concepts) == sorted(build_cldr_lexicon().concepts) != sorted(own.concepts)
+    other = small_lexicon(("en", "ru"))
+    other.save(tmp_path / "other.parquet")
+    assert resolve_lexicon(series, str(tmp_path / "other.parquet")).languages == other.languages
+    (series.run.path / "data" / "lexicon.parquet").unlink()
+    assert sorted(resolve_lexicon(series, None).concepts) == sorted(cldr.concepts)  # no own lexicon: CLDR

@@ -28,7 +28,8 @@ class WLTDataConfig(StrictModel):
     """Which WLT prompts: shared by the ``wlt`` and ``logit_lens`` measures (equal fields, one tokenization)."""
 
     languages: list[str] | None = None  # None: every language of the lexicon
-    lexicon: str | None = None  # Parquet file; None: the run's data/lexicon.parquet, else the built-in CLDR lexicon
+    # a Parquet file, or "cldr" (the built-in CLDR lexicon); None: the run's data/lexicon.parquet, else "cldr"
+    lexicon: str | None = None
     shots: int = Field(5, ge=0)  # exemplar lines per prompt, as in the shared-concept-space studies
     seed: int = 0  # draws the exemplars (and the concepts kept by max_concepts)
     max_concepts: int | None = Field(None, ge=1)  # per direction; None keeps every shared concept
@@ -53,13 +54,17 @@ class WLTDataConfig(StrictModel):
 
 
 def resolve_lexicon(series: CheckpointSeries, path: str | None) -> Lexicon:
-    """The lexicon file given, else the run's ``data/lexicon.parquet``, else the built-in CLDR lexicon."""
+    """The lexicon file given (``cldr``: the built-in CLDR lexicon), else the run's ``data/lexicon.parquet``,
+    else the built-in CLDR lexicon."""
+    from phasescope.data.lexicon_sources import build_cldr_lexicon
+
+    if path == "cldr":
+        return build_cldr_lexicon()
     if path is not None:
         return Lexicon.load(path)
     own = series.run.path / "data" / "lexicon.parquet"
     if own.is_file():
         return Lexicon.load(own)
-    from phasescope.data.lexicon_sources import build_cldr_lexicon
 
     return build_cldr_lexicon()
 
