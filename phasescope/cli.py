@@ -192,6 +192,26 @@ def report(run: Path = typer.Argument(
     _print_report(write_report(run))
 
 
+@app.command()
+def compare(runs: list[Path] = typer.Argument(..., help="LM runs or series with WLT / minimal-pair metrics."),
+            out: Path = typer.Option(..., "--out", "-o", help="The PNG figure to write."),
+            label: list[str] = typer.Option(None, "--label", help="A panel title per run (default: folder names)."),
+            ) -> None:
+    """Study-B runs side by side: translation, copying and linguistic ability of each run in its own panel
+    (a controlled-corpus run titled as the positive control), and each behaviour's onset per run."""
+    from phasescope.report.compare import onset_rows, write_comparison
+
+    compared = write_comparison(runs, out, label or None)
+    table = Table("behaviour", *[run.label for run in compared])
+    for behaviour, texts in onset_rows(compared):
+        table.add_row(behaviour, *texts)
+    output.print(table)
+    for run in compared:
+        for note in run.notes:
+            console.print(f"{run.label}: {note}")
+    console.print(f"figure written to {out}")
+
+
 def _print_report(result) -> None:
     """A report's numbers on stdout: each sweep's regime table, eta_c and best eta; study B's findings."""
     from phasescope.report.study_a import sweep_findings
