@@ -1,5 +1,7 @@
 """Linguistic ability: batched, padded scoring against a plain transformers computation, one sentence at a time."""
 
+import re
+
 import numpy as np
 import pytest
 import torch
@@ -180,8 +182,11 @@ def test_minimal_pairs_of_a_run_on_real_text_come_from_its_heldout_sentences(tmp
     table = {(r["subset"], r["src"], r["component"], r["metric"]): r["value"] for r in rows}
     assert {key[0] for key in table} == {"heldout"}
     local = LocalCorpus(LocalCorpusConfig(root=corpus, txt_unit="file", heldout_share=0.5))
-    expected = sentence_minimal_pairs({language: list(local.documents(language, split="heldout"))
-                                       for language in ("en", "de")}, 4, seed=3)  # a second construction
+    candidates = sentence_minimal_pairs({language: list(local.documents(language, split="heldout"))
+                                         for language in ("en", "de")}, None, seed=3)  # a second construction
+    lengths = [(len(sentence_token_ids(tokenizer, [good])[0]), len(sentence_token_ids(tokenizer, [bad])[0]))
+               for good, bad in zip(candidates["good"], candidates["bad"])]
+    expected = candidates[[a == b for a, b in lengths]].groupby("language").head(4)  # same token count only
     model = series.load_model(series.checkpoints[0])
     for language in ("en", "de"):
         mine = expected[expected["language"] == language]
@@ -193,3 +198,17 @@ def test_minimal_pairs_of_a_run_on_real_text_come_from_its_heldout_sentences(tmp
     with pytest.raises(PhasescopeError, match="heldout_pairs: 0"):
         measure.compute(MeasureContext(series, series.checkpoints[0]),
                         validate_config({"heldout_pairs": 0}, measure.config_cls))
+
+    class MergingTokenizer:  # "Die Katze" is one token: a swap of "Katze" splits it, the sentence grows by one
+        bos_token_id = eos_token_id = None
+
+        @staticmethod
+        def encode(sentence, add_special_tokens=False):
+            return [hash(token) % 1000 for token in re.findall(r"Die Katze|\S+", sentence)]
+
+    from phasescope.measures.lm_quality import heldout_sentence_pairs
+    kept = heldout_sentence_pairs(series, 50, ["de"], 3, MergingTokenizer())
+    everything = candidates[candidates["language"] == "de"]
+    split = everything["bad"].str.startswith("Die sieht Katze")
+    assert split.any() and len(kept) == (~split).sum()  # every pair whose swap splits the merged token is dropped
+    assert not kept["bad"].str.startswith("Die sieht Katze").any()

@@ -251,7 +251,7 @@ def is_prose_sentence(sentence: str, language: str) -> bool:
     return low <= len(sentence.split()) <= high
 
 
-def sentence_minimal_pairs(documents: dict[str, list[str]], pairs_per_language: int = 100, seed: int = 0
+def sentence_minimal_pairs(documents: dict[str, list[str]], pairs_per_language: int | None = 100, seed: int = 0
                            ) -> pd.DataFrame:
     """``adjacent_swap`` pairs from the prose sentences of ``documents`` (language -> texts), see the module
     docstring: per language, up to ``pairs_per_language`` distinct sentences drawn with ``seed``, each with

@@ -233,8 +233,8 @@ class MinimalPairsConfig(StrictModel):
     # pairs built from the controlled corpus's templates (the run's controlled corpus, else the default one);
     # None: when the run was not trained on real text (a controlled-corpus run, or a series without `data:`)
     builtin: bool | None = None
-    # adjacent-swap pairs per language from sentences of the held-out documents of the run's corpus;
-    # None: 100 for a run trained on real text (a local or Hub corpus), 0 otherwise
+    # adjacent-swap pairs per language from sentences of the held-out documents of the run's corpus (those
+    # whose swap keeps the token count); None: 100 for a run trained on real text (local or Hub), 0 otherwise
     heldout_pairs: int | None = Field(None, ge=0)
     languages: list[str] | None = None  # None: every language of the pairs
     pairs_per_template: int = Field(4, ge=1)  # built-in pairs per (template, language, phenomenon)
@@ -271,8 +271,10 @@ def _trained_on_real_text(series: CheckpointSeries) -> bool:
 
 
 def heldout_sentence_pairs(series: CheckpointSeries, pairs_per_language: int, languages: list[str] | None,
-                           seed: int) -> pd.DataFrame:
-    """Adjacent-swap minimal pairs from sentences of the held-out documents of the run's corpus."""
+                           seed: int, tokenizer) -> pd.DataFrame:
+    """Adjacent-swap minimal pairs from sentences of the held-out documents of the run's corpus, kept where the
+    swapped sentence has as many tokens as the original (a swap that splits a merged token would otherwise
+    be told apart by its length alone: an untrained model already prefers the shorter sentence)."""
     from itertools import islice
 
     from phasescope.data.minimal_pairs import sentence_minimal_pairs
@@ -281,7 +283,12 @@ def heldout_sentence_pairs(series: CheckpointSeries, pairs_per_language: int, la
     chosen = [language for language in (languages or corpus.languages) if language in corpus.languages]
     documents = {language: list(islice(corpus.documents(language, split="heldout"), HELDOUT_DOCUMENTS))
                  for language in chosen}
-    return sentence_minimal_pairs(documents, pairs_per_language, seed)
+    pairs = sentence_minimal_pairs(documents, None, seed)
+    if pairs.empty:
+        return pairs
+    good, bad = (sentence_token_ids(tokenizer, list(pairs[column])) for column in ("good", "bad"))
+    same_length = pairs[[len(a) == len(b) for a, b in zip(good, bad)]]
+    return same_length.groupby("language", sort=False).head(pairs_per_language).reset_index(drop=True)
 
 
 @dataclass
@@ -306,7 +313,7 @@ def minimal_pair_set(series: CheckpointSeries, config: MinimalPairsConfig, token
         frames.append(builtin.assign(subset="builtin"))
     heldout_pairs = config.heldout_pairs if config.heldout_pairs is not None else HELDOUT_PAIRS * real_text
     if heldout_pairs:
-        pairs = heldout_sentence_pairs(series, heldout_pairs, config.languages, config.seed)
+        pairs = heldout_sentence_pairs(series, heldout_pairs, config.languages, config.seed, tokenizer)
         frames.append(pairs.assign(subset="heldout"))
     if config.multiblimp is not None:
         frames.append(load_multiblimp(Path(config.multiblimp).expanduser()).assign(subset="multiblimp"))
