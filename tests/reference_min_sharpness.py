@@ -11,17 +11,15 @@ from scipy.optimize import linprog
 from threadpoolctl import threadpool_limits
 
 from phasescope.analysis.diagonal_theory import (
-    _CURVATURE_FACTOR,
     _HIGHS_OPTIONS,
     MinSharpnessSolution,
-    _check_parameterization,
-    _check_problem,
     _merge,
     _project_onto_interpolators,
     _split_design,
     _weighted_gram_top_eigenvalue,
     interpolator_sharpness,
     min_l1_interpolator,
+    min_sharpness_problem,
     sharpness_lower_bound,
 )
 
@@ -53,13 +51,10 @@ def barrier_min_sharpness(X, y, parameterization: str = "ww", rtol: float = 1e-7
     Raises:
         PhasescopeError: if no (nonnegative, for ww) interpolator exists.
     """
-    _check_parameterization(parameterization)
-    X, y = _check_problem(X, y)
+    X, y, nonnegative, factor, trivial = min_sharpness_problem(X, y, parameterization)
+    if trivial is not None:
+        return trivial
     n, d = X.shape
-    nonnegative = parameterization == "ww"
-    factor = _CURVATURE_FACTOR[parameterization]
-    if not np.any(y):  # beta = 0 interpolates and has sharpness 0
-        return MinSharpnessSolution(np.zeros(d), 0.0, 0.0, np.eye(n) / n, 0)
     # Small dense matrices: BLAS threads only contend with each other (100x slower on a busy machine).
     with threadpool_limits(limits=1, user_api="blas"):
         candidates, multipliers, steps = _barrier_candidates(X, y, factor, nonnegative, rtol, max_newton_steps)

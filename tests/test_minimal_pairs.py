@@ -10,8 +10,14 @@ import pytest
 
 from phasescope.data import ControlledCorpus, ControlledCorpusConfig
 from phasescope.data.languages import LANGUAGES
-from phasescope.data.minimal_pairs import (PHENOMENA, is_prose_sentence, load_multiblimp, sentence_minimal_pairs,
-                                           split_sentences, template_minimal_pairs)
+from phasescope.data.minimal_pairs import (
+    PHENOMENA,
+    is_prose_sentence,
+    load_multiblimp,
+    sentence_minimal_pairs,
+    split_sentences,
+    template_minimal_pairs,
+)
 from phasescope.data.templates import TEMPLATES, render
 from phasescope.errors import PhasescopeError
 

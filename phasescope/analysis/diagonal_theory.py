@@ -82,6 +82,17 @@ def _check_nonnegative(beta: np.ndarray) -> None:
                               f"(smallest {beta.min():.3g})")
 
 
+def min_sharpness_problem(X, y, parameterization: str
+                          ) -> tuple[np.ndarray, np.ndarray, bool, float, MinSharpnessSolution | None]:
+    """The checked min-sharpness problem of any solver: (X, y, nonnegative beta?, the curvature factor of the
+    parameterization, the solution when y = 0 (beta = 0 interpolates with sharpness 0) else None)."""
+    _check_parameterization(parameterization)
+    X, y = _check_problem(X, y)
+    n, d = X.shape
+    trivial = None if np.any(y) else MinSharpnessSolution(np.zeros(d), 0.0, 0.0, np.eye(n) / n, 0)
+    return X, y, parameterization == "ww", _CURVATURE_FACTOR[parameterization], trivial
+
+
 def _check_problem(X, y) -> tuple[np.ndarray, np.ndarray]:
     X = _as_design(X)
     return X, _as_vector(y, X.shape[0], "y")
@@ -228,13 +239,10 @@ def solve_min_sharpness(X, y, parameterization: str = "ww") -> MinSharpnessSolut
     """
     import cvxpy as cp
 
-    _check_parameterization(parameterization)
-    X, y = _check_problem(X, y)
+    X, y, nonnegative, factor, trivial = min_sharpness_problem(X, y, parameterization)
+    if trivial is not None:
+        return trivial
     n, d = X.shape
-    nonnegative = parameterization == "ww"
-    factor = _CURVATURE_FACTOR[parameterization]
-    if not np.any(y):  # beta = 0 interpolates and has sharpness 0
-        return MinSharpnessSolution(np.zeros(d), 0.0, 0.0, np.eye(n) / n, 0)
     min_l1_interpolator(X, y, nonnegative=nonnegative)  # raises the plain "no interpolator" error
     design = _split_design(X, nonnegative)
     z = cp.Variable(design.shape[1], nonneg=True)  # beta (ww) or [p, q]

@@ -447,8 +447,8 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
             how.append("scripts/setup-debian-docs.sh --libreoffice DIR, then --root / --root DIR")
         if "gettext" in sources:
             how.append("any package with translations (its catalogs go to /usr/share/locale)")
-        raise PhasescopeError(f"no Debian documentation of {', '.join(sources)} is installed under {where}; install it: "
-                              + "; ".join(how))
+        raise PhasescopeError(f"no Debian documentation of {', '.join(sources)} is installed under {where}; "
+                              f"install it: {'; '.join(how)}")
     documents = remove_boilerplate(documents)
     check = LanguageCheck(languages)
     kept: list[RawDocument] = []
