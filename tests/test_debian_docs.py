@@ -8,6 +8,7 @@ from __future__ import annotations
 import gzip
 import json
 import os
+import shutil
 from pathlib import Path
 
 import pytest
@@ -242,6 +243,27 @@ def test_bad_input_is_one_line_and_writes_nothing(tmp_path, monkeypatch, capsys)
     assert [p.name for p in (tmp_path / "full").iterdir()] == ["keep.txt"]
     with pytest.raises(PhasescopeError, match="unknown documentation source 'wiki'"):
         build_debian_docs(tmp_path / "corpus", sources=["wiki"], root=tmp_path / "root")
+    with pytest.raises(PhasescopeError, match=r"no gnome-help, man text in ar under .*gnome-user-docs.*leave it out"):
+        build_debian_docs(tmp_path / "corpus", ["en", "ar"], ["gnome-help", "man"], root=tmp_path / "root")
+    assert not (tmp_path / "corpus").exists()
+    # a page that is not UTF-8, or a damaged gzip file: one line naming the file, nothing written
+    broken = tmp_path / "broken"
+    shutil.copytree(tmp_path / "root", broken)
+    latin1 = broken / "usr/share/help/de/gnome-help/latin1.page"
+    latin1.write_bytes(mallard_page("Größe", GERMAN, "de").encode("latin-1"))
+    with pytest.raises(PhasescopeError, match=f"{latin1}: not UTF-8 text") as error:
+        build_debian_docs(tmp_path / "corpus", ["en", "de"], root=broken)
+    assert "\n" not in str(error.value) and not (tmp_path / "corpus").exists()
+    latin1.unlink()
+    damaged = broken / "usr/share/man/de/man1/damaged.1.gz"
+    damaged.write_bytes(gzip.compress(b".TH X 1\nText.\n")[:20])
+    with pytest.raises(PhasescopeError, match=f"{damaged}: cannot be read"):
+        build_debian_docs(tmp_path / "corpus", ["en", "de"], root=broken)
+    damaged.unlink()
+    # malformed markup is left out and counted
+    (broken / "usr/share/help/de/gnome-help/broken.page").write_text("<page><p>unclosed</page>", encoding="utf-8")
+    report = build_debian_docs(tmp_path / "corpus", ["en", "de"], root=broken)
+    assert report.dropped["de"]["malformed"] == 1 and not (tmp_path / "corpus" / "de" / "gnome-help--broken.txt").exists()
     code, stderr = phasescope_here(monkeypatch, capsys, "corpus", "build", "--from", "wikipedia", "-o",
                                    str(tmp_path / "corpus"))
     assert code == 2 and "--from must be debian-docs" in stderr

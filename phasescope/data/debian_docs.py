@@ -107,6 +107,10 @@ class BuildReport:
     missing: list[str] = field(default_factory=list)  # "source/language": nothing installed for it
 
 
+class MalformedPage(PhasescopeError):
+    """A page whose markup cannot be parsed: the build leaves it out and counts it (``malformed``)."""
+
+
 # --- markup --------------------------------------------------------------------------------------
 MALLARD_BLOCKS = {"title", "subtitle", "p", "item", "td", "th", "code", "screen", "desc", "note", "terms", "tree",
                   "example", "quote", "figure", "listing", "synopsis"}
@@ -135,7 +139,7 @@ def _xml_text(source: str, kind: str, block_tags: set[str], skipped: set[str]) -
     try:
         root = ET.fromstring(source)
     except ET.ParseError as error:
-        raise PhasescopeError(f"not well-formed {kind} XML ({error})") from None
+        raise MalformedPage(f"not well-formed {kind} XML ({error})") from None
     blocks: list[str] = []
 
     def visit(element) -> None:
@@ -286,8 +290,19 @@ Page = tuple[str, Path, Callable[[Path], str]]  # (the page's key across languag
 
 
 def _read(path: Path) -> str:
-    data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
-    return data.decode("utf-8", errors="replace")
+    """A page's text: UTF-8, gunzipped where it ends in .gz; a file that cannot be read or is not UTF-8 stops the
+    build with a line naming it (Debian ships its documentation in UTF-8: none of the ~47,000 pages read here
+    is anything else)."""
+    try:
+        data = gzip.decompress(path.read_bytes()) if path.suffix == ".gz" else path.read_bytes()
+    except (OSError, EOFError, gzip.BadGzipFile) as error:
+        raise PhasescopeError(f"{path}: cannot be read ({error}); fix or remove it, or leave its source out "
+                              "(--sources)") from None
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError as error:
+        raise PhasescopeError(f"{path}: not UTF-8 text (byte {error.start}); re-encode it or remove it, or leave its "
+                              "source out (--sources)") from None
 
 
 def _reading(extract: Callable[[str], str]) -> Callable[[Path], str]:
@@ -352,13 +367,20 @@ FINDERS = {"gnome-help": _gnome_pages, "man": _man_pages, "debian-reference": _r
            "libreoffice-help": _libreoffice_pages, "gettext": _catalogs}
 
 
-def raw_documents(root: Path, source: str, language: str) -> Iterator[RawDocument]:
+def raw_documents(root: Path, source: str, language: str, malformed: Counter | None = None
+                  ) -> Iterator[RawDocument]:
     """The installed pages of ``source`` in ``language`` under ``root`` (``/`` on the machine), markup stripped;
-    pages that cannot be parsed are skipped."""
+    pages whose markup cannot be parsed are skipped and counted in ``malformed``.
+
+    Raises:
+        PhasescopeError: a file cannot be read or is not UTF-8 (naming it).
+    """
     for key, path, read in FINDERS[source](root, language):
         try:
             text = read(path)
-        except (PhasescopeError, OSError, UnicodeError, EOFError, gzip.BadGzipFile):
+        except MalformedPage:
+            if malformed is not None:
+                malformed[language] += 1
             continue
         yield RawDocument(source, key, language, path, text)
 
@@ -408,7 +430,8 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
 
     Args:
         out: the corpus folder (must not exist yet, or be empty).
-        languages: phasescope language codes (default: all nine; those with no text are reported).
+        languages: phasescope language codes (default: all nine, those with no text reported and left out;
+            a language given here that has no text is an error).
         sources: some of ``gnome-help``, ``man``, ``debian-reference``, ``libreoffice-help``, ``gettext``
             (default: all but ``gettext``).
         root: the file-system root the packages are installed under, or several (a folder that
@@ -416,9 +439,11 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
         progress: called with a line per source and language.
 
     Raises:
-        PhasescopeError: no documentation of the chosen sources is installed (naming the apt packages),
-            ``out`` is not empty, or an unknown source or language.
+        PhasescopeError: no documentation of the chosen sources is installed (naming the apt packages), a
+            language given has none, a file cannot be read or is not UTF-8, ``out`` is not empty, or an unknown
+            source or language. Nothing is written then.
     """
+    chosen = languages is not None
     languages = check_language_codes(languages or list(GNOME_LOCALES), "languages")
     sources = list(sources or DEFAULT_SOURCES)
     unknown = [source for source in sources if source not in SOURCES]
@@ -430,9 +455,10 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
         raise PhasescopeError(f"{out} exists and is not empty; give a new folder")
     report = BuildReport(out)
     documents: list[RawDocument] = []
+    malformed: Counter = Counter()
     for source in sources:
         for language in languages:
-            found = [document for folder in roots for document in raw_documents(folder, source, language)]
+            found = [document for folder in roots for document in raw_documents(folder, source, language, malformed)]
             if progress:
                 progress(f"{source} {language}: {len(found)} pages")
             if not found:
@@ -449,11 +475,21 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
             how.append("any package with translations (its catalogs go to /usr/share/locale)")
         raise PhasescopeError(f"no Debian documentation of {', '.join(sources)} is installed under {where}; "
                               f"install it: {'; '.join(how)}")
+    if chosen:  # a language asked for by name has text, or nothing is built
+        empty = [language for language in languages if not any(d.language == language for d in documents)]
+        if empty:
+            wanted = sorted({PACKAGES[s][language] for s in sources for language in empty if language in PACKAGES[s]})
+            raise PhasescopeError(f"no {', '.join(sources)} text in {', '.join(empty)} under "
+                                  f"{', '.join(str(folder) for folder in roots)}"
+                                  + (f" (the packages would be: {' '.join(wanted)})" if wanted else
+                                     " (Debian ships none in these sources)") + "; leave it out of --languages")
     documents = remove_boilerplate(documents)
     check = LanguageCheck(languages)
     kept: list[RawDocument] = []
     seen: set[str] = set()
     dropped: dict[str, Counter] = defaultdict(Counter)
+    for language, count in malformed.items():
+        dropped[language]["malformed"] = count
     for document in documents:
         text = document.text.strip()
         digest = hashlib.sha256(f"{document.language}\n{text}".encode()).hexdigest()
