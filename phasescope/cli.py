@@ -459,10 +459,11 @@ def corpus_build(source: str = typer.Option(..., "--from", help="Where the text 
     names = [name.strip() for name in sources.split(",") if name.strip()] if sources else None
     report = build_debian_docs(out, codes, names, root=list(root), progress=lambda line: console.print(line))
     table = Table("language", "documents", "characters", "tokens", "packages", "dropped")
+    tokens = report.tokens
     for language in report.documents:
         dropped = ", ".join(f"{reason} {count}" for reason, count in sorted(report.dropped.get(language, {}).items()))
         table.add_row(language, f"{report.documents[language]:,}", f"{report.characters[language]:,}",
-                      f"{report.tokens[language]:,}", ", ".join(report.packages[language]), dropped)
+                      f"{tokens[language]:,}", ", ".join(report.packages[language]), dropped)
     output.print(table)
     if report.missing:
         console.print(f"no text for: {', '.join(report.missing)}")

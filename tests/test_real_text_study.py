@@ -5,6 +5,7 @@ interleaved, every study-B measure at every checkpoint, the report, and the runs
 
 from __future__ import annotations
 
+import json
 import shutil
 
 import yaml
@@ -48,7 +49,7 @@ def test_the_real_text_study_sized_down(tmp_path, monkeypatch, capsys):
     corpus = tmp_path / "corpus"
     cli("corpus", "build", "--from", "debian-docs", "--languages", "en,de,fr", "--root", str(tmp_path / "root"),
         "-o", str(corpus))
-    manifest = yaml.safe_load((corpus / "manifest.json").read_text(encoding="utf-8"))
+    manifest = json.loads((corpus / "manifest.json").read_text(encoding="utf-8"))
     assert all(manifest["languages"][language]["documents"] >= 5 for language in ("en", "de", "fr"))
     lexicon_path = tmp_path / "lexicon.parquet"
     cli("lexicon", "build", "--from-gettext", str(tmp_path / "root/usr/share/locale"), "--corpus", str(corpus),

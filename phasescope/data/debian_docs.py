@@ -45,7 +45,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 from phasescope.data.gettext_lexicon import catalog_pairs, normalized
-from phasescope.data.languages import check_language_codes
+from phasescope.data.languages import HAN_OR_KANA, check_language_codes
 from phasescope.errors import PhasescopeError
 from phasescope.run.atomic import atomic_directory
 
@@ -71,8 +71,7 @@ PACKAGES = {
     "gettext": {language: "gettext catalogs" for language in GETTEXT_LOCALES},
 }
 # one token per CJK character or kana (scripts written without spaces), else one per run of letters and digits
-_TOKEN = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]"
-                    r"|[^\W\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]+")
+_TOKEN = re.compile(f"[{HAN_OR_KANA}]|[^\\W{HAN_OR_KANA}]+")
 
 
 def count_tokens(text: str) -> int:
@@ -99,12 +98,16 @@ class BuildReport:
     out: Path
     documents: dict[str, int] = field(default_factory=dict)
     characters: dict[str, int] = field(default_factory=dict)
-    tokens: dict[str, int] = field(default_factory=dict)  # count_tokens over the language's documents
-    source_tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # language -> source -> tokens
+    source_tokens: dict[str, dict[str, int]] = field(default_factory=dict)  # language -> source -> count_tokens
     packages: dict[str, list[str]] = field(default_factory=dict)
     dropped: dict[str, Counter] = field(default_factory=dict)
     parallel_groups: int = 0
     missing: list[str] = field(default_factory=list)  # "source/language": nothing installed for it
+
+    @property
+    def tokens(self) -> dict[str, int]:
+        """count_tokens over each language's documents."""
+        return {language: sum(counts.values()) for language, counts in self.source_tokens.items()}
 
 
 class MalformedPage(PhasescopeError):
@@ -423,6 +426,13 @@ def _file_name(source: str, key: str) -> str:
     return f"{source}--{re.sub(r'[^A-Za-z0-9._-]+', '_', key)}.txt"
 
 
+def _packages(sources: list[str], languages: list[str], apt_only: bool = False) -> list[str]:
+    """The packages that carry ``sources`` in ``languages`` (``apt_only``: those apt-get installs, not the
+    LibreOffice help unpacked beside the system or the catalogs that come with other packages)."""
+    return sorted({PACKAGES[source][language] for source in sources for language in languages
+                   if language in PACKAGES[source] and not (apt_only and source in ("gettext", "libreoffice-help"))})
+
+
 def build_debian_docs(out: Path | str, languages: list[str] | None = None, sources: list[str] | None = None,
                       root: Path | str | list[Path | str] = "/",
                       progress: Callable[[str], None] | None = None) -> BuildReport:
@@ -464,10 +474,9 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
             if not found:
                 report.missing.append(f"{source}/{language}")
             documents += found
+    where = ", ".join(str(folder) for folder in roots)
     if not documents:
-        wanted = sorted({PACKAGES[s][language] for s in sources for language in languages
-                         if language in PACKAGES[s] and s not in ("gettext", "libreoffice-help")})
-        where = ", ".join(str(folder) for folder in roots)
+        wanted = _packages(sources, languages, apt_only=True)
         how = [f"apt-get install {' '.join(wanted)} (or run scripts/setup-debian-docs.sh)"] if wanted else []
         if "libreoffice-help" in sources:
             how.append("scripts/setup-debian-docs.sh --libreoffice DIR, then --root / --root DIR")
@@ -478,9 +487,8 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
     if chosen:  # a language asked for by name has text, or nothing is built
         empty = [language for language in languages if not any(d.language == language for d in documents)]
         if empty:
-            wanted = sorted({PACKAGES[s][language] for s in sources for language in empty if language in PACKAGES[s]})
-            raise PhasescopeError(f"no {', '.join(sources)} text in {', '.join(empty)} under "
-                                  f"{', '.join(str(folder) for folder in roots)}"
+            wanted = _packages(sources, empty)
+            raise PhasescopeError(f"no {', '.join(sources)} text in {', '.join(empty)} under {where}"
                                   + (f" (the packages would be: {' '.join(wanted)})" if wanted else
                                      " (Debian ships none in these sources)") + "; leave it out of --languages")
     documents = remove_boilerplate(documents)
@@ -514,10 +522,8 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
             groups[(document.source, document.key)][document.language] = f"{document.language}/{name}"
             report.documents[document.language] = report.documents.get(document.language, 0) + 1
             report.characters[document.language] = report.characters.get(document.language, 0) + len(document.text)
-            tokens = count_tokens(document.text)
-            report.tokens[document.language] = report.tokens.get(document.language, 0) + tokens
             per_source = report.source_tokens.setdefault(document.language, {})
-            per_source[document.source] = per_source.get(document.source, 0) + tokens
+            per_source[document.source] = per_source.get(document.source, 0) + count_tokens(document.text)
             package = PACKAGES[document.source][document.language]
             report.packages.setdefault(document.language, [])
             if package not in report.packages[document.language]:
@@ -529,9 +535,10 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
         with (building / "parallel.jsonl").open("w", encoding="utf-8") as handle:
             for group in parallel:
                 handle.write(json.dumps(group, ensure_ascii=False) + "\n")
+        tokens = report.tokens
         manifest = {"sources": sources, "languages": {language: {
             "documents": report.documents.get(language, 0), "characters": report.characters.get(language, 0),
-            "tokens": report.tokens.get(language, 0), "tokens_by_source": report.source_tokens.get(language, {}),
+            "tokens": tokens.get(language, 0), "tokens_by_source": report.source_tokens.get(language, {}),
             "packages": report.packages.get(language, []), "dropped": dict(dropped.get(language, {}))}
             for language in languages}, "parallel_groups": report.parallel_groups, "missing": report.missing,
             "tokens": "count_tokens: a run of letters and digits, or one Han character or kana"}

@@ -42,7 +42,7 @@ import numpy as np
 import pandas as pd
 
 from phasescope.data.controlled_corpus import ControlledCorpus
-from phasescope.data.languages import LANGUAGES
+from phasescope.data.languages import HAN_OR_KANA, LANGUAGES
 from phasescope.data.templates import SPACELESS_LANGUAGES, TEMPLATES, Template, capitalize_sentence
 from phasescope.errors import PhasescopeError
 
@@ -53,7 +53,7 @@ SENTENCE_PHENOMENON = "adjacent_swap"
 SENTENCE_WORDS = (5, 25)  # words of a sentence kept for a pair (characters 8 to 60 in Chinese and Japanese)
 _SENTENCE_END = re.compile(r"(?<=[.!?])\s+(?=\S)|(?<=[。！？])|\n+")
 _WORD = re.compile(r"^\w+$")
-_HAN_OR_KANA = re.compile(r"[\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff]")
+_HAN_OR_KANA = re.compile(f"[{HAN_OR_KANA}]")
 _X, _Y = "\ue000", "\ue001"  # private-use placeholders (not alphanumeric): never in a template or a word
 _X_WORD, _Y_WORD = "QXSLOTQ", "QYSLOTQ"  # placeholders that regular expressions count as a word
 _CORE = re.compile(r"^(\W*)(.*?)(\W*)$", re.DOTALL)

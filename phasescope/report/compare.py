@@ -19,7 +19,7 @@ import matplotlib.pyplot as plt
 from phasescope.analysis.behaviours import BEHAVIOURS
 from phasescope.errors import PhasescopeError
 from phasescope.report.html import NoteBlock, Section, figure_png
-from phasescope.report.study_b import _one_config_per_measure, behaviour_trajectory, describe_onset
+from phasescope.report.study_b import behaviour_trajectory, describe_onset, one_config_per_measure
 from phasescope.report.trajectory_plots import STYLE, Trajectory, has_tokens, legend_with_markers, plot_trajectories
 from phasescope.run import MetricStore, RunDir
 from phasescope.run.atomic import atomic_write_bytes
@@ -51,7 +51,7 @@ def compared_run(path: Path | str, label: str | None = None) -> ComparedRun:
         raise PhasescopeError(f"{run.path} has no WLT or minimal-pair metrics to compare: run `phasescope measure "
                               f"{run.path} --measures wlt,minimal_pairs` first")
     section = Section("compare")
-    frame = _one_config_per_measure(frame, section)
+    frame = one_config_per_measure(frame, section)
     lines = {spec.key: line for spec in BEHAVIOURS if (line := behaviour_trajectory(frame, spec)) is not None}
     data = run.read_config_dict().get("data") if run.config_path.is_file() else None
     control = isinstance(data, dict) and data.get("source", "controlled") == "controlled"

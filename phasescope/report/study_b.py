@@ -80,7 +80,7 @@ def study_b_section(run: RunDir, title: str = "Study B: copy first, translate la
     if frame.empty:
         section.note(f"run {run.name} has no metrics yet: run `phasescope measure {run.path} --measures all`")
         return result
-    frame = _one_config_per_measure(frame, section)
+    frame = one_config_per_measure(frame, section)
     use_tokens = has_tokens(frame[["tokens"]])
     with plt.rc_context(STYLE):
         _behaviour_figure(frame, result, use_tokens)
@@ -105,7 +105,7 @@ def _control_note(run: RunDir) -> str:
 
 
 # --- data --------------------------------------------------------------------------------------
-def _one_config_per_measure(frame: pd.DataFrame, section: Section) -> pd.DataFrame:
+def one_config_per_measure(frame: pd.DataFrame, section: Section) -> pd.DataFrame:
     """Keep, per measure (and attribution path), the config hash that covers the most checkpoints (a
     rerun with another config writes shards beside the first ones; mixing them would average two
     definitions)."""
