@@ -6,12 +6,8 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from phasescope.measures.lm_curvature import (
-    LogitsModule,
-    lm_preconditioned_sharpness,
-    lm_sharpness,
-    shifted_cross_entropy,
-)
+from phasescope.measures.lm_curvature import LogitsModule, lm_preconditioned_sharpness, lm_sharpness
+from phasescope.models.losses import mean_next_token_loss
 from tests.lm_fixtures import tiny_llama
 
 VOCAB = 71
@@ -65,7 +61,7 @@ def test_shifted_loss_is_transformers_loss():
     model = tiny_llama(VOCAB, seed=2)
     ids, labels = _batch()
     with torch.no_grad():
-        ours = shifted_cross_entropy(LogitsModule(model)(ids), labels)
+        ours = mean_next_token_loss(LogitsModule(model)(ids), labels)
         reference = model(input_ids=ids, labels=labels).loss
     assert float(ours) == pytest.approx(float(reference), rel=1e-6)
 

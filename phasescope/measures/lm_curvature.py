@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import Tensor, nn
 
@@ -31,9 +30,8 @@ from phasescope.curvature import (
 from phasescope.errors import PhasescopeError
 from phasescope.measures.lm_quality import HeldoutDataConfig, shared_heldout_data
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
+from phasescope.models.losses import mean_next_token_loss
 from phasescope.run.config import config_hash
-
-IGNORE_INDEX = -100  # label of padded positions, as in transformers
 
 
 class LogitsModule(nn.Module):
@@ -48,16 +46,6 @@ class LogitsModule(nn.Module):
 
     def forward(self, input_ids: Tensor) -> Tensor:
         return self.lm(input_ids=input_ids).logits
-
-
-def shifted_cross_entropy(logits: Tensor, labels: Tensor) -> Tensor:
-    """Mean next-token cross-entropy: position i predicts ``labels[:, i + 1]``; ``-100`` labels are skipped.
-
-    Args:
-        logits: (batch, seq, vocab).
-        labels: (batch, seq) token ids, ``-100`` where nothing is predicted (padding).
-    """
-    return F.cross_entropy(logits[:, :-1].flatten(0, 1).float(), labels[:, 1:].flatten(), ignore_index=IGNORE_INDEX)
 
 
 def wrapped_parameter_names(names: Sequence[str] | None) -> list[str] | None:
@@ -150,7 +138,7 @@ def lm_sharpness(model: nn.Module, input_ids: Tensor, labels: Tensor | None = No
     """
     data = (input_ids, _labels(input_ids, labels))
     with _differentiable_twice():
-        return sharpness(LogitsModule(model), shifted_cross_entropy, data, k=k, tol=tol, v0=v0,
+        return sharpness(LogitsModule(model), mean_next_token_loss, data, k=k, tol=tol, v0=v0,
                          params=wrapped_parameter_names(params), chunk_size=chunk_size, max_iter=max_iter)
 
 
@@ -166,7 +154,7 @@ def lm_preconditioned_sharpness(model: nn.Module, input_ids: Tensor, labels: Ten
     wrapped = {LogitsModule.prefix + name: value.to(next(model.parameters()).device)
                for name, value in preconditioner.items()}
     with _differentiable_twice():
-        return preconditioned_sharpness(LogitsModule(model), shifted_cross_entropy, data, wrapped, lr=lr,
+        return preconditioned_sharpness(LogitsModule(model), mean_next_token_loss, data, wrapped, lr=lr,
                                         beta1=beta1, tol=tol, v0=v0, params=wrapped_parameter_names(params),
                                         chunk_size=chunk_size, max_iter=max_iter)
 

@@ -36,6 +36,7 @@ from phasescope.data.tokenizer import TokenizerConfig, build_tokenizer, load_tok
 from phasescope.device import DeviceName
 from phasescope.errors import PhasescopeError
 from phasescope.models.llama import LlamaModelConfig, build_llama
+from phasescope.models.losses import next_token_losses
 from phasescope.progress import format_tokens, progress_bar
 from phasescope.run import (
     MetricStore,
@@ -183,12 +184,18 @@ def build_optimizer(model: nn.Module, config: LMTrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, **implementation)
 
 
-def causal_lm_loss(model: nn.Module, input_ids: Tensor) -> Tensor:
+def causal_lm_loss(model: nn.Module, input_ids: Tensor, token_weights: Tensor | None = None) -> Tensor:
     """Mean next-token cross-entropy of a batch of packed sequences ``(rows, seq_len)``.
 
-    Every position but the last predicts the next token (Hugging Face's shift, logits in float32).
+    Every position but the last predicts the next token (logits in at least float32). With
+    ``token_weights`` (rows, seq_len), each predicted token's loss is weighted by the weight at its
+    position, still over the count of all predicted tokens: weight 0 leaves a token out of the loss
+    and its gradient, all else as in training (the counterfactual replay's removal).
     """
-    return model(input_ids=input_ids, labels=input_ids).loss
+    losses = next_token_losses(model(input_ids=input_ids).logits, input_ids)
+    if token_weights is None:
+        return losses.mean()
+    return (losses * token_weights[:, 1:].flatten().to(losses.dtype)).sum() / losses.numel()
 
 
 @dataclass
@@ -395,24 +402,28 @@ def run_training(config: LMRunConfig, run: RunDir, model: nn.Module, stream: Bat
 
 
 def optimizer_step(trained: nn.Module, optimizer: torch.optim.Optimizer, parameters: list[Tensor], batch: Tensor,
-                   lr: float, micro_batches: int, train: LMTrainConfig) -> tuple[Tensor, Tensor]:
+                   lr: float, micro_batches: int, train: LMTrainConfig,
+                   token_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
     """One training step on this process's rows of the batch: gradients accumulated over ``micro_batches``
     (synced across processes on the last), clipped, then the AdamW update at learning rate ``lr``.
 
     Training and its replay (:mod:`phasescope.train.replay`) both step through here, which is what
     makes a replay bitwise equal to training on the CPU.
 
+    ``token_weights`` (the batch's shape) weight each token's loss (:func:`causal_lm_loss`).
+
     Returns:
         The mean loss over the micro-batches and the global gradient norm before clipping (tensors).
     """
+    weights = [None] * micro_batches if token_weights is None else token_weights.chunk(micro_batches)
     for group in optimizer.param_groups:
         group["lr"] = lr
     device = batch.device
     loss_sum = torch.zeros((), device=device)
-    for index, micro_batch in enumerate(batch.chunk(micro_batches)):
+    for index, (micro_batch, micro_weights) in enumerate(zip(batch.chunk(micro_batches), weights)):
         with gradient_sync(trained, sync=index == micro_batches - 1):
             with autocast_context(train.precision, device):
-                loss = causal_lm_loss(trained, micro_batch)
+                loss = causal_lm_loss(trained, micro_batch, micro_weights)
             (loss / micro_batches).backward()
         loss_sum += loss.detach()
     grad_norm = _clip_gradients(parameters, train.grad_clip)
