@@ -9,7 +9,8 @@ import torch
 from torch.func import functional_call
 
 from phasescope.measures.ablations import CheckpointWeights
-from phasescope.measures.attribution import path_attribution, quadrature_nodes
+from phasescope.measures.attribution import chord_integrated_gradients
+from phasescope.measures.quadrature import quadrature_nodes
 from phasescope.models.adapters import parameter_groups
 from tests.lm_fixtures import tiny_llama, tiny_lm_run, tiny_neox
 
@@ -53,7 +54,7 @@ def test_midpoint_rule_is_complete_and_matches_a_float64_quadrature_per_group():
     a, b = tiny_llama(VOCAB, seed=0), tiny_llama(VOCAB, seed=1)
     ids, targets = _prompts()
     start, end = _state(a), _state(b)
-    result = path_attribution(b, lambda m: target_log_mass(m, ids, targets), start, end, points=32)
+    result = chord_integrated_gradients(b, lambda m: target_log_mass(m, ids, targets), start, end, points=32)
     assert abs(result.delta_f) > 0.1  # the two random models differ: a real test of completeness
     assert result.relative_gap < 1e-3
     assert all(torch.equal(p, end[name]) for name, p in b.named_parameters())  # back at B, bit for bit
@@ -66,7 +67,7 @@ def test_midpoint_rule_is_complete_and_matches_a_float64_quadrature_per_group():
     assert math.fsum(reference.values()) == pytest.approx(result.delta_f, rel=1e-5)  # the reference is complete
     for group, value in reference_groups.items():
         assert ours[group] == pytest.approx(value, abs=1e-3 * abs(result.delta_f)), group
-    gauss = path_attribution(b, lambda m: target_log_mass(m, ids, targets), start, end, points=12,
+    gauss = chord_integrated_gradients(b, lambda m: target_log_mass(m, ids, targets), start, end, points=12,
                              rule="gauss_legendre")  # the same rule in float32: agreement to float32 precision
     for group, value in reference_groups.items():
         assert gauss.grouped(groups)[group] == pytest.approx(value, abs=2e-5 * abs(result.delta_f)), group
@@ -82,7 +83,7 @@ def test_quadratic_objective_gets_its_closed_form_exactly():
     def quadratic(model):
         return sum(weights[name] * p.double().pow(2).sum() for name, p in model.named_parameters())
 
-    result = path_attribution(b, quadratic, start, end, points=3)
+    result = chord_integrated_gradients(b, quadratic, start, end, points=3)
     for name in start:
         expected = weights[name] * float(end[name].double().pow(2).sum() - start[name].double().pow(2).sum())
         assert result.parameters[name] == pytest.approx(expected, rel=1e-9, abs=1e-12), name
@@ -95,8 +96,8 @@ def test_weights_read_lazily_from_checkpoint_files_give_the_same_parts(tmp_path)
     b.save_pretrained(tmp_path / "b")
     ids, targets = _prompts()
     objective = lambda m: target_log_mass(m, ids, targets)  # noqa: E731
-    in_memory = path_attribution(b, objective, _state(a), _state(b), points=4)
-    lazy = path_attribution(b, objective, CheckpointWeights((tmp_path / "a").glob("*.safetensors"), b),
+    in_memory = chord_integrated_gradients(b, objective, _state(a), _state(b), points=4)
+    lazy = chord_integrated_gradients(b, objective, CheckpointWeights((tmp_path / "a").glob("*.safetensors"), b),
                             CheckpointWeights((tmp_path / "b").glob("*.safetensors"), b), points=4)
     assert lazy.parameters == pytest.approx(in_memory.parameters, rel=1e-6, abs=1e-9)
     assert (lazy.f_start, lazy.f_end) == (in_memory.f_start, in_memory.f_end)

@@ -17,7 +17,7 @@ from phasescope.data.corpora import build_corpus, document_kind
 from phasescope.data.mixture import PackedStream, Source
 from phasescope.data.tokenizer import load_tokenizer
 from phasescope.errors import PhasescopeError
-from phasescope.measures.attribution import path_attribution
+from phasescope.measures.attribution import chord_integrated_gradients
 from phasescope.measures.replayed_attribution import replay_attribution
 from phasescope.models.adapters import parameter_groups
 from phasescope.models.llama import build_llama
@@ -127,11 +127,12 @@ def test_replay_across_checkpoints_of_a_resumed_run(run, tmp_path):
     assert all(torch.equal(value, saved[name]) for name, value in last.after.items() if name in saved)
 
 
-def plain_loop_reference(run_path, steps=8, points=4):
+def plain_loop_reference(run_path, steps=8, points=16):
     """Independent of the replay: a plain loop trains the run's model from scratch (torch's own AdamW,
     not fused; HF's loss; clip_grad_norm_) and at every step records f and, in float64 with a
-    Gauss-Legendre rule on the step's segment, each parameter's part and each language's part. A
-    language's gradient is taken through HF's loss with every other token's label set to -100."""
+    Gauss-Legendre rule on the step's segment, each parameter's part and each language's part; beside
+    them, each step's gap under Simpson's rule alone. A language's gradient is taken through HF's loss
+    with every other token's label set to -100."""
     config = validate_config(CONFIG, LMRunConfig)
     train = config.train
     tokenizer = load_tokenizer(run_path / "tokenizer")
@@ -145,7 +146,7 @@ def plain_loop_reference(run_path, steps=8, points=4):
     reference = copy.deepcopy(model).double()
     names = [name for name, _ in model.named_parameters()]
     nodes, weights = np.polynomial.legendre.leggauss(points)
-    f_values, parts, languages = [], dict.fromkeys(names, 0.0), {}
+    f_values, parts, languages, simpson_gaps = [], dict.fromkeys(names, 0.0), {}, []
     momenta: dict[str, list[torch.Tensor]] = {}
     beta1, beta2 = train.betas
 
@@ -192,6 +193,10 @@ def plain_loop_reference(run_path, steps=8, points=4):
             t = float(state["step"])
             denominator = state["exp_avg_sq"].double().sqrt() / math.sqrt(1 - beta2 ** t) + train.eps
             scales.append(-lr / (1 - beta1 ** t) / denominator)
+        simpson = [f_and_grad({name: before[name].double() + t * delta[name] for name in names}) for t in (0, 0.5, 1)]
+        simpson_sum = sum(w * float((grad * delta[name]).sum()) for w, (_, grads) in zip((1 / 6, 4 / 6, 1 / 6), simpson)
+                          for name, grad in zip(names, grads))
+        simpson_gaps.append(abs(simpson_sum - (simpson[2][0] - simpson[0][0])))
         for node, weight in zip((nodes + 1) / 2, weights / 2):
             _, grads = f_and_grad({name: before[name].double() + float(node) * delta[name] for name in names})
             for name, grad in zip(names, grads):
@@ -200,25 +205,30 @@ def plain_loop_reference(run_path, steps=8, points=4):
                 languages[language] = languages.get(language, 0.0) + float(weight) * sum(
                     float((grad * scale * value.double()).sum()) for grad, scale, value in zip(grads, scales, momentum))
     f_values.append(f_and_grad({n: p.detach() for n, p in model.named_parameters()})[0])
-    return f_values, parts, languages
+    return f_values, parts, languages, simpson_gaps
 
 
-def test_replayed_attribution_equals_a_plain_loops_own_decomposition(run):
-    expected_f, expected_parts, expected_languages = plain_loop_reference(run)
+def test_adaptive_attribution_meets_its_tolerance_and_equals_a_plain_loops_16_point_decomposition(run):
+    expected_f, expected_parts, expected_languages, simpson_gaps = plain_loop_reference(run)
     model = _model(run).double()
-    # this test's lr (1e-2 on a 32-wide model) makes long steps: Simpson's rule over 4 pieces of each
-    result = replay_attribution(run, objective, 0, 8, model, split_by=("language", "kind"), intervals=4)
+    rtol = 1e-5
+    result = replay_attribution(run, objective, 0, 8, model, split_by=("language", "kind"), rtol=rtol, max_gradients=200)
     delta = result.delta_f
     assert abs(delta) > 1e-2  # f moved: a real test
-    assert result.f_steps == pytest.approx(expected_f, abs=1e-6 * abs(delta) + 1e-9)
-    assert result.relative_gap < 1e-4  # complete along the path, in float64
-    assert max(result.step_gaps) < 1e-4 * abs(delta)
+    assert result.tolerance == pytest.approx(rtol * abs(delta))
+    # this test's lr (1e-2 on a 32-wide model) makes long steps: Simpson's rule alone misses the tolerance
+    assert max(simpson_gaps) > 5 * result.tolerance
+    assert result.f_steps == pytest.approx(expected_f, abs=1e-6 * abs(delta) + 1e-9)  # float32 training rounds apart
+    assert result.completeness_gap <= result.tolerance and result.tolerance_met  # the contract
+    assert sum(abs(gap) for gap in result.step_gaps) <= result.tolerance * (1 + 1e-9)
+    assert result.points == sum(result.step_gradients) and max(result.step_gradients) > 2  # refined past Simpson
     groups = parameter_groups(model)
     ours = result.grouped(groups)
-    for group, members in groups.items():
-        assert ours[group] == pytest.approx(math.fsum(expected_parts[p] for p in members), abs=1e-4 * abs(delta)), group
+    for group, members in groups.items():  # each part, not only their sum, within the tolerance's order
+        assert ours[group] == pytest.approx(math.fsum(expected_parts[p] for p in members),
+                                            abs=10 * rtol * abs(delta)), group
     for language, value in expected_languages.items():
-        assert result.data[f"language={language}"] == pytest.approx(value, abs=1e-4 * abs(delta)), language
+        assert result.data[f"language={language}"] == pytest.approx(value, abs=10 * rtol * abs(delta)), language
     for dimension in ("language", "kind"):  # each split adds up to the change on its own
         assert result.data_total(dimension) == pytest.approx(result.total, abs=1e-6 * abs(delta))
     assert result.data["before"] == 0.0  # a run's start carries no momentum from earlier steps
@@ -237,10 +247,10 @@ def test_chord_and_replay_differ_where_the_path_curves(run):
 
     assert min(cosine(step.update, chord) for step in steps[:-1]) < 0.9  # the path is not the chord
     model = _model(run).double()
-    replayed = replay_attribution(run, objective, 4, 12, model, intervals=4)
+    replayed = replay_attribution(run, objective, 4, 12, model, rtol=1e-5)
     start = {name: tensor.double() for name, tensor in steps[0].before.items()}
     end = {name: tensor.double() for name, tensor in steps[-1].after.items()}
-    straight = path_attribution(model, objective, start, end, points=16, rule="gauss_legendre")
+    straight = chord_integrated_gradients(model, objective, start, end, points=16, rule="gauss_legendre")
     assert replayed.delta_f == pytest.approx(straight.delta_f, rel=1e-9)
     assert replayed.relative_gap < 1e-4 and straight.relative_gap < 1e-4
     groups = parameter_groups(model)
@@ -254,7 +264,8 @@ def test_the_measure_replays_by_default_and_gives_data_rows(run, tmp_path, monke
     for path in ("replay", "chord"):
         code, stderr = phasescope_here(monkeypatch, capsys, "measure", str(measured), "--measures", "path_attribution",
                                        "--checkpoints", "8", "--set", "path_attribution.precision=float64",
-                                       "--set", "path_attribution.step_intervals=4",
+                                       "--set", "path_attribution.rtol=1e-4",
+                                       "--set", "path_attribution.max_gradients=100",
                                        "--set", f"path_attribution.path={'auto' if path == 'replay' else path}",
                                        "--set", "path_attribution.max_concepts=2")
         assert code == 0, stderr
@@ -263,7 +274,10 @@ def test_the_measure_replays_by_default_and_gives_data_rows(run, tmp_path, monke
     replay, chord = rows[rows.path == "replay"], rows[rows.path == "chord"]
     value = lambda frame, metric: float(frame[frame.metric == metric].value.iloc[0])  # noqa: E731
     assert value(replay, "replayed_steps") == 4 and "replayed_steps" not in set(chord.metric)
-    assert value(replay, "completeness_gap_relative") < 1e-4
+    assert value(replay, "completeness_gap_relative") <= 1e-4 and value(replay, "tolerance_met") == 1
+    assert value(replay, "completeness_tolerance") == pytest.approx(1e-4 * abs(value(replay, "delta_f")))
+    assert 4 < value(replay, "objective_gradients") <= 100 and value(replay, "split_residual") < 1e-6
+    assert value(replay, "gradients_per_step") == value(replay, "objective_gradients") / 4
     assert value(replay, "delta_f") == pytest.approx(value(chord, "delta_f"), rel=1e-9)
     data = replay[replay.metric == "data_attribution"]
     assert {"before", "weight_decay"} <= set(data.data) and any(data.data.str.startswith("kind="))

@@ -255,6 +255,8 @@ class ControlledCorpus:
             return self._parallel(rng, language, index, split, partners)
         return self._monolingual(rng, language, index, split, self.concepts, code_switch=True)
 
+    document_kinds = ("glossary", "parallel", "code_switched", "monolingual")  # what document_kind returns
+
     def document_kind(self, language: str, index: int) -> str:
         """The kind of training document ``index`` of ``language``: ``glossary``, ``parallel``,
         ``code_switched`` (monolingual with at least one glossed mention) or ``monolingual``."""

@@ -60,6 +60,11 @@ def document_kind(corpus: CorpusSource, language: str, index: int) -> str:
     return kind_of(language, index) if kind_of is not None else DEFAULT_DOCUMENT_KIND
 
 
+def document_kinds(corpus: CorpusSource) -> tuple[str, ...]:
+    """The kinds :func:`document_kind` can give a corpus's documents."""
+    return tuple(getattr(corpus, "document_kinds", (DEFAULT_DOCUMENT_KIND,)))
+
+
 # ---- held-out share arithmetic -----------------------------------------------------------------
 
 
@@ -237,6 +242,8 @@ class LocalCorpus:
         if len(own) != len(other):
             return "\n\n".join(own + other)
         return "\n\n".join(block for pair in zip(own, other) for block in pair)
+
+    document_kinds = ("parallel", "interleaved", "monolingual", DEFAULT_DOCUMENT_KIND)  # what document_kind returns
 
     def document_kind(self, language: str, index: int) -> str:
         """``parallel`` for a training document the parallel index lists (a page with a translation),

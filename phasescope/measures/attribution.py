@@ -1,18 +1,19 @@
-"""Path attribution: the change of a scalar between two checkpoints split exactly over parameter groups.
+"""Attribution of a change of f between two checkpoints to parameters: what both paths share, and the chord.
 
-ExPLAIND (arXiv 2505.20076) decomposes a model's change along its training path into the
-contributions of its components. At checkpoint granularity the path is the straight segment
-``theta(t) = theta_A + t (theta_B - theta_A)``, and by the fundamental theorem of calculus
+By the fundamental theorem of calculus, along any path theta(t) from checkpoint A to checkpoint B
 
-    f(theta_B) - f(theta_A) = integral_0^1 grad f(theta(t)) . (theta_B - theta_A) dt
-                            = sum over parameters p of integral_0^1 d_p f(theta(t)) (theta_B - theta_A)_p dt,
+    f(theta_B) - f(theta_A) = integral grad f(theta(t)) . theta'(t) dt
+                            = sum over parameters p of integral d_p f(theta(t)) theta'_p(t) dt,
 
-so each parameter (and each group of parameters) gets the part of the change it carries. The
-integral is taken by a quadrature rule (the midpoint rule by default); the completeness gap
-``|sum of parts - (f(B) - f(A))|`` measures the quadrature error and is reported beside the parts.
+so each parameter (and each group of parameters) gets the part of the change it carries along that
+path. Two paths are offered. The one training took, the optimizer steps replayed from A's resume
+state, is ExPLAIND's decomposition (arXiv 2505.20076; :mod:`phasescope.measures.replayed_attribution`).
+The straight chord ``theta(t) = theta_A + t (theta_B - theta_A)`` is *integrated gradients in weight
+space* (Sundararajan et al. 2017, with A as the baseline): the only path a series without resume
+state (Hub revisions) has, and not the path training took (:func:`chord_integrated_gradients`, here).
 
-Memory: one model whose parameters move along the path in place, the difference
-``theta_B - theta_A`` and one gradient: about three times one checkpoint.
+The parts' sum misses the change by the quadrature's error, the completeness gap ``|sum of parts -
+(f(B) - f(A))|``, reported beside the parts.
 """
 
 from __future__ import annotations
@@ -20,31 +21,17 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
-from typing import Literal
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 
 from phasescope.errors import PhasescopeError
 from phasescope.measures.ablations import CheckpointWeights
+from phasescope.measures.quadrature import Point, QuadratureRule, quadrature_nodes
 
 # f(model): a scalar tensor differentiable in the parameters, or scalar pieces that sum to f (one per
 # batch of prompts: each piece is differentiated and freed in turn, so memory holds one batch's graph)
 Objective = Callable[[nn.Module], Tensor | Iterable[Tensor]]
-QuadratureRule = Literal["midpoint", "gauss_legendre"]
-
-
-def quadrature_nodes(points: int, rule: QuadratureRule = "midpoint") -> tuple[np.ndarray, np.ndarray]:
-    """Nodes in (0, 1) (increasing) and weights summing to 1 of an ``points``-point rule on [0, 1]."""
-    if points < 1:
-        raise PhasescopeError(f"the quadrature needs at least one point, got {points}")
-    if rule == "midpoint":
-        return (np.arange(points) + 0.5) / points, np.full(points, 1.0 / points)
-    if rule == "gauss_legendre":
-        nodes, weights = np.polynomial.legendre.leggauss(points)
-        return (nodes + 1) / 2, weights / 2
-    raise PhasescopeError(f"quadrature rule must be 'midpoint' or 'gauss_legendre', got {rule!r}")
 
 
 @dataclass
@@ -52,9 +39,11 @@ class PathAttribution:
     """The parts of ``f(end) - f(start)`` carried by each parameter.
 
     Attributes:
-        parameters: per parameter name, ``integral_0^1 d_p f(theta(t)) . delta_p dt`` (float64 sum).
+        parameters: per parameter name, its part of the change along the path (float64 sums).
         f_start, f_end: the objective at the two end points.
-        points, rule: the quadrature used.
+        points: gradients of f taken (the attribution's cost, in objective gradients).
+        rule: the quadrature used.
+        tolerance: the completeness the rule was asked for (an absolute |gap|; None for a fixed rule).
     """
 
     parameters: dict[str, float]
@@ -62,6 +51,11 @@ class PathAttribution:
     f_end: float
     points: int
     rule: str
+    tolerance: float | None = None
+
+    @property
+    def tolerance_met(self) -> bool:
+        return self.tolerance is None or self.completeness_gap <= self.tolerance
 
     @property
     def delta_f(self) -> float:
@@ -119,6 +113,39 @@ def objective_value(objective: Objective, model: nn.Module) -> float:
         return math.fsum(float(piece) for piece in objective_pieces(objective, model))
 
 
+class GradientAt:
+    """f and its gradient (per parameter name) at given weights, on a model whose parameters it overwrites."""
+
+    def __init__(self, model: nn.Module, objective: Objective) -> None:
+        self.model, self.objective = model, objective
+        self.named = dict(model.named_parameters())  # tied parameters once
+
+    def load(self, weights: Mapping[str, Tensor]) -> None:
+        with torch.no_grad():
+            for name, parameter in self.named.items():
+                parameter.copy_(weights[name])
+
+    def value(self, weights: Mapping[str, Tensor]) -> float:
+        """f at ``weights``, without a gradient (one forward pass)."""
+        self.load(weights)
+        return objective_value(self.objective, self.model)
+
+    def __call__(self, weights: Mapping[str, Tensor], t: float = 0.0) -> Point:
+        """f and its gradient at ``weights`` (one forward and one backward pass), as the point ``t``."""
+        self.load(weights)
+        parameters = list(self.named.values())
+        totals = [torch.zeros_like(p) for p in parameters]
+        values = []
+        for piece in objective_pieces(self.objective, self.model):
+            values.append(float(piece.detach()))
+            if not piece.requires_grad:
+                continue
+            for total, grad in zip(totals, torch.autograd.grad(piece, parameters, allow_unused=True)):
+                if grad is not None:
+                    total += grad
+        return Point(t, math.fsum(values), dict(zip(self.named, totals)))
+
+
 def _read(source: Mapping[str, Tensor], name: str, like: Tensor) -> Tensor:
     if isinstance(source, CheckpointWeights):
         return source.read(name, like)
@@ -130,14 +157,14 @@ def _read(source: Mapping[str, Tensor], name: str, like: Tensor) -> Tensor:
     return tensor.to(device=like.device, dtype=like.dtype)
 
 
-def path_attribution(model: nn.Module, objective: Objective, start: Mapping[str, Tensor], end: Mapping[str, Tensor],
-                     points: int = 32, rule: QuadratureRule = "midpoint",
-                     progress: Callable[[], None] | None = None) -> PathAttribution:
-    """Attribute ``f(end) - f(start)`` to each parameter along the straight path between them.
+def chord_integrated_gradients(model: nn.Module, objective: Objective, start: Mapping[str, Tensor],
+                               end: Mapping[str, Tensor], points: int = 32, rule: QuadratureRule = "midpoint",
+                               progress: Callable[[], None] | None = None) -> PathAttribution:
+    """Attribute ``f(end) - f(start)`` to each parameter along the straight chord between them.
 
-    ExPLAIND's exact path decomposition (arXiv 2505.20076) at checkpoint granularity, with the
-    integral of ``grad f(theta(t)) . (theta_end - theta_start)`` over ``t`` in [0, 1] taken by a
-    ``points``-point quadrature rule.
+    Integrated gradients in weight space with ``start`` as the baseline: the integral of
+    ``grad f(theta(t)) . (theta_end - theta_start)`` over ``t`` in [0, 1] by a ``points``-point rule.
+    Not the path training took (that is :func:`~phasescope.measures.replayed_attribution.replay_attribution`).
 
     Args:
         model: a model of the checkpoints' architecture; its parameters are overwritten along the

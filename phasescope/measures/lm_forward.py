@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import inspect
 from collections.abc import Iterator
+from contextvars import ContextVar
 from typing import Literal
 
 import torch
@@ -19,6 +20,7 @@ from torch import Tensor, nn
 from phasescope.data.wlt import EncodedWLT
 from phasescope.errors import PhasescopeError
 from phasescope.models.adapters import get_adapter
+from phasescope.models.losses import upcast_logits
 
 Answer = Literal["target", "source"]
 
@@ -28,9 +30,22 @@ def model_device(model: nn.Module) -> torch.device:
     return next(model.parameters()).device
 
 
+_FULL_PRECISION: ContextVar[bool] = ContextVar("full_precision", default=False)
+
+
+@contextlib.contextmanager
+def full_precision():
+    """Within it, :func:`autocast_for` autocasts nowhere: the model's own dtype throughout (attribution)."""
+    token = _FULL_PRECISION.set(True)
+    try:
+        yield
+    finally:
+        _FULL_PRECISION.reset(token)
+
+
 def autocast_for(device: torch.device):
-    """bf16 autocast on CUDA; full precision (no autocast) on the CPU."""
-    if device.type == "cuda":
+    """bf16 autocast on CUDA; full precision (no autocast) on the CPU and inside :func:`full_precision`."""
+    if device.type == "cuda" and not _FULL_PRECISION.get():
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return contextlib.nullcontext()
 
@@ -105,12 +120,13 @@ def _gather_last(outputs, last: Tensor, num_layers: int, all_layers: bool) -> tu
 
 
 def unembed(model: nn.Module, states: Tensor, normed: bool) -> Tensor:
-    """Float32 logits (..., vocab) of residual-stream states; ``normed=False`` applies the final norm first."""
+    """Logits (..., vocab) of residual-stream states, in at least float32 (a float64 model's stay float64);
+    ``normed=False`` applies the final norm first."""
     adapter = get_adapter(model)
     with autocast_for(states.device):
         if not normed:
             states = adapter.final_norm(states)
-        return adapter.unembedding(states).float()
+        return upcast_logits(adapter.unembedding(states))
 
 
 def answer_log_probs(log_probs: Tensor, ids: Tensor, mask: Tensor) -> Tensor:
@@ -147,7 +163,8 @@ def wlt_log_probs(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32, a
         indices: score only these items, in this order (default: all).
 
     Returns:
-        (n,) float32 log probabilities, in item order (``indices`` order when given).
+        (n,) log probabilities in at least float32 (float64 for a float64 model), in item order
+        (``indices`` order when given).
     """
     if answer not in ("target", "source"):
         raise PhasescopeError(f"answer must be 'target' or 'source', got {answer!r}")

@@ -2,10 +2,13 @@
 checkpoint, split over parameter groups (and, along the replayed path, over training data).
 
 ``path: replay`` follows the optimizer steps that training took between the two checkpoints
-(:mod:`phasescope.measures.replayed_attribution`), for a ``phasescope train`` run, whose checkpoints
-carry the resume state; ``path: chord`` integrates along the straight segment between them
+(ExPLAIND's decomposition, :mod:`phasescope.measures.replayed_attribution`), for a ``phasescope train``
+run, whose checkpoints carry the resume state, with the parts summing to the change within a stated
+tolerance; ``path: chord`` takes integrated gradients along the straight segment between them
 (:mod:`phasescope.measures.attribution`), the only path a series without resume state (Hub revisions)
-has; ``auto`` (the default) replays where it can. The rows say which path they took (``path``).
+has; ``auto`` (the default) replays where it can. The rows say which path they took (``path``), what
+completeness they reached and what it cost. f and its gradients run without autocast on every device,
+in the ``precision`` asked for.
 """
 
 from __future__ import annotations
@@ -22,14 +25,16 @@ from torch import Tensor, nn
 from phasescope.data.wlt import EncodedWLT
 from phasescope.errors import PhasescopeError
 from phasescope.measures.ablations import CheckpointWeights
-from phasescope.measures.attribution import Objective, PathAttribution, QuadratureRule, path_attribution
-from phasescope.measures.lm_forward import autocast_for, wlt_log_probs
+from phasescope.measures.attribution import Objective, PathAttribution, chord_integrated_gradients
+from phasescope.measures.lm_forward import autocast_for, full_precision, wlt_log_probs
 from phasescope.measures.lm_quality import HeldoutDataConfig, shared_heldout_data
+from phasescope.measures.quadrature import QuadratureRule
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
-from phasescope.measures.replayed_attribution import ReplayAttribution, StepRule, replay_attribution
+from phasescope.measures.replayed_attribution import ReplayAttribution, StepRule, check_budget, replay_attribution
 from phasescope.measures.wlt_inputs import WLTDataConfig, item_subsets, shared_wlt_encoding
 from phasescope.models.adapters import parameter_groups
-from phasescope.progress import progress_bar
+from phasescope.models.losses import next_token_losses
+from phasescope.progress import console, progress_bar
 from phasescope.train.lm_checkpoint import has_resume_state
 from phasescope.train.replay import DATA_DIMENSIONS, DataDimension, check_replayable
 
@@ -46,13 +51,20 @@ class PathAttributionConfig(WLTDataConfig):
     # auto: replay where the series has resume state, else chord
     path: Literal["auto", "replay", "chord"] = "auto"
     points: int = Field(32, ge=1)  # chord: quadrature points (forward + backward passes over the prompts each)
-    rule: QuadratureRule = "midpoint"  # chord: ExPLAIND's; "gauss_legendre" converges faster on smooth paths
+    rule: QuadratureRule = "midpoint"  # chord: the midpoint rule; "gauss_legendre" converges faster on smooth paths
     # replay: data dimensions the change is also split by (one more backward pass per label in a batch)
     data: list[DataDimension] = list(DATA_DIMENSIONS)
-    step_rule: StepRule = "simpson"  # replay: the rule on each step's segment (two gradients of f per step)
-    step_intervals: int = Field(1, ge=1)  # replay: the rule composite over this many pieces of each step
+    # replay: adaptive meets |sum of parts - change| <= max(rtol |change|, atol); midpoint (ExPLAIND's rule) and
+    # gauss_legendre take step_points gradients on every step whatever their error
+    step_rule: StepRule = "adaptive"
+    rtol: float = Field(1e-3, gt=0)  # replay: completeness relative to |f(B) - f(A)|
+    # replay: the floor of the tolerance where f barely moves, in f's units (nats): float32's resolution of an f of
+    # order 10, below which a float32 gap is rounding, not quadrature
+    atol: float = Field(1e-6, gt=0)
+    max_gradients: int | None = Field(None, ge=1)  # replay: objective gradients per interval (None: 8 per step)
+    step_points: int = Field(10, ge=1)  # replay, fixed rules: gradients per step (10: ExPLAIND's default)
     replay_tolerance: float = Field(0.0, ge=0)  # replay: accepted |difference| from a saved checkpoint (0: bitwise)
-    precision: Literal["float32", "float64"] = "float32"  # of f and its gradients (float64: sums exact to ~1e-12)
+    precision: Literal["float32", "float64"] = "float32"  # of f and its gradients (logits upcast, never autocast)
     batch_size: int = Field(32, ge=1)  # prompts (or held-out rows) per forward/backward pass
     heldout: HeldoutDataConfig = HeldoutDataConfig(sequences=4)  # the text of objective heldout_loss
 
@@ -79,9 +91,7 @@ def heldout_loss_objective(batches: Mapping[str, Tensor], batch_size: int) -> Ob
             chunk = chunk.to(device)
             with autocast_for(device):
                 logits = model(input_ids=chunk).logits
-            losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(), chunk[:, 1:].flatten(),
-                                                       reduction="sum")
-            yield losses / predicted
+            yield next_token_losses(logits, chunk).sum() / predicted
     return objective
 
 
@@ -94,9 +104,11 @@ def objective_label(config: PathAttributionConfig) -> str:
 
 def attribution_rows(result: PathAttribution, groups: Mapping[str, list[str]], label: str) -> list[dict]:
     """``attribution`` per group (``component``; ``layer`` for a block's groups), ``delta_f``, ``f_start``,
-    ``f_end``, ``completeness_gap`` and ``completeness_gap_relative``, all with ``subset`` = ``label`` and
-    ``path`` = ``replay`` or ``chord``; along a replay also ``replayed_steps``, ``max_step_gap`` (the
-    largest one-step trapezoid error) and ``data_attribution`` per part of the data split (``data``)."""
+    ``f_end``, ``completeness_gap``, ``completeness_gap_relative``, ``objective_gradients`` (the cost), and
+    with a tolerance ``completeness_tolerance`` and ``tolerance_met`` (1 or 0), all with ``subset`` =
+    ``label`` and ``path`` = ``replay`` or ``chord``; along a replay also ``replayed_steps``,
+    ``gradients_per_step``, ``objective_forwards``, ``max_step_gap`` (the largest one-step |gap|),
+    ``split_residual`` (the data split's rounding) and ``data_attribution`` per part of the data (``data``)."""
     path = "replay" if isinstance(result, ReplayAttribution) else "chord"
     rows = []
     for group, value in result.grouped(groups).items():
@@ -104,9 +116,14 @@ def attribution_rows(result: PathAttribution, groups: Mapping[str, list[str]], l
         rows.append({"metric": "attribution", "value": value, "component": group,
                      "layer": int(match.group(1)) if match else None})
     summary = {"delta_f": result.delta_f, "f_start": result.f_start, "f_end": result.f_end,
-               "completeness_gap": result.completeness_gap, "completeness_gap_relative": result.relative_gap}
+               "completeness_gap": result.completeness_gap, "completeness_gap_relative": result.relative_gap,
+               "objective_gradients": float(result.points)}
+    if result.tolerance is not None:
+        summary.update(completeness_tolerance=result.tolerance, tolerance_met=float(result.tolerance_met))
     if isinstance(result, ReplayAttribution):
-        summary.update(replayed_steps=float(result.steps[1] - result.steps[0]), max_step_gap=max(result.step_gaps))
+        summary.update(replayed_steps=float(result.steps[1] - result.steps[0]),
+                       gradients_per_step=result.gradients_per_step, objective_forwards=float(result.forwards),
+                       max_step_gap=max(abs(gap) for gap in result.step_gaps), split_residual=result.split_residual)
         rows += [{"metric": "data_attribution", "value": value, "data": part} for part, value in result.data.items()]
     rows += [{"metric": metric, "value": value} for metric, value in summary.items()]
     return [{**row, "subset": label, "path": path} for row in rows]
@@ -139,11 +156,13 @@ def compute_path_attribution(context: MeasureContext, config: PathAttributionCon
     interval = f"{context.previous.name} -> {context.checkpoint.name}"
     if replay:
         steps = context.checkpoint.step - context.previous.step
-        with progress_bar(f"replayed attribution {interval}", steps, transient=True) as advance:
+        check_budget(steps, config.max_gradients, config.step_rule, config.step_points)
+        with progress_bar(f"replayed attribution {interval}", steps, transient=True) as advance, full_precision():
             try:
                 result = replay_attribution(series.run.path, objective, context.previous.step, context.checkpoint.step,
-                                            on, split_by=config.data, rule=config.step_rule,
-                                            intervals=config.step_intervals, device=context.device.type,
+                                            on, split_by=config.data, rule=config.step_rule, rtol=config.rtol,
+                                            atol=config.atol, max_gradients=config.max_gradients,
+                                            points=config.step_points, device=context.device.type,
                                             tolerance=config.replay_tolerance, progress=advance)
             finally:
                 if on is model:  # the replay left the model at the replayed end point: put the saved one back
@@ -152,14 +171,21 @@ def compute_path_attribution(context: MeasureContext, config: PathAttributionCon
                             parameter.copy_(end.read(name, parameter))
     else:
         start = CheckpointWeights(series.weight_files(context.previous), model)
-        with progress_bar(f"path attribution {interval}", config.points, transient=True) as advance:
-            result = path_attribution(on, objective, start, end, config.points, config.rule, progress=advance)
+        with progress_bar(f"integrated gradients on the chord {interval}", config.points,
+                          transient=True) as advance, full_precision():
+            result = chord_integrated_gradients(on, objective, start, end, config.points, config.rule,
+                                                progress=advance)
+    if not result.tolerance_met:
+        console.print(f"path_attribution {interval}: completeness {result.completeness_gap:.3g} missed the tolerance "
+                      f"{result.tolerance:.3g} within {result.points} objective gradients (rows written with the gap "
+                      "reached; raise max_gradients)")
     return attribution_rows(result, parameter_groups(on), objective_label(config))
 
 
 PATH_ATTRIBUTION_MEASURE = register_measure(Measure(
     name="path_attribution", config_cls=PathAttributionConfig, compute=compute_path_attribution,
-    description="ExPLAIND attribution of the change since the previous checkpoint to parameter groups and "
-                "training data, along the replayed training path (or the chord)",
+    description="attribution of the change since the previous checkpoint to parameter groups and training data "
+                "along the replayed training path (ExPLAIND), complete to a tolerance; or integrated gradients "
+                "on the chord",
     pairwise=True,
 ))

@@ -40,7 +40,7 @@ from typing import Literal
 import torch
 from torch import Tensor, nn
 
-from phasescope.data.corpora import build_corpus, document_kind
+from phasescope.data.corpora import build_corpus, document_kind, document_kinds
 from phasescope.data.mixture import PackedStream, Source
 from phasescope.data.tokenizer import load_tokenizer
 from phasescope.device import resolve_device
@@ -126,7 +126,8 @@ class _ReplaySetup:
 
 
 def replay_steps(run_path: Path | str, from_step: int, to_step: int, split_by: Sequence[DataDimension] = (),
-                 device: str = "cpu", tolerance: float = 0.0) -> Iterator[ReplayStep]:
+                 device: str = "cpu", tolerance: float = 0.0,
+                 leave_out: tuple[DataDimension, str] | None = None) -> Iterator[ReplayStep]:
     """Re-run the optimizer steps of a language-model run from checkpoint ``from_step`` to ``to_step``.
 
     Args:
@@ -137,6 +138,11 @@ def replay_steps(run_path: Path | str, from_step: int, to_step: int, split_by: S
         device: where to replay; bitwise equality to the saved checkpoints holds on the CPU.
         tolerance: the largest |difference| from a saved checkpoint that the replay accepts (0:
             bitwise). A run trained on a GPU or several processes replays within a tolerance only.
+        leave_out: ``(dimension, value)``, e.g. ``("kind", "glossary")``: the counterfactual replay, in
+            which the tokens of that part of the data are left out of every step's loss (weight 0, the
+            loss still divided by all the batch's predicted tokens), all else as in training: the same
+            batches in the same order, the same state at ``from_step``. A step whose batch predicts no
+            such token is training's step, bitwise; once a step differs, checkpoints are not compared.
 
     Yields:
         A :class:`ReplayStep` per step, in order. Every checkpoint passed is compared with the replay.
@@ -150,7 +156,35 @@ def replay_steps(run_path: Path | str, from_step: int, to_step: int, split_by: S
         raise PhasescopeError(f"split_by: unknown data dimension {unknown[0]!r}; expected one of "
                               f"{', '.join(DATA_DIMENSIONS)}")
     setup = _prepare(Path(run_path), from_step, to_step, device)
-    return _replay(setup, from_step, to_step, tuple(dict.fromkeys(split_by)), tolerance)
+    if leave_out is not None:
+        check_part(setup.stream.corpus, *leave_out)
+    return _replay(setup, from_step, to_step, tuple(dict.fromkeys(split_by)), tolerance, leave_out)
+
+
+def data_parts(corpus, dimension: str) -> list[str]:
+    """The values a data dimension takes in a corpus: its languages, or its documents' kinds."""
+    if dimension == "language":
+        return list(corpus.languages)
+    return list(document_kinds(corpus))
+
+
+def check_part(corpus, dimension: str, value: str) -> None:
+    """Refuse, in one line, a part of the data to leave out that the corpus does not have."""
+    if dimension not in DATA_DIMENSIONS:
+        raise PhasescopeError(f"leave_out: unknown data dimension {dimension!r}; expected one of "
+                              f"{', '.join(DATA_DIMENSIONS)}")
+    known = data_parts(corpus, dimension)
+    if value not in known:
+        raise PhasescopeError(f"leave_out: the run's data has no {dimension} {value!r}; it has "
+                              f"{', '.join(known)}")
+
+
+def saved_weight_files(run_path: Path | str, step: int) -> list[Path]:
+    """The weight file of a run's checkpoint (the optimizer state beside it is not weights)."""
+    path = RunDir(Path(run_path)).checkpoint_dir(step) / "model.safetensors"
+    if not path.is_file():
+        raise PhasescopeError(f"{path}: no such checkpoint weights")
+    return [path]
 
 
 def check_replayable(run_path: Path | str, from_step: int, to_step: int) -> None:
@@ -210,13 +244,15 @@ def _prepare(run_path: Path, from_step: int, to_step: int, device_name: str) -> 
 
 
 def _replay(setup: _ReplaySetup, from_step: int, to_step: int, split_by: tuple[str, ...],
-            tolerance: float) -> Iterator[ReplayStep]:
+            tolerance: float, leave_out: tuple[str, str] | None = None) -> Iterator[ReplayStep]:
     config, model, optimizer, stream = setup.config, setup.model, setup.optimizer, setup.stream
     train = config.train
     named = dict(model.named_parameters())  # tied parameters once
     parameters = [p for p in named.values() if p.requires_grad]
     kinds = _DocumentKinds(setup.stream.corpus)
     splitter = _DataSplit(model, optimizer, named, kinds, split_by, train) if split_by else None
+    labeller = _DataSplit(model, optimizer, named, kinds, (), train) if leave_out else None
+    deviated = False  # a step of the counterfactual replay left tokens out: the checkpoints are no longer reached
     caller_rng = rng_states()
     restore_rng_states(setup.rng_states)
     try:
@@ -226,11 +262,14 @@ def _replay(setup: _ReplaySetup, from_step: int, to_step: int, split_by: tuple[s
             sources = list(stream.last_sources)
             before = {name: p.detach().clone() for name, p in named.items()}
             gradients = splitter.label_gradients(batch, sources, setup.plan.micro_batches) if splitter else None
-            loss, grad_norm = optimizer_step(model, optimizer, parameters, batch, lr, setup.plan.micro_batches, train)
+            weights = labeller.kept_tokens(sources, batch.shape, *leave_out) if labeller else None
+            deviated = deviated or weights is not None
+            loss, grad_norm = optimizer_step(model, optimizer, parameters, batch, lr, setup.plan.micro_batches, train,
+                                             token_weights=weights)
             parts = (splitter.update_parts(gradients, before, lr, clip_coefficient(float(grad_norm), train.grad_clip))
                      if splitter else {})
             after = {name: p.detach() for name, p in named.items()}
-            if step + 1 in setup.checkpoints:
+            if step + 1 in setup.checkpoints and not deviated:
                 _check_against_checkpoint(setup.run, step + 1, after, tolerance)
             yield ReplayStep(step, lr, float(loss), batch, sources, [kinds(source) for source in sources], before,
                              after, parts)
@@ -302,6 +341,18 @@ class _DataSplit:
             code = names.setdefault(self.label_of(source, dimension), len(names))
             codes.append(torch.full((source.tokens,), code, dtype=torch.long))
         return list(names), torch.cat(codes).view(shape)
+
+    def kept_tokens(self, sources: list[Source], shape: torch.Size, dimension: str, value: str) -> Tensor | None:
+        """Token weights (``shape``) that leave out the tokens labelled ``dimension=value``; None when the
+        batch predicts none of them (position 0 predicts nothing)."""
+        names, codes = self.token_labels(sources, shape, dimension)
+        label = f"{dimension}={value}"
+        if label not in names:
+            return None
+        kept = codes != names.index(label)
+        if bool(kept[:, 1:].all()):
+            return None
+        return kept.to(torch.float32)
 
     def label_gradients(self, batch: Tensor, sources: list[Source], micro_batches: int) -> dict[str, list[Tensor]]:
         """Per label, the gradient of its tokens' share of the training loss (label -> per parameter).
