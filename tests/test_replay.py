@@ -212,7 +212,8 @@ def test_adaptive_attribution_meets_its_tolerance_and_equals_a_plain_loops_16_po
     expected_f, expected_parts, expected_languages, simpson_gaps = plain_loop_reference(run)
     model = _model(run).double()
     rtol = 1e-5
-    result = replay_attribution(run, objective, 0, 8, model, split_by=("language", "kind"), rtol=rtol, max_gradients=200)
+    result = replay_attribution(run, objective, 0, 8, model, split_by=("language", "kind"), rtol=rtol,
+                                max_gradients=200)
     delta = result.delta_f
     assert abs(delta) > 1e-2  # f moved: a real test
     assert result.tolerance == pytest.approx(rtol * abs(delta))

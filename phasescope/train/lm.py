@@ -195,7 +195,7 @@ def causal_lm_loss(model: nn.Module, input_ids: Tensor, token_weights: Tensor | 
     losses = next_token_losses(model(input_ids=input_ids).logits, input_ids)
     if token_weights is None:
         return losses.mean()
-    return (losses * token_weights[:, 1:].flatten().to(losses.dtype)).sum() / losses.numel()
+    return (losses * token_weights[:, 1:].flatten().to(losses)).sum() / losses.numel()
 
 
 @dataclass

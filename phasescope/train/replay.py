@@ -127,7 +127,7 @@ class _ReplaySetup:
 
 def replay_steps(run_path: Path | str, from_step: int, to_step: int, split_by: Sequence[DataDimension] = (),
                  device: str = "cpu", tolerance: float = 0.0,
-                 leave_out: tuple[DataDimension, str] | None = None) -> Iterator[ReplayStep]:
+                 leave_out: Sequence[tuple[DataDimension, str]] = ()) -> Iterator[ReplayStep]:
     """Re-run the optimizer steps of a language-model run from checkpoint ``from_step`` to ``to_step``.
 
     Args:
@@ -138,8 +138,8 @@ def replay_steps(run_path: Path | str, from_step: int, to_step: int, split_by: S
         device: where to replay; bitwise equality to the saved checkpoints holds on the CPU.
         tolerance: the largest |difference| from a saved checkpoint that the replay accepts (0:
             bitwise). A run trained on a GPU or several processes replays within a tolerance only.
-        leave_out: ``(dimension, value)``, e.g. ``("kind", "glossary")``: the counterfactual replay, in
-            which the tokens of that part of the data are left out of every step's loss (weight 0, the
+        leave_out: ``(dimension, value)`` pairs, e.g. ``[("kind", "glossary")]``: the counterfactual replay,
+            in which the tokens of those parts of the data are left out of every step's loss (weight 0, the
             loss still divided by all the batch's predicted tokens), all else as in training: the same
             batches in the same order, the same state at ``from_step``. A step whose batch predicts no
             such token is training's step, bitwise; once a step differs, checkpoints are not compared.
@@ -156,8 +156,8 @@ def replay_steps(run_path: Path | str, from_step: int, to_step: int, split_by: S
         raise PhasescopeError(f"split_by: unknown data dimension {unknown[0]!r}; expected one of "
                               f"{', '.join(DATA_DIMENSIONS)}")
     setup = _prepare(Path(run_path), from_step, to_step, device)
-    if leave_out is not None:
-        check_part(setup.stream.corpus, *leave_out)
+    for dimension, value in leave_out:
+        check_part(setup.stream.corpus, dimension, value)
     return _replay(setup, from_step, to_step, tuple(dict.fromkeys(split_by)), tolerance, leave_out)
 
 
@@ -244,7 +244,7 @@ def _prepare(run_path: Path, from_step: int, to_step: int, device_name: str) -> 
 
 
 def _replay(setup: _ReplaySetup, from_step: int, to_step: int, split_by: tuple[str, ...],
-            tolerance: float, leave_out: tuple[str, str] | None = None) -> Iterator[ReplayStep]:
+            tolerance: float, leave_out: Sequence[tuple[str, str]] = ()) -> Iterator[ReplayStep]:
     config, model, optimizer, stream = setup.config, setup.model, setup.optimizer, setup.stream
     train = config.train
     named = dict(model.named_parameters())  # tied parameters once
@@ -262,7 +262,7 @@ def _replay(setup: _ReplaySetup, from_step: int, to_step: int, split_by: tuple[s
             sources = list(stream.last_sources)
             before = {name: p.detach().clone() for name, p in named.items()}
             gradients = splitter.label_gradients(batch, sources, setup.plan.micro_batches) if splitter else None
-            weights = labeller.kept_tokens(sources, batch.shape, *leave_out) if labeller else None
+            weights = labeller.kept_tokens(sources, batch.shape, leave_out) if labeller else None
             deviated = deviated or weights is not None
             loss, grad_norm = optimizer_step(model, optimizer, parameters, batch, lr, setup.plan.micro_batches, train,
                                              token_weights=weights)
@@ -342,14 +342,16 @@ class _DataSplit:
             codes.append(torch.full((source.tokens,), code, dtype=torch.long))
         return list(names), torch.cat(codes).view(shape)
 
-    def kept_tokens(self, sources: list[Source], shape: torch.Size, dimension: str, value: str) -> Tensor | None:
-        """Token weights (``shape``) that leave out the tokens labelled ``dimension=value``; None when the
-        batch predicts none of them (position 0 predicts nothing)."""
-        names, codes = self.token_labels(sources, shape, dimension)
-        label = f"{dimension}={value}"
-        if label not in names:
-            return None
-        kept = codes != names.index(label)
+    def kept_tokens(self, sources: list[Source], shape: torch.Size,
+                    parts: Sequence[tuple[str, str]]) -> Tensor | None:
+        """Token weights (``shape``) that leave out the tokens labelled ``dimension=value`` for each part;
+        None when the batch predicts none of them (position 0 predicts nothing)."""
+        kept = torch.ones(shape, dtype=torch.bool)
+        for dimension, value in parts:
+            names, codes = self.token_labels(sources, shape, dimension)
+            label = f"{dimension}={value}"
+            if label in names:
+                kept &= codes != names.index(label)
         if bool(kept[:, 1:].all()):
             return None
         return kept.to(torch.float32)

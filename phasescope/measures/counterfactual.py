@@ -1,0 +1,72 @@
+"""Counterfactual removal: what f would have been at a checkpoint had a part of the data been left out.
+
+Completeness says that an attribution's parts add up to the change; it does not say that a part of
+the data predicts what happens without that data. The test data-attribution methods are judged by
+(the linear datamodeling score of TRAK, Park et al. 2023, and dattri) is removal: replay the interval
+from the same resume state with that part's tokens left out of every step's loss, all else equal (the
+same batches in the same order; :func:`~phasescope.train.replay.replay_steps` with ``leave_out``), and
+measure f at its end. The part's *removal effect* is ``f(trained end) - f(end without the part)``: what
+the part did to f, to set beside its attributed share.
+
+Removal is not first-order: without the part, AdamW's second moments and the clipping factor change
+too, and so does every later gradient, where the attribution holds the trained path fixed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from torch import nn
+
+from phasescope.measures.ablations import CheckpointWeights
+from phasescope.measures.attribution import GradientAt, Objective
+from phasescope.train.replay import DataDimension, check_replayable, replay_steps, saved_weight_files
+
+
+@dataclass
+class RemovalEffect:
+    """f at the interval's end as trained and as replayed without one part of the data."""
+
+    part: str  # "<dimension>=<value>", the label the attribution's data rows use
+    f_trained: float
+    f_removed: float
+    steps_changed: int  # replayed steps whose batch had tokens of the part
+
+    @property
+    def effect(self) -> float:
+        """``f_trained - f_removed``: what the part's tokens did to f over the interval."""
+        return self.f_trained - self.f_removed
+
+
+def removal_effects(run_path: Path | str, objective: Objective, from_step: int, to_step: int, model: nn.Module,
+                    parts: Sequence[tuple[DataDimension, str]], device: str = "cpu") -> list[RemovalEffect]:
+    """Replay ``from_step -> to_step`` once per part with that part's tokens left out, and measure f at the end.
+
+    Args:
+        run_path: a ``phasescope train`` language-model run with resume state at ``from_step``.
+        objective: ``f(model)``, as for attribution; evaluated on ``model`` (its dtype is f's).
+        from_step, to_step: two checkpoints of the run.
+        model: a model of the run's architecture; its parameters hold the last removal's end on return.
+        parts: ``(dimension, value)`` pairs, e.g. ``("kind", "glossary")``.
+        device: where to replay.
+
+    Raises:
+        PhasescopeError: no resume state at ``from_step`` (one line, naming the run and the step), or a
+            part the run's data does not have.
+    """
+    check_replayable(run_path, from_step, to_step)
+    evaluate = GradientAt(model, objective)
+    saved = CheckpointWeights(saved_weight_files(run_path, to_step), model)
+    f_trained = evaluate.value({name: saved.read(name, parameter) for name, parameter in evaluate.named.items()})
+    effects = []
+    for dimension, value in parts:
+        changed, end = 0, None
+        for replayed in replay_steps(run_path, from_step, to_step, device=device, leave_out=[(dimension, value)]):
+            changed += int(any((dimension == "language" and source.language == value) for source in replayed.sources)
+                           or (dimension == "kind" and value in replayed.kinds))
+            end = replayed.after
+        f_removed = evaluate.value({name: end[name] for name in evaluate.named})
+        effects.append(RemovalEffect(f"{dimension}={value}", f_trained, f_removed, changed))
+    return effects

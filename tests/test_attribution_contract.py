@@ -1,0 +1,192 @@
+"""What attribution promises, checked on the shipped code: f in float64 is float64 (against a hand-written
+float64 forward pass), the counterfactual replay against training and against a plain AdamW loop, and
+one-line errors for a bad tolerance, budget, part or interval."""
+
+from __future__ import annotations
+
+import copy
+import math
+
+import pytest
+import torch
+
+from phasescope.data.corpora import build_corpus
+from phasescope.data.tokenizer import load_tokenizer
+from phasescope.errors import PhasescopeError
+from phasescope.measures.attribution import objective_value
+from phasescope.measures.counterfactual import removal_effects
+from phasescope.measures.path_attribution import attribution_objective
+from phasescope.measures.quadrature import GradientBudget, Point, adaptive_mean_gradient
+from phasescope.measures.registry import MeasureContext, get_measure
+from phasescope.measures.replayed_attribution import check_budget, replay_attribution
+from phasescope.measures.wlt_inputs import item_subsets, shared_wlt_encoding
+from phasescope.models.llama import build_llama
+from phasescope.run import validate_config
+from phasescope.train.distributed import DistributedContext, load_full_states
+from phasescope.train.lm import LMRunConfig, build_optimizer, train_lm
+from phasescope.train.lm_checkpoint import read_lm_checkpoint
+from phasescope.train.replay import data_parts, replay_steps
+from phasescope.train.schedules import wsd_learning_rate
+from tests.helpers import tiny_config
+from tests.lm_fixtures import tiny_lm_run
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+CONFIG = tiny_config(train={"max_steps": 8, "batch_size": 8, "seq_len": 32, "lr": 1e-2, "log_every": 4,
+                            "weight_decay": 0.1, "grad_clip": 0.5,
+                            "lr_schedule": {"warmup_steps": 2, "decay_fraction": 0.25}})
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    path = tmp_path_factory.mktemp("contract") / "run"
+    train_lm(validate_config(CONFIG, LMRunConfig), path)
+    return path
+
+
+def _prompt_objective(model):
+    prompts = torch.tensor([[5, 17, 33, 8, 41, 2], [9, 9, 12, 60, 71, 100]])
+    log_probs = model(input_ids=prompts).logits[:, -1].log_softmax(-1)
+    return log_probs[:, [11, 50]].logsumexp(-1).sum()
+
+
+def _model(run_path, dtype=torch.float64):
+    config = validate_config(CONFIG, LMRunConfig)
+    tokenizer = load_tokenizer(run_path / "tokenizer")
+    return build_llama(config.model, len(tokenizer), config.seed, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).to(dtype)
+
+
+# ---- float64 is float64 ---------------------------------------------------------------------------
+@pytest.mark.parametrize("objective", ["wlt_target", "wlt_source", "heldout_loss"])
+def test_the_shipped_objectives_in_float64_agree_with_a_hand_written_float64_forward_to_1e_12(tmp_path, objective):
+    series, texts = tiny_lm_run(tmp_path / "run")
+    measure = get_measure("path_attribution")
+    config = validate_config({"objective": objective, "subset": "all", "shots": 1, "precision": "float64",
+                              "heldout": {"texts": texts, "seq_len": 8, "sequences": 4}}, measure.config_cls)
+    context = MeasureContext(series, series.checkpoints[1], previous=series.checkpoints[0])
+    model = copy.deepcopy(context.model).double()
+    shipped = objective_value(attribution_objective(context, config), model)
+    with torch.no_grad():
+        if objective == "heldout_loss":
+            from phasescope.measures.lm_quality import shared_heldout_data
+
+            rows = torch.cat(list(shared_heldout_data(context, config.heldout).values()))
+            total = 0.0
+            for row in rows:  # one row at a time, float64 log-softmax written out
+                logits = model(input_ids=row[None]).logits[0, :-1]
+                assert logits.dtype == torch.float64
+                log_z = torch.logsumexp(logits, -1)
+                total += float((log_z - logits.gather(1, row[1:, None])[:, 0]).sum())
+            reference = total / (rows.shape[0] * (rows.shape[1] - 1))
+        else:
+            encoded = shared_wlt_encoding(context, config)
+            items = item_subsets(encoded.pairs)["all"].to_numpy().nonzero()[0]
+            ids, mask = ((encoded.target_ids, encoded.target_mask) if objective == "wlt_target"
+                         else (encoded.source_ids, encoded.source_mask))
+            reference = 0.0
+            for item in items:  # each prompt alone, unpadded
+                length = int(encoded.lengths[item])
+                prompt = (encoded.input_ids[item, :length] if encoded.padding_side == "right"
+                          else encoded.input_ids[item, -length:])
+                logits = model(input_ids=prompt[None]).logits[0, -1]
+                assert logits.dtype == torch.float64
+                log_probs = logits - torch.logsumexp(logits, -1)
+                reference += float(torch.logsumexp(log_probs[ids[item][mask[item]]], -1))
+    assert shipped == pytest.approx(reference, rel=1e-12)
+    float32 = objective_value(attribution_objective(context, config), context.model)
+    assert abs(float32 - reference) > 1e-12 * abs(reference)  # float32 is measurably not float64: a real test
+
+
+# ---- the adaptive rule --------------------------------------------------------------------------
+def test_adaptive_rule_on_a_one_dimensional_segment_meets_the_tolerance_or_reports_the_budget():
+    """f(t) = sin(3t) on [0, 1], delta = 1: the mean gradient is f(1) - f(0) itself."""
+    def evaluate(t):
+        return Point(t, math.sin(3 * t), {"x": torch.tensor([3 * math.cos(3 * t)], dtype=torch.float64)})
+
+    delta = {"x": torch.tensor([1.0], dtype=torch.float64)}
+    exact = math.sin(3.0)
+    for tolerance in (1e-2, 1e-6, 1e-10):
+        budget = GradientBudget(None)
+        result = adaptive_mean_gradient(evaluate, evaluate(0.0), evaluate(1.0), delta, tolerance, budget)
+        assert abs(float(result.mean_gradient["x"]) - exact) <= tolerance
+        assert result.gap == pytest.approx(float(result.mean_gradient["x"]) - exact, abs=1e-15)
+        assert result.gradients == budget.spent
+    short = adaptive_mean_gradient(evaluate, evaluate(0.0), evaluate(1.0), delta, 1e-10, GradientBudget(3))
+    assert short.gradients == 3 and abs(short.gap) > 1e-10  # stopped by the budget, with the gap it reached
+
+
+# ---- counterfactual removal -------------------------------------------------------------------------
+def test_leaving_out_a_part_absent_from_the_interval_changes_nothing_bitwise(run):
+    corpus = build_corpus(validate_config(CONFIG, LMRunConfig).data)
+    present = set()
+    for replayed in replay_steps(run, 4, 8):
+        present |= {f"language={source.language}" for source in replayed.sources}
+        present |= {f"kind={kind}" for kind in replayed.kinds}
+    absent = [(dimension, value) for dimension in ("kind", "language") for value in data_parts(corpus, dimension)
+              if f"{dimension}={value}" not in present]
+    assert absent, present  # the tiny corpus's 4 steps leave some kind or language out
+    trained = list(replay_steps(run, 4, 8))[-1].after
+    removed = list(replay_steps(run, 4, 8, leave_out=absent))[-1].after
+    assert all(torch.equal(trained[name], removed[name]) for name in trained)
+    [effect] = removal_effects(run, _prompt_objective, 4, 8, _model(run), [absent[0]])
+    assert effect.effect == 0.0 and effect.steps_changed == 0
+
+
+def test_leaving_out_every_language_is_the_weight_decay_and_momentum_only_path(run):
+    """All tokens left out: each step is AdamW on a zero gradient, checked against torch's own AdamW
+    (not fused, not foreach) stepping on zero gradients from the checkpoint's state."""
+    config = validate_config(CONFIG, LMRunConfig)
+    corpus = build_corpus(config.data)
+    everything = [("language", language) for language in data_parts(corpus, "language")]
+    removed = list(replay_steps(run, 4, 8, leave_out=everything))[-1].after
+
+    saved = read_lm_checkpoint(run / "checkpoints" / "step_00000004")
+    model = _model(run, torch.float32)
+    optimizer = build_optimizer(model, config.train)
+    load_full_states(model, optimizer, saved.model_state, saved.optimizer_state,
+                     DistributedContext(rank=0, world_size=1, local_rank=0, device=torch.device("cpu")))
+    reference = torch.optim.AdamW(optimizer.param_groups, foreach=False)
+    reference.load_state_dict(optimizer.state_dict())
+    for step in range(4, 8):
+        for group in reference.param_groups:
+            group["lr"] = wsd_learning_rate(step, config.train.lr, config.train.max_steps, config.train.lr_schedule)
+        for parameter in model.parameters():
+            parameter.grad = torch.zeros_like(parameter)
+        reference.step()
+    moved = 0.0
+    for name, parameter in model.named_parameters():
+        torch.testing.assert_close(removed[name], parameter.detach(), rtol=1e-6, atol=1e-7)
+        moved = max(moved, float((parameter.detach() - saved.model_state[name]).abs().max()))
+    assert moved > 1e-4  # momentum and weight decay alone still move the weights: a real test
+
+
+def test_removal_of_a_present_part_changes_f_and_is_set_beside_its_attribution(run):
+    model = _model(run)
+    attributed = replay_attribution(run, _prompt_objective, 4, 8, model, split_by=("kind",), rtol=1e-4,
+                                    max_gradients=200)
+    kinds = [label.split("=")[1] for label in attributed.data if label.startswith("kind=")]
+    effects = removal_effects(run, _prompt_objective, 4, 8, model, [("kind", kind) for kind in kinds])
+    assert {effect.part for effect in effects} == {f"kind={kind}" for kind in kinds}
+    assert all(effect.steps_changed > 0 for effect in effects)
+    assert all(effect.f_trained == pytest.approx(attributed.f_end, rel=1e-12) for effect in effects)
+    assert max(abs(effect.effect) for effect in effects) > 1e-3  # removing data moved f
+
+
+# ---- bad input ----------------------------------------------------------------------------------
+def test_bad_tolerance_budget_part_and_interval_are_one_line_errors(run, tmp_path):
+    model = _model(run)
+    with pytest.raises(PhasescopeError, match=r"rtol and atol must be > 0, got rtol=0, atol=1e-06"):
+        replay_attribution(run, _prompt_objective, 4, 8, model, rtol=0)
+    with pytest.raises(PhasescopeError, match=r"max_gradients 3 is too small for 4 replayed steps: .* at least "
+                                              r"steps \+ 1 = 5"):
+        replay_attribution(run, _prompt_objective, 4, 8, model, max_gradients=3)
+    with pytest.raises(PhasescopeError, match="a step's rule must be one of adaptive, midpoint, gauss_legendre"):
+        check_budget(4, None, "simpson")
+    with pytest.raises(PhasescopeError, match=r"leave_out: the run's data has no language 'xx'; it has .*en"):
+        removal_effects(run, _prompt_objective, 4, 8, model, [("language", "xx")])
+    with pytest.raises(PhasescopeError, match=r"leave_out: unknown data dimension 'topic'"):
+        replay_steps(run, 4, 8, leave_out=[("topic", "news")])
+    series, _ = tiny_lm_run(tmp_path / "hub-like", steps=(0, 10))
+    with pytest.raises(PhasescopeError, match=r"step_00000000: no resume state .* to replay from"):
+        removal_effects(series.run.path, _prompt_objective, 0, 10, model, [("language", "en")])
