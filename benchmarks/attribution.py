@@ -1,17 +1,24 @@
-"""Attribution along the replayed training path against its alternatives, on one checkpoint interval of
-the demo's LM run: seconds and completeness gap, side by side.
+"""Attribution along the replayed training path: phasescope's adaptive rule against ExPLAIND's rule, side by
+side on intervals of the demo's LM run, with where the time goes and its floor.
 
-Rows (f: the demo's path-attribution objective, WLT target mass on pairs without shared first tokens,
-4 concepts per direction, float32):
+ExPLAIND (arXiv 2505.20076) takes the midpoint rule with 10 points on every optimizer step. Its own code
+(mainlp/explaind) must train inside its own wrappers and store every step; it is not run here: its rule is
+re-implemented over phasescope's replay (``replay_attribution(rule="midpoint", points=10)``), so that both
+rules follow the same path, on the same objective, in the same process.
+
+Rows per interval (f: the path_attribution measure's default objective, WLT target mass of the pairs
+without shared first tokens, 4 concepts per direction, in the measure's default float32; the update split
+by kind of document):
 - training: the interval's optimizer steps as training took them (from the run's own tokens/s log);
-- replay: the same steps re-run from the checkpoint's resume state (no attribution), then with the
-  per-step split of the update by document kind;
-- replay attribution (Simpson per step, and the trapezoid), with the split by kind;
-- re-training from scratch with per-step logging: the steps from 0 to the interval's start, then the
-  same per-step attribution (what a tool without resume state must do to follow the path);
-- the chord at 4 and 32 midpoints.
+- replay: the same steps re-run from the checkpoint's resume state, alone, then with the split by kind;
+- one gradient of f (one forward and backward over its prompts), and one training step;
+- ExPLAIND's rule (midpoint, 10 gradients per step);
+- adaptive at ExPLAIND's completeness (rtol = the gap ExPLAIND's rule reached): equal completeness;
+- adaptive at the default rtol 1e-3;
+- integrated gradients on the chord, 32 midpoints (another path, for scale).
+Then the projected ratio at the paper's shape from the measured costs per token.
 
-    python benchmarks/attribution.py --run runs/demo/lm --steps 400 425    # ~6 minutes on 2 cores
+    python benchmarks/attribution.py --run runs/demo/lm --intervals 375:400 400:425    # ~15 minutes on 2 cores
 """
 
 from __future__ import annotations
@@ -23,13 +30,16 @@ import time
 import torch
 
 from phasescope.measures.ablations import CheckpointWeights
-from phasescope.measures.attribution import path_attribution
-from phasescope.measures.path_attribution import attribution_objective
-from phasescope.measures.registry import MeasureContext, get_measure
+from phasescope.measures.attribution import GradientAt, chord_integrated_gradients
+from phasescope.measures.path_attribution import PathAttributionConfig, attribution_objective
+from phasescope.measures.registry import MeasureContext
 from phasescope.measures.replayed_attribution import replay_attribution
+from phasescope.measures.wlt_inputs import item_subsets, shared_wlt_encoding
 from phasescope.run import MetricStore, validate_config
 from phasescope.run.series import open_series
 from phasescope.train.replay import replay_steps
+
+PAPER_TOKENS_PER_STEP = 1_048_576  # the paper's shape: a 1M-token batch (1.7B parameters; the ratio is per token)
 
 
 def timed(function):
@@ -38,63 +48,114 @@ def timed(function):
     return time.perf_counter() - start, value
 
 
-def logged_training_seconds(series, first: int, last: int) -> float:
-    """The interval's training time from the run's log: its tokens over the logged tokens/s."""
+def logged_training_seconds(series, first: int, last: int) -> tuple[float, int]:
+    """The interval's training time from the run's log (its tokens over the logged tokens/s), and tokens per step."""
     log = MetricStore(series.run).read("train")
-    rates = log[(log.metric == "tokens_per_second") & (log.step > first) & (log.step <= last)].sort_values("step")
+    rates = log[(log.metric == "tokens_per_second") & (log.step > first)].sort_values("step")
     tokens_per_step = int(log[log.metric == "loss"].tokens.diff().dropna().iloc[0])
     seconds, previous = 0.0, first
     for step, rate in zip(rates.step, rates.value):
-        seconds += (step - previous) * tokens_per_step / rate
-        previous = step
-    return seconds
+        covered = min(step, last) - previous
+        seconds += covered * tokens_per_step / rate
+        previous = min(step, last)
+        if previous >= last:
+            break
+    return seconds, tokens_per_step
+
+
+def measure_interval(series, checkpoints, config, first: int, last: int, explaind_points: int) -> tuple:
+    """Print the interval's rows; return its costs (training s/step, tokens/step, replay s/step, s per gradient
+    of f, prompt tokens of f, gradients per step at the default rtol)."""
+    steps = last - first
+    context = MeasureContext(series, checkpoints[last], previous=checkpoints[first])
+    objective = attribution_objective(context, config)
+    training, tokens_per_step = logged_training_seconds(series, first, last)
+    rows = [("training (the run's log)", None, training, None)]
+    seconds, _ = timed(lambda: sum(1 for _ in replay_steps(series.run.path, first, last)))
+    rows.append(("replay, optimizer steps only", None, seconds, None))
+    replay_seconds, _ = timed(lambda: sum(1 for _ in replay_steps(series.run.path, first, last,
+                                                                  split_by=("kind",))))
+    rows.append(("replay, update split by kind", None, replay_seconds, None))
+    gradient_at = GradientAt(copy.deepcopy(context.model), objective)
+    weights = {name: p.detach().clone() for name, p in gradient_at.named.items()}
+    gradient_at(weights)  # warm up
+    gradient_seconds, _ = timed(lambda: gradient_at(weights))
+    rows.append(("one gradient of f", None, gradient_seconds, None))
+    results = {}
+    for name, options in (("ExPLAIND's rule (midpoint, 10 per step)",
+                           {"rule": "midpoint", "points": explaind_points}),
+                          ("adaptive, rtol = ExPLAIND's completeness", None),
+                          ("adaptive, rtol 1e-3 (default)", {"rtol": 1e-3})):
+        if options is None:
+            options = {"rtol": max(results["explaind"][1].relative_gap, 1e-12)}
+        model = copy.deepcopy(context.model)
+        seconds, result = timed(lambda model=model, options=options: replay_attribution(
+            series.run.path, objective, first, last, model, split_by=("kind",), **options))
+        results.setdefault("explaind", (seconds, result))
+        rows.append((name, result, seconds, result.relative_gap))
+    start = CheckpointWeights(series.weight_files(checkpoints[first]), context.model)
+    end = CheckpointWeights(series.weight_files(checkpoints[last]), context.model)
+    seconds, result = timed(lambda: chord_integrated_gradients(copy.deepcopy(context.model), objective, start,
+                                                               end, 32))
+    rows.append(("integrated gradients on the chord, 32 midpoints", None, seconds, result.relative_gap))
+    explaind_seconds, explaind = results["explaind"]
+    for name, result, seconds, gap in rows:
+        per_step = "" if result is None else f"{result.gradients_per_step:.2f}"
+        gap_text = "" if gap is None else f"{gap:.1e}"
+        versus = ("", "") if result is None or result is explaind else (
+            f"{explaind.points / result.points:.1f}x fewer", f"{explaind_seconds / seconds:.1f}x less")
+        print(f"| {first}-{last} | {name} | {per_step} | {seconds:.1f} | {seconds / training:.1f} | {gap_text} "
+              f"| {versus[0]} | {versus[1]} |")
+    encoded = shared_wlt_encoding(context, config)
+    in_f = torch.as_tensor(item_subsets(encoded.pairs)[config.subset].to_numpy())
+    return (training / steps, tokens_per_step, replay_seconds / steps, gradient_seconds,
+            int(encoded.lengths[in_f].sum()), rows[-2][1].gradients_per_step)
+
+
+def interval(text: str) -> tuple[int, int]:
+    first, last = text.split(":")
+    return int(first), int(last)
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", default="runs/demo/lm")
-    parser.add_argument("--steps", type=int, nargs=2, default=(400, 425), metavar=("FROM", "TO"))
+    parser.add_argument("--intervals", type=interval, nargs="+", default=[(375, 400), (400, 425)])
     parser.add_argument("--concepts", type=int, default=4)
+    parser.add_argument("--explaind-points", type=int, default=10, help="ExPLAIND's midpoints per step")
     arguments = parser.parse_args()
     torch.set_num_threads(2)
-    first, last = arguments.steps
     series = open_series(arguments.run)
     checkpoints = {checkpoint.step: checkpoint for checkpoint in series.checkpoints}
-    measure = get_measure("path_attribution")
-    config = validate_config({"max_concepts": arguments.concepts}, measure.config_cls)
-    context = MeasureContext(series, checkpoints[last], previous=checkpoints[first])
-    objective = attribution_objective(context, config)
-    steps = last - first
-    rows = [("training (the run's log)", logged_training_seconds(series, first, last), None)]
-
-    seconds, _ = timed(lambda: sum(1 for _ in replay_steps(series.run.path, first, last)))
-    rows.append(("replay, optimizer steps only", seconds, None))
-    seconds, _ = timed(lambda: sum(1 for _ in replay_steps(series.run.path, first, last, split_by=("kind",))))
-    rows.append(("replay, update split by kind", seconds, None))
-    attributions = {}
-    for rule in ("simpson", "trapezoid"):
-        model = copy.deepcopy(context.model)
-        seconds, result = timed(lambda rule=rule, model=model: replay_attribution(
-            series.run.path, objective, first, last, model, split_by=("kind",), rule=rule))
-        attributions[rule] = seconds
-        rows.append((f"replay attribution ({rule}, split by kind)", seconds, result.relative_gap))
-    seconds, _ = timed(lambda: sum(1 for _ in replay_steps(series.run.path, 0, first)))
-    rows.append((f"re-train from scratch (steps 0-{first}) + per-step logging", seconds + attributions["simpson"],
-                 None))
-    start = CheckpointWeights(series.weight_files(checkpoints[first]), context.model)
-    end = CheckpointWeights(series.weight_files(checkpoints[last]), context.model)
-    for points in (4, 32):
-        seconds, result = timed(lambda points=points: path_attribution(context.model, objective, start, end, points))
-        rows.append((f"chord, {points} midpoints", seconds, result.relative_gap))
-
-    training = rows[0][1]
-    print(f"interval {first} -> {last} ({steps} AdamW steps) of {arguments.run}; f over "
-          f"{arguments.concepts} concepts per direction\n")
-    print(f"| {'method':58s} | seconds | x training | completeness gap (relative) |")
-    print(f"|{'-' * 60}|--------:|-----------:|----------------------------:|")
-    for name, seconds, gap in rows:
-        gap_text = "" if gap is None else f"{gap:.1e}"
-        print(f"| {name:58s} | {seconds:7.1f} | {seconds / training:10.1f} | {gap_text:>27s} |")
+    config = validate_config({"max_concepts": arguments.concepts}, PathAttributionConfig)
+    print(f"{arguments.run}; f: WLT target mass without shared first tokens, {arguments.concepts} concepts per "
+          f"direction, float32; update split by kind of document\n")
+    print("| interval | method | objective gradients per step | seconds | x training | completeness (relative) "
+          "| vs ExPLAIND: gradients | vs ExPLAIND: time |")
+    print("|---|---|---:|---:|---:|---:|---:|---:|")
+    costs = [measure_interval(series, checkpoints, config, first, last, arguments.explaind_points)
+             for first, last in arguments.intervals]
+    print("\nWhere the time goes, per replayed step (mean over the intervals), and the projection:")
+    step_seconds = sum(cost[0] for cost in costs) / len(costs)
+    replay_step = sum(cost[2] for cost in costs) / len(costs)
+    gradient = sum(cost[3] for cost in costs) / len(costs)
+    per_step = sum(cost[5] for cost in costs) / len(costs)
+    tokens_per_step, prompt_tokens = costs[0][1], costs[0][4]
+    print(f"- a training step: {step_seconds:.3f} s for {tokens_per_step} tokens")
+    print(f"- the replayed step with its split by kind: {replay_step:.3f} s ({replay_step / step_seconds:.1f}x)")
+    print(f"- one gradient of f: {gradient:.3f} s ({gradient / step_seconds:.1f} training steps; its prompts hold "
+          f"{prompt_tokens} tokens, before their shared heads are run once)")
+    floor = (replay_step + gradient) / step_seconds
+    print(f"- floor of the adaptive rule (one gradient of f per step, the trapezoid everywhere): {floor:.1f}x "
+          f"training; measured at rtol 1e-3: {per_step:.2f} gradients per step")
+    # at the paper's shape, a training step and f's gradient scale with their tokens (same model, same passes)
+    seconds_per_train_token = step_seconds / tokens_per_step
+    seconds_per_f_token = gradient / prompt_tokens
+    projected_gradient = seconds_per_f_token * prompt_tokens / (seconds_per_train_token * PAPER_TOKENS_PER_STEP)
+    split = replay_step / step_seconds
+    print(f"- projected at the paper's shape ({PAPER_TOKENS_PER_STEP:,} tokens per step, the same f): replay and "
+          f"split {split:.1f}x + {per_step:.2f} gradients of f x {projected_gradient:.4f} = "
+          f"{split + per_step * projected_gradient:.2f}x training")
 
 
 if __name__ == "__main__":

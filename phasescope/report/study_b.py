@@ -2,11 +2,11 @@
 
 Figures: translation with and without shared first tokens, copying and linguistic ability against
 tokens (log and linear axes); translation per direction; logit-lens layer-by-checkpoint maps;
-layer-swap and path-attribution maps; attribution along the replayed training path beside the chord's,
-per parameter group and per kind of training data; mechanism against behaviour with their lead and lag; other
-trajectories (held-out loss, sharpness, surface similarity). Onsets (with bootstrap intervals over
-directions or languages) and change points are marked on every trajectory. A measure that was not
-run gives a note instead of its figure.
+layer-swap and path-attribution maps; attribution along the replayed training path beside integrated
+gradients on the chord, per parameter group and per kind of training data; mechanism against behaviour
+with their lead and lag; other trajectories (held-out loss, sharpness, surface similarity). Onsets (with
+bootstrap intervals over directions or languages) and change points are marked on every trajectory. A
+measure that was not run gives a note instead of its figure.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ from phasescope.analysis.phases import (
 )
 from phasescope.errors import PhasescopeError
 from phasescope.report.html import Section
+from phasescope.report.replay_figure import checkpoint_label, component_order, replay_figure
 from phasescope.report.trajectory_plots import (
     STYLE,
     Trajectory,
@@ -87,7 +88,7 @@ def study_b_section(run: RunDir, title: str = "Study B: copy first, translate la
         _direction_figure(frame, section, use_tokens)
         _logit_lens_figure(frame, section, use_tokens)
         _mechanism_maps(frame[frame.path.fillna("chord") == "chord"], section, use_tokens)
-        _replay_figure(frame, section, use_tokens)
+        replay_figure(frame, section, use_tokens)
         _lead_lag_figure(frame, result, use_tokens)
         _other_trajectories(frame, result, use_tokens)
     section.findings = findings(result, use_tokens)
@@ -185,7 +186,7 @@ def _direction_figure(frame: pd.DataFrame, section: Section, use_tokens: bool) -
     left.set_yticks(range(len(languages)), languages)
     left.set_xlabel("target language")
     left.set_ylabel("source language")
-    left.set_title(f"at the last checkpoint ({_where(last, use_tokens)})")
+    left.set_title(f"at the last checkpoint ({checkpoint_label(last, use_tokens)})")
     left.grid(False)
     figure.colorbar(image, ax=left, label="WLT top-1 accuracy", fraction=0.046, pad=0.03)
     for axis, side, other in zip(over_time, ("src", "tgt"), ("targets", "sources")):
@@ -208,11 +209,6 @@ def _direction_figure(frame: pd.DataFrame, section: Section, use_tokens: bool) -
                    "(linear token axis, each column at its checkpoint), the mean over target languages of each "
                    "source language and over source languages of each target; white circles mark each row's onset "
                    "(a rise of at least 5 points out of its initial band).")
-
-
-def _where(rows: pd.DataFrame, use_tokens: bool) -> str:
-    tokens = rows.tokens.iloc[0] if use_tokens else None
-    return f"{format_tokens(tokens)} tokens" if tokens is not None else f"step {rows.step.iloc[0]}"
 
 
 def _layer_map(rows: pd.DataFrame, row_column: str, aggfunc: str = "mean") -> tuple[np.ndarray, pd.DataFrame, list]:
@@ -268,89 +264,16 @@ def _mechanism_maps(frame: pd.DataFrame, section: Section, use_tokens: bool) -> 
         matrix, checkpoints, names = _layer_map(rows, column, "mean" if rows is swap else "sum")
         if rows is not swap:  # attributions: each checkpoint's share of its total absolute attribution
             matrix = matrix / np.nansum(np.abs(matrix), axis=0, keepdims=True)
-        order = sorted(range(len(names)), key=lambda i: _component_order(names[i]))
+        order = sorted(range(len(names)), key=lambda i: component_order(names[i]))
         matrix, names = matrix[order], [names[i] for i in order]
         heat_map(axis, matrix, checkpoints, [str(n) for n in names], use_tokens, label, diverging=True)
         axis.set_title(title)
         axis.set_ylabel("swapped blocks" if rows is swap else "parameter group")
     section.figure("Layer swap and path attribution", figure,
                    "Left: WLT target mass gained by placing the reference checkpoint's blocks into each checkpoint "
-                   "(positive: the checkpoint lacks what those blocks do). Right: ExPLAIND attribution of the "
-                   "change in translation between consecutive checkpoints to parameter groups.")
-
-
-def _component_order(name: str) -> tuple:
-    """Embeddings first, then blocks (and block ranges) in layer order, then the rest."""
-    text = str(name)
-    digits = "".join(c if c.isdigit() else " " for c in text).split()
-    if text.startswith(("embed", "wte", "tok")):
-        return (0, 0, text)
-    if digits and ("layers" in text or text.startswith("block")):
-        return (1, int(digits[0]), text)
-    return (2, 0, text)
-
-
-# --- attribution along the replayed training path -----------------------------------------------
-def _replay_figure(frame: pd.DataFrame, section: Section, use_tokens: bool) -> None:
-    """Per replayed interval: the parts of each parameter group along the replay and along the chord,
-    and the parts of each kind of training data."""
-    rows = frame[(frame.measure == "path_attribution") & (frame.subset == "no_overlap")]
-    replay, chord = rows[rows.path == "replay"], rows[rows.path.fillna("chord") == "chord"]
-    steps = sorted(set(replay.step))
-    if not steps:
-        return
-    figure, axes = plt.subplots(len(steps), 2, figsize=(11, 0.4 + 2.9 * len(steps)), squeeze=False,
-                                layout="constrained")
-    notes = []
-    for (group_axis, data_axis), step in zip(axes, steps):
-        ours = replay[replay.step == step]
-        value = lambda frame, metric: float(frame[frame.metric == metric].value.iloc[0])  # noqa: E731
-        parts = ours[ours.metric == "attribution"].set_index("component").value
-        names = sorted(parts.index, key=_component_order)
-        straight = chord[(chord.step == step) & (chord.metric == "attribution")].set_index("component").value
-        position = np.arange(len(names))
-        height = 0.4 if not straight.empty else 0.8
-        group_axis.barh(position - (height / 2 if not straight.empty else 0), parts[names], height, color="C3",
-                        label="replayed path")
-        if not straight.empty:
-            group_axis.barh(position + height / 2, straight.reindex(names), height, color="0.6", label="chord")
-        group_axis.set_yticks(position, names)
-        group_axis.invert_yaxis()
-        group_axis.axvline(0, color="0.3", lw=0.6)
-        interval = f"{_where(ours.head(1), use_tokens)}, {int(value(ours, 'replayed_steps'))} steps"
-        group_axis.set_title(f"parameter groups, interval ending at {interval}")
-        group_axis.set_xlabel("part of the change in f (nats)")
-        group_axis.legend(loc="lower right")
-        data = ours[ours.metric == "data_attribution"].set_index("data").value
-        kinds = [label for label in data.index if not label.startswith("language=")]
-        kinds = sorted(kinds, key=lambda label: -abs(data[label]))
-        data_axis.barh(np.arange(len(kinds)), data[kinds], color="C0")
-        data_axis.set_yticks(np.arange(len(kinds)), [_data_label(label) for label in kinds])
-        data_axis.invert_yaxis()
-        data_axis.axvline(0, color="0.3", lw=0.6)
-        data_axis.set_title("training data that moved f (replayed path)")
-        data_axis.set_xlabel("part of the change in f (nats)")
-        delta = value(ours, "delta_f")
-        text = (f"interval ending at {interval}: f changed by {delta:+.2f} nats; the replay's parts sum to it up to "
-                f"{value(ours, 'completeness_gap_relative'):.1e} (relative; largest one-step rule error "
-                f"{value(ours, 'max_step_gap'):.2g} nats)")
-        if not straight.empty:
-            moved = float(np.abs(parts[names] - straight.reindex(names).fillna(0)).sum() / np.abs(parts).sum())
-            text += (f"; the chord's parts (gap {value(chord[chord.step == step], 'completeness_gap_relative'):.1e}) "
-                     f"differ from the replay's by {moved:.0%} of the total absolute attribution")
-        if kinds:
-            text += f"; the largest part: {_data_label(kinds[0])} ({data[kinds[0]]:+.2f} nats)"
-        notes.append(text)
-    section.figure("Attribution along the replayed training path", figure,
-                   "f: the WLT target mass on pairs without shared first tokens. Left: its change over a checkpoint "
-                   "interval split over parameter groups along the optimizer steps training took (replayed from the "
-                   "checkpoint's resume state) and along the straight chord between the two checkpoints. Right: the "
-                   "same change split by the kind of document each step's batch tokens came from, plus the AdamW "
-                   "momentum carried in from the steps before the interval and weight decay. " + ". ".join(notes) + ".")
-
-
-def _data_label(label: str) -> str:
-    return {"before": "momentum from before", "weight_decay": "weight decay"}.get(label, label.removeprefix("kind="))
+                   "(positive: the checkpoint lacks what those blocks do). Right: the change in translation between "
+                   "consecutive checkpoints attributed to parameter groups (integrated gradients along the straight "
+                   "chord where the map is drawn from chord rows).")
 
 
 # --- mechanism versus behaviour ----------------------------------------------------------------

@@ -21,6 +21,7 @@ import json
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Literal, Protocol
 
@@ -184,15 +185,29 @@ def build_optimizer(model: nn.Module, config: LMTrainConfig) -> torch.optim.Adam
     return torch.optim.AdamW(groups, lr=config.lr, betas=config.betas, eps=config.eps, **implementation)
 
 
-def causal_lm_loss(model: nn.Module, input_ids: Tensor, token_weights: Tensor | None = None) -> Tensor:
+class StepObserver(Protocol):
+    """Sees a training step from inside (the replay's split of the update by data)."""
+
+    def token_losses(self, micro_batch: int, losses: Tensor) -> None:
+        """A micro-batch's (rows * (seq_len - 1),) token losses, before its backward pass (graph retained)."""
+
+    def gradients(self, parameters: list[Tensor]) -> None:
+        """The accumulated gradients (``.grad``), before clipping and the update."""
+
+
+def causal_lm_loss(model: nn.Module, input_ids: Tensor, token_weights: Tensor | None = None,
+                   observe: Callable[[Tensor], None] | None = None) -> Tensor:
     """Mean next-token cross-entropy of a batch of packed sequences ``(rows, seq_len)``.
 
     Every position but the last predicts the next token (logits in at least float32). With
     ``token_weights`` (rows, seq_len), each predicted token's loss is weighted by the weight at its
     position, still over the count of all predicted tokens: weight 0 leaves a token out of the loss
-    and its gradient, all else as in training (the counterfactual replay's removal).
+    and its gradient, all else as in training (the counterfactual replay's removal). ``observe`` is
+    handed the token losses before they are averaged.
     """
     losses = next_token_losses(model(input_ids=input_ids).logits, input_ids)
+    if observe is not None:
+        observe(losses)
     if token_weights is None:
         return losses.mean()
     return (losses * token_weights[:, 1:].flatten().to(losses)).sum() / losses.numel()
@@ -403,14 +418,16 @@ def run_training(config: LMRunConfig, run: RunDir, model: nn.Module, stream: Bat
 
 def optimizer_step(trained: nn.Module, optimizer: torch.optim.Optimizer, parameters: list[Tensor], batch: Tensor,
                    lr: float, micro_batches: int, train: LMTrainConfig,
-                   token_weights: Tensor | None = None) -> tuple[Tensor, Tensor]:
+                   token_weights: Tensor | None = None,
+                   observer: StepObserver | None = None) -> tuple[Tensor, Tensor]:
     """One training step on this process's rows of the batch: gradients accumulated over ``micro_batches``
     (synced across processes on the last), clipped, then the AdamW update at learning rate ``lr``.
 
     Training and its replay (:mod:`phasescope.train.replay`) both step through here, which is what
     makes a replay bitwise equal to training on the CPU.
 
-    ``token_weights`` (the batch's shape) weight each token's loss (:func:`causal_lm_loss`).
+    ``token_weights`` (the batch's shape) weight each token's loss (:func:`causal_lm_loss`); an
+    ``observer`` sees each micro-batch's token losses and the gradients before clipping.
 
     Returns:
         The mean loss over the micro-batches and the global gradient norm before clipping (tensors).
@@ -423,9 +440,12 @@ def optimizer_step(trained: nn.Module, optimizer: torch.optim.Optimizer, paramet
     for index, (micro_batch, micro_weights) in enumerate(zip(batch.chunk(micro_batches), weights)):
         with gradient_sync(trained, sync=index == micro_batches - 1):
             with autocast_context(train.precision, device):
-                loss = causal_lm_loss(trained, micro_batch, micro_weights)
+                loss = causal_lm_loss(trained, micro_batch, micro_weights,
+                                      None if observer is None else partial(observer.token_losses, index))
             (loss / micro_batches).backward()
         loss_sum += loss.detach()
+    if observer is not None:
+        observer.gradients(parameters)
     grad_norm = _clip_gradients(parameters, train.grad_clip)
     optimizer.step()
     optimizer.zero_grad(set_to_none=True)

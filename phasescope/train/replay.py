@@ -26,7 +26,8 @@ and carrying one momentum per part gives the update as an exact sum of
 
 up to float rounding (:attr:`ReplayStep.split_residual`). This is ExPLAIND's treatment of Adam
 (arXiv 2505.20076): the preconditioner is the one training used, the momentum is followed exactly.
-A split costs one more forward pass and one backward pass per label present in the batch.
+A split shares the training step's forward pass and costs one more backward pass per label present in
+the batch but one per dimension (that label's gradient is the training gradient less the others').
 """
 
 from __future__ import annotations
@@ -52,7 +53,6 @@ from phasescope.train.distributed import DistributedContext, load_full_states
 from phasescope.train.lm import (
     LMRunConfig,
     TrainingPlan,
-    autocast_context,
     build_optimizer,
     clip_coefficient,
     optimizer_step,
@@ -151,6 +151,8 @@ def replay_steps(run_path: Path | str, from_step: int, to_step: int, split_by: S
         PhasescopeError: the run has no resume state, a checkpoint is missing, the config changed since
             training, or the replay misses a saved checkpoint (each naming the run and the step).
     """
+    if split_by and leave_out:
+        raise PhasescopeError("a replay either splits the update by data or leaves data out, not both")
     unknown = [dimension for dimension in split_by if dimension not in DATA_DIMENSIONS]
     if unknown:
         raise PhasescopeError(f"split_by: unknown data dimension {unknown[0]!r}; expected one of "
@@ -261,13 +263,14 @@ def _replay(setup: _ReplaySetup, from_step: int, to_step: int, split_by: tuple[s
             batch = stream.next_batch().to(next(model.parameters()).device)
             sources = list(stream.last_sources)
             before = {name: p.detach().clone() for name, p in named.items()}
-            gradients = splitter.label_gradients(batch, sources, setup.plan.micro_batches) if splitter else None
+            if splitter:
+                splitter.start_step(batch, sources, setup.plan.micro_batches)
             weights = labeller.kept_tokens(sources, batch.shape, leave_out) if labeller else None
             deviated = deviated or weights is not None
             loss, grad_norm = optimizer_step(model, optimizer, parameters, batch, lr, setup.plan.micro_batches, train,
-                                             token_weights=weights)
-            parts = (splitter.update_parts(gradients, before, lr, clip_coefficient(float(grad_norm), train.grad_clip))
-                     if splitter else {})
+                                             token_weights=weights, observer=splitter)
+            parts = (splitter.update_parts(splitter.label_gradients, before, lr,
+                                           clip_coefficient(float(grad_norm), train.grad_clip)) if splitter else {})
             after = {name: p.detach() for name, p in named.items()}
             if step + 1 in setup.checkpoints and not deviated:
                 _check_against_checkpoint(setup.run, step + 1, after, tolerance)
@@ -310,7 +313,8 @@ class _DocumentKinds:
 
 
 class _DataSplit:
-    """Per-label gradients of each batch and one AdamW momentum per label (see the module docstring)."""
+    """Per-label gradients of each batch and one AdamW momentum per label (see the module docstring); the
+    training step's :class:`~phasescope.train.lm.StepObserver`."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.AdamW, named: dict[str, Tensor],
                  kinds: _DocumentKinds, dimensions: tuple[str, ...], train) -> None:
@@ -356,37 +360,49 @@ class _DataSplit:
             return None
         return kept.to(torch.float32)
 
-    def label_gradients(self, batch: Tensor, sources: list[Source], micro_batches: int) -> dict[str, list[Tensor]]:
-        """Per label, the gradient of its tokens' share of the training loss (label -> per parameter).
+    def start_step(self, batch: Tensor, sources: list[Source], micro_batches: int) -> None:
+        """Label the step's tokens; per dimension the label with the most predicted tokens is the remainder,
+        whose gradient is the training gradient less the others' (one backward pass fewer per dimension)."""
+        self.rows = torch.arange(batch.shape[0]).chunk(micro_batches)
+        self.micro_batches = micro_batches
+        self.labelled = [self.token_labels(sources, batch.shape, dimension) for dimension in self.dimensions]
+        self.remainders = []
+        for names, codes in self.labelled:
+            counts = torch.bincount(codes[:, 1:].flatten(), minlength=len(names))
+            self.remainders.append(names[int(torch.argmax(counts))])
+        self.label_gradients: dict[str, list[Tensor]] = {}
+
+    def token_losses(self, micro_batch: int, losses: Tensor) -> None:
+        """Per label but each dimension's remainder, the gradient of its tokens' share of the training loss.
 
         The training loss is the mean over micro-batches of each one's mean next-token loss; a token's
         share is its loss over (tokens predicted in its micro-batch x micro-batches), labelled by the
-        document of the predicted token.
-        """
+        document of the predicted token. The training step's own forward pass serves (its graph is kept
+        for the training backward pass that follows)."""
         parameters = list(self.named.values())
-        gradients: dict[str, list[Tensor]] = {}
-        labelled = [self.token_labels(sources, batch.shape, dimension) for dimension in self.dimensions]
-        with torch.random.fork_rng(devices=[]):
-            for rows in torch.arange(batch.shape[0]).chunk(micro_batches):
-                micro = batch[rows]
-                with autocast_context(self.train.precision, batch.device):
-                    logits = self.model(input_ids=micro).logits
-                losses = torch.nn.functional.cross_entropy(logits[:, :-1].flatten(0, 1).float(),
-                                                           micro[:, 1:].flatten(), reduction="none")
-                losses = losses / (losses.numel() * micro_batches)
-                pieces = []
-                for names, codes in labelled:
-                    targets = codes[rows][:, 1:].flatten().to(losses.device)
-                    pieces += [(names[code], losses[targets == code].sum()) for code in targets.unique().tolist()]
-                for index, (label, piece) in enumerate(pieces):
-                    grads = torch.autograd.grad(piece, parameters, retain_graph=index < len(pieces) - 1,
-                                                allow_unused=True)
-                    total = gradients.setdefault(label, [torch.zeros_like(p) for p in parameters])
-                    for accumulated, grad in zip(total, grads):
-                        if grad is not None:
-                            accumulated += grad
-                del logits, losses, pieces
-        return gradients
+        scaled = losses / (losses.numel() * self.micro_batches)
+        for (names, codes), remainder in zip(self.labelled, self.remainders):
+            targets = codes[self.rows[micro_batch]][:, 1:].flatten().to(losses.device)
+            for code in targets.unique().tolist():
+                if names[code] == remainder:
+                    continue
+                grads = torch.autograd.grad(scaled[targets == code].sum(), parameters, retain_graph=True,
+                                            allow_unused=True)
+                total = self.label_gradients.setdefault(names[code], [torch.zeros_like(p) for p in parameters])
+                for accumulated, grad in zip(total, grads):
+                    if grad is not None:
+                        accumulated += grad
+
+    def gradients(self, parameters: list[Tensor]) -> None:
+        """Each dimension's remainder: the training gradient (before clipping) less its other labels'."""
+        named = list(self.named.values())
+        for (names, _), remainder in zip(self.labelled, self.remainders):
+            total = [torch.zeros_like(p) if p.grad is None else p.grad.detach().clone() for p in named]
+            for label in names:
+                if label != remainder and label in self.label_gradients:
+                    for value, grad in zip(total, self.label_gradients[label]):
+                        value -= grad
+            self.label_gradients[remainder] = total
 
     def update_parts(self, gradients: dict[str, list[Tensor]], before: dict[str, Tensor], lr: float,
                      clip: float) -> dict[str, dict[str, Tensor]]:
