@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import copy
 import math
+import shutil
 
 import pytest
 import torch
@@ -21,13 +22,14 @@ from phasescope.measures.registry import MeasureContext, get_measure
 from phasescope.measures.replayed_attribution import check_budget, replay_attribution
 from phasescope.measures.wlt_inputs import item_subsets, shared_wlt_encoding
 from phasescope.models.llama import build_llama
-from phasescope.run import validate_config
+from phasescope.run import MetricStore, validate_config
+from phasescope.run.series import open_series
 from phasescope.train.distributed import DistributedContext, load_full_states
 from phasescope.train.lm import LMRunConfig, build_optimizer, train_lm
 from phasescope.train.lm_checkpoint import read_lm_checkpoint
 from phasescope.train.replay import data_parts, replay_steps
 from phasescope.train.schedules import wsd_learning_rate
-from tests.helpers import tiny_config
+from tests.helpers import phasescope_here, tiny_config
 from tests.lm_fixtures import tiny_lm_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
@@ -190,3 +192,23 @@ def test_bad_tolerance_budget_part_and_interval_are_one_line_errors(run, tmp_pat
     series, _ = tiny_lm_run(tmp_path / "hub-like", steps=(0, 10))
     with pytest.raises(PhasescopeError, match=r"step_00000000: no resume state .* to replay from"):
         removal_effects(series.run.path, _prompt_objective, 0, 10, model, [("language", "en")])
+
+
+def test_the_measure_reports_a_missed_tolerance_in_one_line_and_refuses_bad_settings(run, tmp_path, monkeypatch,
+                                                                                     capsys):
+    measured = tmp_path / "measured"
+    shutil.copytree(run, measured)
+    base = ("measure", str(measured), "--measures", "path_attribution", "--checkpoints", "8",
+            "--set", "path_attribution.max_concepts=2")
+    code, stderr = phasescope_here(monkeypatch, capsys, *base, "--set", "path_attribution.rtol=1e-12",
+                                   "--set", "path_attribution.max_gradients=5")
+    assert code == 0, stderr
+    [line] = [line for line in stderr.splitlines() if "missed the tolerance" in line]
+    assert "within 5 objective gradients" in line and "raise max_gradients" in line
+    rows = MetricStore(open_series(measured).run).read("path_attribution").set_index("metric").value
+    assert rows["tolerance_met"] == 0 and rows["objective_gradients"] == 5
+    assert rows["completeness_gap"] > rows["completeness_tolerance"]
+    for setting, message in (("rtol=0", "rtol"), ("max_gradients=3", "max_gradients 3 is too small for 4 replayed "
+                                                                       "steps"), ("step_rule=simpson", "step_rule")):
+        code, stderr = phasescope_here(monkeypatch, capsys, *base, "--set", f"path_attribution.{setting}")
+        assert code != 0 and message in stderr and "Traceback" not in stderr, stderr
