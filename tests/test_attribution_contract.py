@@ -212,3 +212,24 @@ def test_the_measure_reports_a_missed_tolerance_in_one_line_and_refuses_bad_sett
                                                                        "steps"), ("step_rule=simpson", "step_rule")):
         code, stderr = phasescope_here(monkeypatch, capsys, *base, "--set", f"path_attribution.{setting}")
         assert code != 0 and message in stderr and "Traceback" not in stderr, stderr
+
+
+def test_consecutive_intervals_share_their_common_end_point(run, tmp_path, monkeypatch, capsys):
+    """Measured together, interval 4-8 starts from interval 0-4's last gradient: one objective gradient fewer,
+    the same parts as when 4-8 is measured alone (the replay reaches step 4 bitwise)."""
+    frames = {}
+    for name, checkpoints in (("together", "4,8"), ("alone", "8")):
+        measured = tmp_path / name
+        shutil.copytree(run, measured)
+        code, stderr = phasescope_here(monkeypatch, capsys, "measure", str(measured), "--measures",
+                                       "path_attribution", "--checkpoints", checkpoints,
+                                       "--set", "path_attribution.max_concepts=2",
+                                       "--set", "path_attribution.data=[kind]")
+        assert code == 0, stderr
+        rows = MetricStore(open_series(measured).run).read("path_attribution")
+        frames[name] = rows[rows.step == 8].set_index(["metric", "component", "data"], drop=False).value
+    together, alone = frames["together"], frames["alone"]
+    gradients = ("objective_gradients", None, None)
+    assert together[gradients] == alone[gradients] - 1
+    shared = [key for key in alone.index if key[0] not in ("objective_gradients", "gradients_per_step")]
+    assert together[shared].to_numpy() == pytest.approx(alone[shared].to_numpy(), rel=1e-12, abs=1e-12)

@@ -35,6 +35,7 @@ from phasescope.measures.wlt_inputs import WLTDataConfig, item_subsets, shared_w
 from phasescope.models.adapters import parameter_groups
 from phasescope.models.losses import next_token_losses
 from phasescope.progress import console, progress_bar
+from phasescope.run.config import config_hash
 from phasescope.train.lm_checkpoint import has_resume_state
 from phasescope.train.replay import DATA_DIMENSIONS, DataDimension, check_replayable
 
@@ -157,13 +158,19 @@ def compute_path_attribution(context: MeasureContext, config: PathAttributionCon
     if replay:
         steps = context.checkpoint.step - context.previous.step
         check_budget(steps, config.max_gradients, config.step_rule, config.step_points)
+        # the previous interval's end point (f and its gradient at A), where the replay reaches A bitwise
+        shared = f"path_attribution_end:{config_hash(config)}:{context.series.run.path}"
+        cached = context.cache.pop(shared, None)
+        start = cached[1] if cached is not None and cached[0] == context.previous.step else None
         with progress_bar(f"replayed attribution {interval}", steps, transient=True) as advance, full_precision():
             try:
                 result = replay_attribution(series.run.path, objective, context.previous.step, context.checkpoint.step,
                                             on, split_by=config.data, rule=config.step_rule, rtol=config.rtol,
                                             atol=config.atol, max_gradients=config.max_gradients,
                                             points=config.step_points, device=context.device.type,
-                                            tolerance=config.replay_tolerance, progress=advance)
+                                            tolerance=config.replay_tolerance, progress=advance, start=start)
+                if config.replay_tolerance == 0 and result.end_point is not None:
+                    context.cache[shared] = (context.checkpoint.step, result.end_point)
             finally:
                 if on is model:  # the replay left the model at the replayed end point: put the saved one back
                     with torch.no_grad():

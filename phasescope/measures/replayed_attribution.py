@@ -71,6 +71,7 @@ class ReplayAttribution(PathAttribution):
     steps: tuple[int, int] = (0, 0)
     split_residual: float = 0.0
     forwards: int = 0
+    end_point: Point | None = None  # f and its gradient at B, for the next interval to start from
 
     def data_total(self, dimension: str) -> float:
         """One data dimension's parts with ``weight_decay`` and ``before``, summed (``total`` up to rounding)."""
@@ -103,7 +104,8 @@ def check_budget(steps: int, max_gradients: int | None, rule: StepRule = "adapti
 def replay_attribution(run_path: Path | str, objective: Objective, from_step: int, to_step: int, model: nn.Module,
                        split_by: Sequence[DataDimension] = (), rule: StepRule = "adaptive", rtol: float = 1e-3,
                        atol: float = 1e-6, max_gradients: int | None = None, points: int = 10, device: str = "cpu",
-                       tolerance: float = 0.0, progress: Callable[[], None] | None = None) -> ReplayAttribution:
+                       tolerance: float = 0.0, progress: Callable[[], None] | None = None,
+                       start: Point | None = None) -> ReplayAttribution:
     """Attribute ``f(theta_to) - f(theta_from)`` to each parameter (and to data) along the replayed steps.
 
     Args:
@@ -121,6 +123,8 @@ def replay_attribution(run_path: Path | str, objective: Objective, from_step: in
         points: gradients per step of a fixed rule.
         device, tolerance: of the replay (:func:`~phasescope.train.replay.replay_steps`).
         progress: called after each replayed step.
+        start: f and its gradient at A, when an earlier interval ended there (the ``end_point`` of its
+            result, at bitwise the same weights): the interval then takes one gradient fewer.
 
     Raises:
         PhasescopeError: a tolerance <= 0, a budget below one gradient per step, or from the replay (no
@@ -146,7 +150,8 @@ def replay_attribution(run_path: Path | str, objective: Objective, from_step: in
     gaps: list[float] = []
     gradients: list[int] = []
     residual = 0.0
-    start: Point | None = None
+    if start is not None and rule != "adaptive":
+        start = None  # a fixed rule needs f at A only
     for index, replayed in enumerate(replay_steps(run_path, from_step, to_step, split_by, device, tolerance)):
         before = {name: replayed.before[name].to(dtype) for name in names}
         after = {name: replayed.after[name].to(dtype) for name in names}
@@ -157,9 +162,11 @@ def replay_attribution(run_path: Path | str, objective: Objective, from_step: in
 
         spent = budget.spent
         if rule == "adaptive":
-            if start is None:
-                budget.spend()
-                start = gradient_at(before, 0.0)
+            if not f_steps:
+                if start is None:
+                    budget.spend()
+                    start = gradient_at(before, 0.0)
+                start = Point(0.0, start.value, start.gradient)
                 allowed = completeness_tolerance(f_end - start.value, rtol, atol)
                 f_steps.append(start.value)
             budget.spend()
@@ -193,4 +200,5 @@ def replay_attribution(run_path: Path | str, objective: Objective, from_step: in
             progress()
     return ReplayAttribution(parts, f_steps[0], f_steps[-1], budget.spent, f"replay_{rule}", tolerance=allowed,
                              data=data, f_steps=f_steps, step_gaps=gaps, step_gradients=gradients,
-                             steps=(from_step, to_step), split_residual=residual, forwards=forwards)
+                             steps=(from_step, to_step), split_residual=residual, forwards=forwards,
+                             end_point=Point(1.0, start.value, start.gradient) if rule == "adaptive" else None)
