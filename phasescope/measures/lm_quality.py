@@ -24,6 +24,7 @@ from phasescope.data.languages import check_language_codes
 from phasescope.errors import PhasescopeError
 from phasescope.measures.lm_forward import autocast_for, model_device
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
+from phasescope.models.losses import next_token_losses
 from phasescope.run.config import StrictModel, config_hash
 from phasescope.run.series import CheckpointSeries
 
@@ -55,12 +56,11 @@ def heldout_scores(model: nn.Module, input_ids: Tensor, attention_mask: Tensor |
             rows_mask = mask[start:start + batch_size].to(device)
             with autocast_for(device):
                 logits = model(input_ids=ids, attention_mask=rows_mask).logits
-            logits = logits[:, :-1].float()  # (B, T-1, V)
             targets = ids[:, 1:]
             keep = rows_mask[:, 1:].bool()
-            log_probs = logits.log_softmax(-1).gather(-1, targets.unsqueeze(-1)).squeeze(-1)
-            loss_sum -= float(log_probs[keep].double().sum())
-            correct += int((logits.argmax(-1) == targets)[keep].sum())
+            losses = next_token_losses(logits, ids).view(targets.shape)  # (B, T-1)
+            loss_sum += float(losses[keep].double().sum())
+            correct += int((logits[:, :-1].argmax(-1) == targets)[keep].sum())
             count += int(keep.sum())
     if count == 0:
         raise PhasescopeError("held-out batch has no token to predict")
@@ -105,7 +105,7 @@ def sequence_log_probs(model: nn.Module, token_ids: Sequence[Sequence[int]], con
             ids, mask = ids.to(device), mask.to(device)
             with autocast_for(device):
                 logits = model(input_ids=ids, attention_mask=mask).logits
-            log_probs = logits[:, :-1].float().log_softmax(-1).gather(-1, ids[:, 1:].unsqueeze(-1)).squeeze(-1)
+            log_probs = -next_token_losses(logits, ids).view(ids[:, 1:].shape)  # (B, T-1)
             scored = mask[:, 1:].clone()
             scored[:, :context - 1] = 0  # target i+1 is scored when i + 1 >= context
             totals = (log_probs.double() * scored).sum(1)
