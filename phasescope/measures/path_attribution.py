@@ -109,6 +109,7 @@ def attribution_rows(result: PathAttribution, groups: Mapping[str, list[str]], l
     with a tolerance ``completeness_tolerance`` and ``tolerance_met`` (1 or 0), all with ``subset`` =
     ``label`` and ``path`` = ``replay`` or ``chord``; along a replay also ``replayed_steps``,
     ``gradients_per_step``, ``objective_forwards``, ``max_step_gap`` (the largest one-step |gap|),
+    ``step_gap_sum`` (the steps' |gaps| summed: the gap had no two steps' errors offset each other),
     ``split_residual`` (the data split's rounding) and ``data_attribution`` per part of the data (``data``)."""
     path = "replay" if isinstance(result, ReplayAttribution) else "chord"
     rows = []
@@ -124,7 +125,8 @@ def attribution_rows(result: PathAttribution, groups: Mapping[str, list[str]], l
     if isinstance(result, ReplayAttribution):
         summary.update(replayed_steps=float(result.steps[1] - result.steps[0]),
                        gradients_per_step=result.gradients_per_step, objective_forwards=float(result.forwards),
-                       max_step_gap=max(abs(gap) for gap in result.step_gaps), split_residual=result.split_residual)
+                       max_step_gap=max(abs(gap) for gap in result.step_gaps), step_gap_sum=result.step_gap_sum,
+                       split_residual=result.split_residual)
         rows += [{"metric": "data_attribution", "value": value, "data": part} for part, value in result.data.items()]
     rows += [{"metric": metric, "value": value} for metric, value in summary.items()]
     return [{**row, "subset": label, "path": path} for row in rows]

@@ -127,7 +127,8 @@ def _piece(a: Point, b: Point, middle: Point | None, delta: Mapping[str, Tensor]
 
 
 def adaptive_mean_gradient(evaluate: Evaluate, start: Point, end: Point, delta: Mapping[str, Tensor],
-                           tolerance: float, budget: GradientBudget, limit: float = math.inf) -> SegmentIntegral:
+                           tolerance: float, budget: GradientBudget, limit: float = math.inf,
+                           carried: float = 0.0) -> SegmentIntegral:
     """The mean gradient along the segment, refined until the exact error of its sum is within ``tolerance``,
     the budget is spent or this segment has taken ``limit`` gradients (see the module docstring).
 
@@ -138,9 +139,10 @@ def adaptive_mean_gradient(evaluate: Evaluate, start: Point, end: Point, delta: 
         evaluate: f and its gradient at a ``t`` inside the segment (one gradient of the budget each).
         start, end: the two ends (``t`` = 0 and 1), already evaluated.
         delta: the segment's direction ``theta(1) - theta(0)``.
-        tolerance: the largest accepted |gap| of the segment's sum (>= 0).
+        tolerance: the largest accepted |carried + gap| (>= 0).
         budget: shared by every segment of an attribution.
         limit: the most gradients this segment may take.
+        carried: the signed gap of the segments before this one, which this one's gap adds to.
     """
     spent = budget.spent
     pieces = [_piece(start, end, None, delta)]
@@ -148,7 +150,7 @@ def adaptive_mean_gradient(evaluate: Evaluate, start: Point, end: Point, delta: 
     def affordable(cost: int) -> bool:
         return budget.left - budget.reserved >= cost and budget.spent - spent + cost <= limit
 
-    while abs(math.fsum(piece.gap for piece in pieces)) > tolerance:
+    while abs(carried + math.fsum(piece.gap for piece in pieces)) > tolerance:
         worst = max(range(len(pieces)), key=lambda index: abs(pieces[index].gap))
         piece = pieces[worst]
         if piece.middle is None and affordable(1):

@@ -8,10 +8,12 @@ Training went from checkpoint A to checkpoint B by optimizer steps, which
 
 ExPLAIND's decomposition (arXiv 2505.20076). Each step's ``G_s`` comes from a rule in
 :mod:`phasescope.measures.quadrature`. The default, ``adaptive``, makes completeness a contract: the
-interval's tolerance ``max(rtol |f(B) - f(A)|, atol)`` is shared out step by step (each step may use
-what the steps before it left, divided over the steps still to come), and a step is refined (trapezoid,
-Simpson, then halves) only where its own exact gap exceeds its share, so the parts sum to the change
-within the tolerance unless the budget of objective gradients runs out, which the result says. The
+interval's tolerance ``max(rtol |f(B) - f(A)|, atol)`` is shared out evenly over the steps: after step
+``s`` of ``n`` the running signed sum of the steps' exact gaps must lie within ``(s + 1) / n`` of the
+tolerance, and a step is refined (trapezoid, Simpson, then halves) only where its own gap would take
+the running sum outside that envelope, so the parts sum to the change within the tolerance unless the
+budget of objective gradients runs out, which the result says. Gaps of opposite signs offset each
+other, as they do in the sum of the parts; ``step_gap_sum`` (the sum of |gaps|) says how much. The
 steps' end points are shared, so a step whose trapezoid meets its share costs one gradient of f.
 The fixed rules (``midpoint``, ExPLAIND's, or ``gauss_legendre``, ``points`` gradients per step) are
 kept for comparison.
@@ -77,6 +79,11 @@ class ReplayAttribution(PathAttribution):
         """One data dimension's parts with ``weight_decay`` and ``before``, summed (``total`` up to rounding)."""
         return math.fsum(value for label, value in self.data.items()
                          if label in (WEIGHT_DECAY_PART, BEFORE_PART) or label.startswith(f"{dimension}="))
+
+    @property
+    def step_gap_sum(self) -> float:
+        """The sum of the steps' |gaps|: the completeness gap if no two steps' errors offset each other."""
+        return math.fsum(abs(gap) for gap in self.step_gaps)
 
     @property
     def gradients_per_step(self) -> float:
@@ -172,11 +179,13 @@ def replay_attribution(run_path: Path | str, objective: Objective, from_step: in
             budget.spend()
             end = gradient_at(after, 1.0)
             budget.reserved = steps - index - 1  # one gradient for each later step's end point
-            share = max(0.0, allowed - math.fsum(abs(gap) for gap in gaps)) / (steps - index)
+            # the running signed gap must stay within the tolerance's even share of the steps so far
+            envelope = allowed * (index + 1) / steps
             # a step may take up to twice its even share of what is left, so that a few hard steps
             # cannot leave the rest with nothing
             limit = STEP_SHARE_LIMIT * (budget.left - budget.reserved) / (steps - index)
-            integral = adaptive_mean_gradient(evaluate, start, end, delta, share, budget, limit)
+            integral = adaptive_mean_gradient(evaluate, start, end, delta, envelope, budget, limit,
+                                              carried=math.fsum(gaps))
         else:
             if start is None:
                 start = Point(0.0, gradient_at.value(before), {})
