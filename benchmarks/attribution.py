@@ -23,11 +23,11 @@ Then the projected ratio at the paper's shape from the measured costs per token.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 
 import torch
+from intervals import interval_parser  # benchmarks/intervals.py, beside this script
 
 from phasescope.measures.ablations import CheckpointWeights
 from phasescope.measures.attribution import GradientAt, chord_integrated_gradients
@@ -107,21 +107,13 @@ def measure_interval(series, checkpoints, config, first: int, last: int, explain
         print(f"| {first}-{last} | {name} | {per_step} | {seconds:.1f} | {seconds / training:.1f} | {gap_text} "
               f"| {versus[0]} | {versus[1]} |")
     encoded = shared_wlt_encoding(context, config)
-    in_f = torch.as_tensor(item_subsets(encoded.pairs)[config.subset].to_numpy())
+    in_f = torch.as_tensor(item_subsets(encoded.pairs)[config.subset].to_numpy().copy())
     return (training / steps, tokens_per_step, replay_seconds / steps, gradient_seconds,
             int(encoded.lengths[in_f].sum()), rows[-2][1].gradients_per_step)
 
 
-def interval(text: str) -> tuple[int, int]:
-    first, last = text.split(":")
-    return int(first), int(last)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="runs/demo/lm")
-    parser.add_argument("--intervals", type=interval, nargs="+", default=[(375, 400), (400, 425)])
-    parser.add_argument("--concepts", type=int, default=4)
+    parser = interval_parser(__doc__.splitlines()[0])
     parser.add_argument("--explaind-points", type=int, default=10, help="ExPLAIND's midpoints per step")
     arguments = parser.parse_args()
     torch.set_num_threads(2)

@@ -13,7 +13,6 @@ and the removal effect (f trained - f without the part), and draws the scatter.
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 
@@ -23,6 +22,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 import torch  # noqa: E402
+from intervals import interval_parser  # noqa: E402  (benchmarks/intervals.py, beside this script)
 from scipy import stats  # noqa: E402
 
 from phasescope.measures.counterfactual import removal_effects  # noqa: E402
@@ -35,16 +35,8 @@ from phasescope.run.series import open_series  # noqa: E402
 from phasescope.train.replay import BEFORE_PART, WEIGHT_DECAY_PART  # noqa: E402
 
 
-def interval(text: str) -> tuple[int, int]:
-    first, last = text.split(":")
-    return int(first), int(last)
-
-
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--run", default="runs/demo/lm")
-    parser.add_argument("--intervals", type=interval, nargs="+", default=[(375, 400), (400, 425)])
-    parser.add_argument("--concepts", type=int, default=4, help="WLT concepts per direction in f (the demo's)")
+    parser = interval_parser(__doc__.splitlines()[0])
     parser.add_argument("--precision", choices=("float32", "float64"), default="float32")
     parser.add_argument("--figure", default=None)
     arguments = parser.parse_args()

@@ -181,3 +181,35 @@ def tiny_lm_run(path, steps=(0, 10), factory=tiny_llama):
         texts[language] = str(run / "data" / f"{language}.txt")
         (run / "data" / f"{language}.txt").write_text("\n\n".join(sentences), encoding="utf-8")
     return open_series(run), texts
+
+
+def replayable_config(max_steps: int = 12) -> dict:
+    """A ``phasescope train`` config whose replay exercises every term of AdamW: weight decay on, clipping
+    active (lr 1e-2 on a fresh model), warmup then decay; checkpoints every 4 steps."""
+    from tests.helpers import tiny_config
+
+    return tiny_config(train={"max_steps": max_steps, "batch_size": 8, "seq_len": 32, "lr": 1e-2, "log_every": 4,
+                              "weight_decay": 0.1, "grad_clip": 0.5,
+                              "lr_schedule": {"warmup_steps": 2, "decay_fraction": 0.25}})
+
+
+def replayable_run(path: Path, config: dict) -> Path:
+    """Train ``config`` into ``path``."""
+    from phasescope.run import validate_config
+    from phasescope.train.lm import LMRunConfig, train_lm
+
+    train_lm(validate_config(config, LMRunConfig), path)
+    return path
+
+
+def run_model(run_path: Path, config: dict):
+    """A fresh model (its step-0 weights) of the run's architecture."""
+    from phasescope.data.tokenizer import load_tokenizer
+    from phasescope.models.llama import build_llama
+    from phasescope.run import validate_config
+    from phasescope.train.lm import LMRunConfig
+
+    validated = validate_config(config, LMRunConfig)
+    tokenizer = load_tokenizer(run_path / "tokenizer")
+    return build_llama(validated.model, len(tokenizer), validated.seed, bos_token_id=tokenizer.bos_token_id,
+                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)

@@ -12,7 +12,6 @@ import pytest
 import torch
 
 from phasescope.data.corpora import build_corpus
-from phasescope.data.tokenizer import load_tokenizer
 from phasescope.errors import PhasescopeError
 from phasescope.measures.attribution import objective_value
 from phasescope.measures.counterfactual import removal_effects
@@ -21,29 +20,24 @@ from phasescope.measures.quadrature import GradientBudget, Point, adaptive_mean_
 from phasescope.measures.registry import MeasureContext, get_measure
 from phasescope.measures.replayed_attribution import check_budget, replay_attribution
 from phasescope.measures.wlt_inputs import item_subsets, shared_wlt_encoding
-from phasescope.models.llama import build_llama
 from phasescope.run import MetricStore, validate_config
 from phasescope.run.series import open_series
 from phasescope.train.distributed import DistributedContext, load_full_states
-from phasescope.train.lm import LMRunConfig, build_optimizer, train_lm
+from phasescope.train.lm import LMRunConfig, build_optimizer
 from phasescope.train.lm_checkpoint import read_lm_checkpoint
 from phasescope.train.replay import data_parts, replay_steps
 from phasescope.train.schedules import wsd_learning_rate
-from tests.helpers import phasescope_here, tiny_config
-from tests.lm_fixtures import tiny_lm_run
+from tests.helpers import phasescope_here
+from tests.lm_fixtures import replayable_config, replayable_run, run_model, tiny_lm_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-CONFIG = tiny_config(train={"max_steps": 8, "batch_size": 8, "seq_len": 32, "lr": 1e-2, "log_every": 4,
-                            "weight_decay": 0.1, "grad_clip": 0.5,
-                            "lr_schedule": {"warmup_steps": 2, "decay_fraction": 0.25}})
+CONFIG = replayable_config(8)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("contract") / "run"
-    train_lm(validate_config(CONFIG, LMRunConfig), path)
-    return path
+    return replayable_run(tmp_path_factory.mktemp("contract") / "run", CONFIG)
 
 
 def _prompt_objective(model):
@@ -53,10 +47,7 @@ def _prompt_objective(model):
 
 
 def _model(run_path, dtype=torch.float64):
-    config = validate_config(CONFIG, LMRunConfig)
-    tokenizer = load_tokenizer(run_path / "tokenizer")
-    return build_llama(config.model, len(tokenizer), config.seed, bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id).to(dtype)
+    return run_model(run_path, CONFIG).to(dtype)
 
 
 # ---- float64 is float64 ---------------------------------------------------------------------------

@@ -20,35 +20,26 @@ from phasescope.errors import PhasescopeError
 from phasescope.measures.attribution import chord_integrated_gradients
 from phasescope.measures.replayed_attribution import replay_attribution
 from phasescope.models.adapters import parameter_groups
-from phasescope.models.llama import build_llama
 from phasescope.run import MetricStore, validate_config
 from phasescope.run.series import open_series
 from phasescope.train.lm import LMRunConfig, train_lm
 from phasescope.train.replay import replay_steps
 from phasescope.train.schedules import wsd_learning_rate
-from tests.helpers import phasescope_here, tiny_config
-from tests.lm_fixtures import tiny_lm_run
+from tests.helpers import phasescope_here
+from tests.lm_fixtures import replayable_config, replayable_run, run_model, tiny_lm_run
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
-# weight decay on, clipping active (lr 1e-2 on a fresh model), warmup then decay: every term of AdamW at work
-CONFIG = tiny_config(train={"max_steps": 12, "batch_size": 8, "seq_len": 32, "lr": 1e-2, "log_every": 4,
-                            "weight_decay": 0.1, "grad_clip": 0.5,
-                            "lr_schedule": {"warmup_steps": 2, "decay_fraction": 0.25}})
+CONFIG = replayable_config(12)
 
 
 @pytest.fixture(scope="module")
 def run(tmp_path_factory):
-    path = tmp_path_factory.mktemp("replay") / "run"
-    train_lm(validate_config(CONFIG, LMRunConfig), path)
-    return path
+    return replayable_run(tmp_path_factory.mktemp("replay") / "run", CONFIG)
 
 
 def _model(run_path):
-    config = validate_config(CONFIG, LMRunConfig)
-    tokenizer = load_tokenizer(run_path / "tokenizer")
-    return build_llama(config.model, len(tokenizer), config.seed, bos_token_id=tokenizer.bos_token_id,
-                       eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id)
+    return run_model(run_path, CONFIG)
 
 
 PROMPTS = torch.tensor([[5, 17, 33, 8, 41, 2], [9, 9, 12, 60, 71, 100], [40, 3, 3, 88, 21, 7]])
