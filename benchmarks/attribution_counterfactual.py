@@ -63,7 +63,9 @@ def main() -> None:
               f"{attributed.relative_gap:.1e} ({attributed.gradients_per_step:.2f} gradients per step), "
               f"attribution {seconds:.0f} s, {len(parts)} removals "
               f"{time.perf_counter() - start:.0f} s", flush=True)
-        pairs += [(f"{first}-{last}", effect.part, attributed.data[effect.part], effect.effect) for effect in removed]
+        for effect in removed:
+            pairs.append((f"{first}-{last}", effect.part, attributed.data[effect.part], effect.effect))
+            print(f"  {effect.part}: attributed {pairs[-1][2]:+.4f}, removal effect {effect.effect:+.4f}", flush=True)
     print("\n| interval | part | attributed | removal effect (f trained - f without) |\n|---|---|---:|---:|")
     for name, part, share, effect in pairs:
         print(f"| {name} | {part} | {share:+.3f} | {effect:+.3f} |")
