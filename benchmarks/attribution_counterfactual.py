@@ -8,7 +8,11 @@ each pair, then Pearson and Spearman correlations and the sign agreement between
 and the removal effect (f trained - f without the part), and draws the scatter.
 
     python benchmarks/attribution_counterfactual.py --run runs/demo/lm --intervals 375:400 400:425 \
-        --figure docs/figures/attribution_counterfactual.png
+        --pairs benchmarks/results/attribution_counterfactual_demo.csv \
+        --figure docs/figures/attribution_counterfactual.png          # ~30 minutes on 2 cores
+    python benchmarks/attribution_counterfactual.py \
+        --from-pairs benchmarks/results/attribution_counterfactual_demo.csv \
+        --figure docs/figures/attribution_counterfactual.png          # the summary and figure again, no run
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
+import pandas as pd  # noqa: E402
 import torch  # noqa: E402
 from intervals import interval_parser  # noqa: E402  (benchmarks/intervals.py, beside this script)
 from scipy import stats  # noqa: E402
@@ -35,11 +40,8 @@ from phasescope.run.series import open_series  # noqa: E402
 from phasescope.train.replay import BEFORE_PART, WEIGHT_DECAY_PART  # noqa: E402
 
 
-def main() -> None:
-    parser = interval_parser(__doc__.splitlines()[0])
-    parser.add_argument("--precision", choices=("float32", "float64"), default="float32")
-    parser.add_argument("--figure", default=None)
-    arguments = parser.parse_args()
+def measure_pairs(arguments) -> list[tuple[str, str, float, float]]:
+    """(interval, part, attributed share, removal effect) for every part of every interval."""
     torch.set_num_threads(2)
     series = open_series(arguments.run)
     checkpoints = {checkpoint.step: checkpoint for checkpoint in series.checkpoints}
@@ -66,6 +68,11 @@ def main() -> None:
         for effect in removed:
             pairs.append((f"{first}-{last}", effect.part, attributed.data[effect.part], effect.effect))
             print(f"  {effect.part}: attributed {pairs[-1][2]:+.4f}, removal effect {effect.effect:+.4f}", flush=True)
+    return pairs
+
+
+def summarize(pairs: list[tuple[str, str, float, float]], figure_path: str | None) -> None:
+    """Print the pairs, their correlations and sign agreement; draw the scatter."""
     print("\n| interval | part | attributed | removal effect (f trained - f without) |\n|---|---|---:|---:|")
     for name, part, share, effect in pairs:
         print(f"| {name} | {part} | {share:+.3f} | {effect:+.3f} |")
@@ -77,26 +84,50 @@ def main() -> None:
     slope = float(np.polyfit(attributed_values, effects, 1)[0])
     print(f"\n{len(pairs)} pairs: Pearson {pearson:.3f}, Spearman {spearman:.3f}, sign agreement {signs:.2f}, "
           f"least-squares slope of effect on share {slope:.2f}")
-    if arguments.figure:
-        figure, axis = plt.subplots(figsize=(5.5, 4.5), constrained_layout=True)
-        for name, marker in zip(dict.fromkeys(pair[0] for pair in pairs), "os^D"):
-            chosen = [pair for pair in pairs if pair[0] == name]
-            axis.scatter([p[2] for p in chosen], [p[3] for p in chosen], marker=marker, label=f"steps {name}")
+    for dimension in ("kind", "language"):
+        chosen = [pair for pair in pairs if pair[1].startswith(f"{dimension}=")]
+        agree = np.mean([np.sign(pair[2]) == np.sign(pair[3]) for pair in chosen]) if chosen else float("nan")
+        print(f"- by {dimension}: {len(chosen)} pairs, sign agreement {agree:.2f}")
+    if not figure_path:
+        return
+    figure, axis = plt.subplots(figsize=(6, 4.8), constrained_layout=True)
+    for name, marker in zip(dict.fromkeys(pair[0] for pair in pairs), "os^D"):
+        for dimension, color in (("kind", "C3"), ("language", "C0")):
+            chosen = [pair for pair in pairs if pair[0] == name and pair[1].startswith(f"{dimension}=")]
+            axis.scatter([p[2] for p in chosen], [p[3] for p in chosen], marker=marker, color=color,
+                         label=f"steps {name}, by {dimension}")
             for _, part, share, effect in chosen:
-                if part.startswith("kind="):
-                    axis.annotate(part.removeprefix("kind="), (share, effect), fontsize=8,
-                                  xytext=(3, 3), textcoords="offset points")
-        limit = float(max(np.abs(attributed_values).max(), np.abs(effects).max())) * 1.1
-        axis.plot([-limit, limit], [-limit, limit], color="grey", linewidth=0.8, linestyle="--", label="effect = share")
-        axis.axhline(0, color="black", linewidth=0.5)
-        axis.axvline(0, color="black", linewidth=0.5)
-        axis.set_xlabel("attributed share of the change of f (nats)")
-        axis.set_ylabel("removal effect: f trained - f without the part (nats)")
-        axis.set_title(f"Attribution vs removal, {len(pairs)} (interval, part) pairs\n"
-                       f"Pearson {pearson:.2f}, Spearman {spearman:.2f}, signs agree {signs:.0%}", fontsize=10)
-        axis.legend(fontsize=8)
-        figure.savefig(arguments.figure, dpi=110)
-        print(f"figure written to {arguments.figure}")
+                axis.annotate(part.split("=", 1)[1], (share, effect), fontsize=7, xytext=(3, 3),
+                              textcoords="offset points", color=color)
+    limit = float(max(np.abs(attributed_values).max(), np.abs(effects).max())) * 1.1
+    axis.plot([-limit, limit], [-limit, limit], color="grey", linewidth=0.8, linestyle="--", label="effect = share")
+    axis.axhline(0, color="black", linewidth=0.5)
+    axis.axvline(0, color="black", linewidth=0.5)
+    axis.set_xlabel("attributed share of the change of f (nats)")
+    axis.set_ylabel("removal effect: f trained - f without (nats)")
+    axis.set_title(f"First-order attribution does not predict removal here: {len(pairs)} pairs,\n"
+                   f"Pearson {pearson:.2f}, Spearman {spearman:.2f}, signs agree in {signs:.0%}", fontsize=10)
+    axis.legend(fontsize=7, loc="upper left")
+    figure.savefig(figure_path, dpi=110)
+    print(f"figure written to {figure_path}")
+
+
+def main() -> None:
+    parser = interval_parser(__doc__.splitlines()[0])
+    parser.add_argument("--precision", choices=("float32", "float64"), default="float32")
+    parser.add_argument("--figure", default=None)
+    parser.add_argument("--pairs", default=None, help="write the pairs to this CSV file")
+    parser.add_argument("--from-pairs", default=None, help="summarize and draw a CSV written by --pairs, no run")
+    arguments = parser.parse_args()
+    if arguments.from_pairs:
+        frame = pd.read_csv(arguments.from_pairs)
+        pairs = list(frame[["interval", "part", "attributed", "removal_effect"]].itertuples(index=False, name=None))
+    else:
+        pairs = measure_pairs(arguments)
+        if arguments.pairs:
+            pd.DataFrame(pairs, columns=["interval", "part", "attributed", "removal_effect"]).to_csv(
+                arguments.pairs, index=False)
+    summarize(pairs, arguments.figure)
 
 
 if __name__ == "__main__":
