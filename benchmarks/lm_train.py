@@ -31,8 +31,9 @@ from phasescope.models.llama import build_llama, count_parameters, training_flop
 from phasescope.progress import output
 from phasescope.run import RunDir, dump_config
 from phasescope.train.distributed import DistributedConfig, init_distributed
-from phasescope.train.lm import LMRunConfig, build_optimizer, run_training
+from phasescope.train.lm import LMRunConfig, run_training
 from phasescope.train.schedules import wsd_learning_rate
+from phasescope.train.step import build_optimizer
 
 LR, WARMUP, LOG_EVERY = 1e-3, 5, 5
 

@@ -23,10 +23,11 @@ from phasescope.measures.wlt_inputs import item_subsets, shared_wlt_encoding
 from phasescope.run import MetricStore, validate_config
 from phasescope.run.series import open_series
 from phasescope.train.distributed import DistributedContext, load_full_states
-from phasescope.train.lm import LMRunConfig, build_optimizer
+from phasescope.train.lm import LMRunConfig
 from phasescope.train.lm_checkpoint import read_lm_checkpoint
 from phasescope.train.replay import data_parts, replay_steps
 from phasescope.train.schedules import wsd_learning_rate
+from phasescope.train.step import build_optimizer
 from tests.helpers import phasescope_here
 from tests.lm_fixtures import replayable_config, replayable_run, run_model, tiny_lm_run
 

@@ -3,7 +3,7 @@
 Every checkpoint of a ``phasescope train`` language-model run carries the exact resume state: AdamW's
 moments, the generators' states and the data stream's position. :func:`replay_steps` starts from the
 checkpoint at ``from_step`` and re-runs the optimizer steps up to ``to_step`` through the training
-loop's own step (:func:`phasescope.train.lm.optimizer_step`), yielding for each step the parameters
+loop's own step (:func:`phasescope.train.step.optimizer_step`), yielding for each step the parameters
 before and after it, its batch and where each of the batch's tokens came from. On the CPU the replayed
 parameters equal the saved ones bitwise at every checkpoint the replay passes; a replay that does not
 reach them (a changed corpus, another device, a run trained on several processes) is stopped with a
@@ -50,15 +50,10 @@ from phasescope.models.llama import build_llama
 from phasescope.run import RunDir, config_hash, validate_config
 from phasescope.run.checkpoint import read_safetensors
 from phasescope.train.distributed import DistributedContext, load_full_states
-from phasescope.train.lm import (
-    LMRunConfig,
-    TrainingPlan,
-    build_optimizer,
-    clip_coefficient,
-    optimizer_step,
-)
+from phasescope.train.lm import LMRunConfig, TrainingPlan
 from phasescope.train.lm_checkpoint import has_resume_state, read_lm_checkpoint, restore_rng_states, rng_states
 from phasescope.train.schedules import wsd_learning_rate
+from phasescope.train.step import build_optimizer, clip_coefficient, optimizer_step
 
 DataDimension = Literal["language", "kind"]
 DATA_DIMENSIONS: tuple[str, ...] = ("language", "kind")
@@ -314,7 +309,7 @@ class _DocumentKinds:
 
 class _DataSplit:
     """Per-label gradients of each batch and one AdamW momentum per label (see the module docstring); the
-    training step's :class:`~phasescope.train.lm.StepObserver`."""
+    training step's :class:`~phasescope.train.step.StepObserver`."""
 
     def __init__(self, model: nn.Module, optimizer: torch.optim.AdamW, named: dict[str, Tensor],
                  kinds: _DocumentKinds, dimensions: tuple[str, ...], train) -> None:
