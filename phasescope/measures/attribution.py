@@ -21,6 +21,7 @@ from __future__ import annotations
 import math
 from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
+from pathlib import Path
 
 import torch
 from torch import Tensor, nn
@@ -129,6 +130,11 @@ class GradientAt:
         """f at ``weights``, without a gradient (one forward pass)."""
         self.load(weights)
         return objective_value(self.objective, self.model)
+
+    def value_at_checkpoint(self, files: Iterable[Path | str]) -> float:
+        """f at a checkpoint's saved weights (its safetensors ``files``), without a gradient."""
+        saved = CheckpointWeights(files, self.model)
+        return self.value({name: saved.read(name, parameter) for name, parameter in self.named.items()})
 
     def __call__(self, weights: Mapping[str, Tensor], t: float = 0.0) -> Point:
         """f and its gradient at ``weights`` (one forward and one backward pass), as the point ``t``."""

@@ -20,7 +20,6 @@ from pathlib import Path
 
 from torch import nn
 
-from phasescope.measures.ablations import CheckpointWeights
 from phasescope.measures.attribution import GradientAt, Objective
 from phasescope.train.replay import DataDimension, check_replayable, replay_steps, saved_weight_files
 
@@ -58,8 +57,7 @@ def removal_effects(run_path: Path | str, objective: Objective, from_step: int, 
     """
     check_replayable(run_path, from_step, to_step)
     evaluate = GradientAt(model, objective)
-    saved = CheckpointWeights(saved_weight_files(run_path, to_step), model)
-    f_trained = evaluate.value({name: saved.read(name, parameter) for name, parameter in evaluate.named.items()})
+    f_trained = evaluate.value_at_checkpoint(saved_weight_files(run_path, to_step))
     effects = []
     for dimension, value in parts:
         changed, end = 0, None

@@ -34,7 +34,6 @@ from typing import Literal
 from torch import nn
 
 from phasescope.errors import PhasescopeError
-from phasescope.measures.ablations import CheckpointWeights
 from phasescope.measures.attribution import GradientAt, Objective, PathAttribution
 from phasescope.measures.quadrature import (
     GradientBudget,
@@ -148,8 +147,7 @@ def replay_attribution(run_path: Path | str, objective: Objective, from_step: in
     forwards = 0
     allowed = None
     if rule == "adaptive":  # f at B from the saved checkpoint (the replay reaches it bitwise), for the tolerance
-        saved_end = CheckpointWeights(saved_weight_files(run_path, to_step), model)
-        f_end = gradient_at.value({name: saved_end.read(name, p) for name, p in gradient_at.named.items()})
+        f_end = gradient_at.value_at_checkpoint(saved_weight_files(run_path, to_step))
         forwards += 1
     parts = dict.fromkeys(names, 0.0)
     data: dict[str, float] = {}
