@@ -43,8 +43,8 @@ def main() -> None:
     latest = RunDir(out).latest_checkpoint() if (out / "config.yaml").is_file() else None
     if latest is not None:  # the user's loop resumes from its own checkpoint: weights and momenta
         model.load_state_dict(load_file(str(latest.path / "model.safetensors")))
-        if (latest.path / "optimizer.safetensors").is_file():
-            momenta = load_file(str(latest.path / "optimizer.safetensors"))
+        if (latest.path / "state.safetensors").is_file():
+            momenta = load_file(str(latest.path / "state.safetensors"))
         start = latest.step
     trained = model
     if strategy == "ddp":
@@ -55,8 +55,8 @@ def main() -> None:
         trained = fully_shard(model)
     optimizer = torch.optim.SGD(trained.parameters(), lr=0.05, momentum=0.9)
     for name, parameter in model.named_parameters():
-        if f"{name}.momentum_buffer" in momenta:
-            optimizer.state[parameter]["momentum_buffer"] = momenta[f"{name}.momentum_buffer"].clone()
+        if f"optimizer.{name}.momentum_buffer" in momenta:
+            optimizer.state[parameter]["momentum_buffer"] = momenta[f"optimizer.{name}.momentum_buffer"].clone()
     rows = slice(rank * len(inputs) // world, (rank + 1) * len(inputs) // world)
     measures = [] if strategy == "fsdp" else ["norms"]
     recorder = Recorder(out, schedule=1, measures=measures)

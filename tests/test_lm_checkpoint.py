@@ -16,7 +16,8 @@ from phasescope.models.llama import build_llama, count_parameters, tied_paramete
 from phasescope.run import MetricStore, RunDir, dump_config
 from phasescope.train.distributed import DistributedConfig, init_distributed
 from phasescope.train.lm import LMRunConfig, run_training
-from phasescope.train.lm_checkpoint import flatten_optimizer_state, read_lm_checkpoint, unflatten_optimizer_state
+from phasescope.run.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
+from phasescope.train.lm_checkpoint import read_lm_checkpoint
 from tests.lm_fixtures import tiny_tokenizer
 
 

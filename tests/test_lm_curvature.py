@@ -74,7 +74,7 @@ def _adam_run(path, tokenizer, steps=(3,), next_lr=5e-4):
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
     from phasescope.run import RunDir, atomic_directory
-    from phasescope.train.lm_checkpoint import flatten_optimizer_state
+    from phasescope.run.checkpoint import flatten_optimizer_state
 
     run = RunDir.create(path, "kind: lm\n")
     model = tiny_llama(len(tokenizer), seed=0)

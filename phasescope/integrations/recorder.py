@@ -1,26 +1,35 @@
-"""A dense record of a training loop that phasescope does not run: checkpoints on a schedule, and cheap
-measures inline, in the run-directory contract that ``phasescope measure`` and ``report`` read.
+"""A dense record of a training loop that phasescope does not run: checkpoints on a schedule, the
+loop's own loss, learning rate and gradient norm, and cheap measures inline, in the run-directory
+contract that ``phasescope measure`` and ``report`` read.
 
     recorder = phasescope.Recorder("runs/mine", schedule="log_linear", measures=["loss", "norms"],
                                    batch=(inputs, targets), loss_fn=loss_fn)
+    recorder.step(model, optimizer, step=0)
     for step in range(steps):
         ...                                   # the user's forward, backward, optimizer.step()
+        recorder.log_training(step + 1, loss=loss, lr=lr, grad_norm=norm)   # optional, every step, cheap
         recorder.step(model, optimizer, step=step + 1, tokens=tokens_seen)
+    recorder.finish(model, optimizer, step=steps)   # the final weights, whatever the schedule
 
 A step is the number of optimizer updates done; ``step=0`` records the initialization. On a step
 that no schedule names, :meth:`Recorder.step` compares two integers and returns: no copy, no
 device synchronization, no file access. On a scheduled one it writes ``checkpoints/step_N/``
 atomically (a directory of that name is always complete): the weights as a Hugging Face directory
 when the model is a ``PreTrainedModel`` (with the tokenizer, if given), else ``model.safetensors``
-of its ``state_dict``; the optimizer's state as ``optimizer.safetensors`` (tensors by parameter
-name) with its hyper-parameters in ``state.json`` beside the step and tokens. Inline measures write
-one metric shard each at their own schedule.
+of its ``state_dict``; the optimizer's state in the format ``phasescope train`` writes
+(``state.safetensors`` with ``optimizer.<parameter name>.<entry>`` tensors, the param groups in
+``state.json`` beside the step and tokens), so every measure reads both alike. The training values
+given to :meth:`Recorder.log_training` stay on their device until the next checkpoint, where they
+become the ``train`` shard's rows (``loss``, ``lr``, ``grad_norm``, ...), as ``phasescope train``
+writes them. Inline measures write one metric shard each at their own schedule; their values of
+the last measured step are in :attr:`Recorder.last_measured` for a framework's own loggers.
 
-Restarted on the same directory (the user's run resumed from its own checkpoint), the recorder
-keeps what is there: a step already recorded is not written again, and a shard that exists is
-skipped, so nothing is duplicated or lost. Under ``torch.distributed`` only rank 0 writes; a model
-wrapped in DDP is unwrapped, and an FSDP model's full state is gathered on every rank (a
-collective, at scheduled steps only) and written by rank 0.
+Restarted on the same directory (the user's run resumed from its own checkpoint at step N, and the
+first ``step`` call names N), the recorder moves every checkpoint and shard of a step after N into ``superseded/after_step_N/`` and
+says so in one line: the series then holds one trajectory, and nothing is deleted. A step already
+recorded is not written again. Under ``torch.distributed`` only rank 0 writes; a model wrapped in
+DDP or ``torch.compile`` is unwrapped, and an FSDP model's full state is gathered on every rank (a
+collective, once per scheduled step) and written by rank 0. DeepSpeed ZeRO-3 is refused.
 
 The record is not a replayable run: it has no data position or generator states, so path
 attribution over it takes the straight chord between checkpoints.
@@ -29,7 +38,7 @@ attribution over it takes the straight chord between checkpoints.
 from __future__ import annotations
 
 import json
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -38,47 +47,40 @@ from pydantic import Field, TypeAdapter, ValidationError
 from safetensors.torch import save_file
 from torch import Tensor, nn
 
-from phasescope.curvature.hessian import eval_mode
 from phasescope.errors import PhasescopeError
-from phasescope.models.norms import parameter_norms
+from phasescope.integrations.inline import BuiltinMeasures, InlineMeasure, parse_measures
+from phasescope.progress import console
 from phasescope.run import MetricStore, RunDir, atomic_directory, config_hash
+from phasescope.run.checkpoint import STATE_META_FILE, STATE_TENSORS_FILE, flatten_optimizer_state
 from phasescope.run.config import StrictModel
 from phasescope.run.series import quiet_transformers
-from phasescope.train.schedules import CheckpointSchedule, EverySteps, EveryTokens, ExplicitSteps, LogLinear
+from phasescope.train.distributed import unwrapped
+from phasescope.train.schedules import CheckpointSchedule, EverySteps, EveryTokens, ExplicitSteps, LogLinear, is_due
 
 KIND = "recorded"
-OPTIMIZER_FILE = "optimizer.safetensors"
-STATE_FILE = "state.json"
-InlineMeasure = Callable[[nn.Module], dict[str, float] | list[dict]]
-BUILTIN_MEASURES = ("loss", "norms", "sharpness", "wlt")
+TRAINING_SHARD = "train"  # the measure name of the loop's own values, as phasescope train names it
 
 
 class RecorderSchedule:
-    """Whether a step is due under a checkpoint schedule, with no step budget: log-linear (Pythia's:
-    0, 1, 2, 4, ..., ``log_until``, then every ``every`` steps), every N steps, every N tokens, or
-    an explicit list of steps."""
+    """Whether a step is due under a checkpoint schedule, with no step budget (the rule of
+    :func:`~phasescope.train.schedules.is_due`); for ``every_tokens`` it remembers the last tokens seen."""
 
     def __init__(self, schedule: Any) -> None:
         self.schedule = _parse_schedule(schedule)
-        self._steps = set(self.schedule.steps) if isinstance(self.schedule, ExplicitSteps) else set()
-        self._last_tokens: int | None = None
+        self.last_tokens: int | None = None
+
+    @property
+    def needs_tokens(self) -> bool:
+        return isinstance(self.schedule, EveryTokens)
 
     def due(self, step: int, tokens: int | None = None) -> bool:
-        schedule = self.schedule
-        if isinstance(schedule, LogLinear):
-            return step == 0 or (step <= schedule.log_until and step & (step - 1) == 0) or step % schedule.every == 0
-        if isinstance(schedule, EverySteps):
-            return step % schedule.every == 0 and (step > 0 or schedule.include_initial)
-        if isinstance(schedule, ExplicitSteps):
-            return step in self._steps
-        if tokens is None:
-            raise PhasescopeError("an every_tokens schedule needs the tokens seen: recorder.step(..., tokens=N)")
-        previous, self._last_tokens = self._last_tokens, tokens
-        if step == 0 or tokens == 0:
-            return schedule.include_initial
-        if previous is None:  # the first call after a restart: due if this step crossed a multiple
-            return tokens % schedule.tokens == 0
-        return tokens // schedule.tokens > previous // schedule.tokens
+        if self.needs_tokens and tokens is None:
+            raise PhasescopeError("an every_tokens schedule needs the tokens seen: recorder.step(..., tokens=N), "
+                                  "or Recorder(..., tokens_per_step=N)")
+        previous = self.last_tokens
+        if self.needs_tokens:
+            self.last_tokens = tokens
+        return is_due(self.schedule, step, tokens, previous)
 
     def describe(self) -> dict:
         return self.schedule.model_dump(mode="json")
@@ -119,17 +121,19 @@ class RecorderConfig(StrictModel):
 
 
 class Recorder:
-    """Checkpoints and inline measures of any training loop (see the module docstring).
+    """Checkpoints, training values and inline measures of any training loop (see the module docstring).
 
     Args:
         out: the run directory (created, or continued when it holds a record with the same settings).
         schedule: checkpoint schedule: ``"log_linear"`` (default), an int (every N steps), a list of
             steps, a dict (``{"schedule": "every_tokens", "tokens": N}``) or a schedule model of
             :mod:`phasescope.train.schedules`.
-        measures: inline measures, by name or ``{name: callable(model) -> {metric: value} | rows}``:
-            ``loss`` (the held batch's loss), ``norms`` (l1 and l2 of all parameters), ``sharpness``
-            (top Hessian eigenvalue of the held batch's loss, warm-started from the previous one),
-            ``wlt`` (word-level translation of a causal LM, needs ``tokenizer``).
+        measures: inline measures: names of built-in ones, or a dict of name to a callable
+            ``callable(model) -> {metric: value} | rows``, or to a built-in's settings (those of
+            :mod:`phasescope.integrations.inline`, e.g. ``{"wlt": {"max_concepts": 16}}``), hashed into
+            its shards' config. Built in: ``loss`` (the held batch's loss), ``norms`` (l1 and l2 of all
+            parameters), ``sharpness`` (top Hessian eigenvalue of the held batch's loss, warm-started from
+            the previous one), ``wlt`` (word-level translation of a causal LM, needs ``tokenizer``).
         every: the measures' schedule (same forms as ``schedule``); None: at every checkpoint.
         batch: the held batch of ``loss`` and ``sharpness``: ``(inputs, targets)`` with ``loss_fn``,
             or a dict of model inputs with ``labels`` for a Hugging Face model (its own loss).
@@ -140,48 +144,105 @@ class Recorder:
     """
 
     def __init__(self, out: str | Path, schedule: Any = "log_linear",
-                 measures: Sequence[str] | dict[str, InlineMeasure] = (), every: Any = None, *,
+                 measures: Sequence[str] | dict[str, InlineMeasure | dict | None] = (), every: Any = None, *,
                  batch: Any = None, loss_fn: Callable[[Any, Any], Tensor] | None = None, tokenizer=None,
                  tokens_per_step: int | None = None, source: str = "plain") -> None:
         self.out = Path(out)
         self.schedule = RecorderSchedule(schedule)
         self.measure_schedule = RecorderSchedule(every) if every is not None else None
-        named = dict(measures) if isinstance(measures, dict) else {name: None for name in measures}
-        unknown = [name for name, function in named.items() if function is None and name not in BUILTIN_MEASURES]
-        if unknown:
-            raise PhasescopeError(f"measures: unknown inline measure {unknown[0]!r}; built in: "
-                                  f"{', '.join(BUILTIN_MEASURES)}, or pass {{name: callable(model)}}")
-        if any(name in named for name in ("loss", "sharpness")) and batch is None:
-            raise PhasescopeError("the loss and sharpness measures need a held batch: Recorder(..., batch=...)")
-        if "sharpness" in named and loss_fn is None:
-            raise PhasescopeError("the sharpness measure needs loss_fn(outputs, targets) and batch=(inputs, targets)")
-        if "wlt" in named and tokenizer is None:
-            raise PhasescopeError("the wlt measure needs the model's tokenizer: Recorder(..., tokenizer=...)")
-        self.measures = named
-        self.batch, self.loss_fn, self.tokenizer = batch, loss_fn, tokenizer
+        self.measures, self.settings = parse_measures(measures)
+        self.builtin = BuiltinMeasures(batch, loss_fn, tokenizer, self.settings)
+        if source == "plain":  # a framework's callback finds the tokenizer in its trainer, before the first step
+            self.builtin.check()
         self.tokens_per_step, self.source = tokens_per_step, source
         self.run: RunDir | None = None
+        self.last_measured: dict[str, float] = {}  # "measure/metric": value of the last measured step
         self._recorded: set[int] = set()
-        self._sharpness_start = None  # the previous sharpness result: the next one's warm start
-        self._wlt_encoding = None
+        self._last_step: int | None = None  # the step last handled on this rank (accumulation repeats it)
+        self._first_step: int | None = None
+        self._training: list[tuple[int, int | None, dict[str, Any]]] = []  # pending (step, tokens, values)
 
-    # --- the one call per step ------------------------------------------------------------------
+    @property
+    def tokenizer(self):
+        return self.builtin.tokenizer
+
+    @tokenizer.setter
+    def tokenizer(self, tokenizer) -> None:
+        self.builtin.tokenizer = tokenizer
+
+    @property
+    def needs_tokens(self) -> bool:
+        """Whether a schedule counts tokens and no ``tokens_per_step`` stands in for them."""
+        return self.tokens_per_step is None and (self.schedule.needs_tokens or bool(
+            self.measure_schedule and self.measure_schedule.needs_tokens))
+
+    # --- the calls of a training loop ------------------------------------------------------------
     def step(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, step: int,
              tokens: int | None = None) -> bool:
         """Record ``step`` (optimizer updates done so far) if a schedule names it; True if anything was due.
 
-        Nothing is read from ``model`` on a step that no schedule names.
+        Nothing is read from ``model`` on a step that no schedule names, nor on a step this rank has
+        just handled (a framework that calls once per micro-batch under gradient accumulation).
         """
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise PhasescopeError(f"step must be a non-negative integer, got {step!r}")
+        return self._record(model, optimizer, step, tokens, final=False)
+
+    def finish(self, model: nn.Module, optimizer: torch.optim.Optimizer | None = None, *, step: int,
+               tokens: int | None = None) -> None:
+        """Record the final ``step`` whatever the schedule (as ``phasescope train`` saves its last step),
+        with the training values still pending."""
+        self._last_step = None
+        self._record(model, optimizer, step, tokens, final=True)
+
+    def log_training(self, step: int, *, tokens: int | None = None, **values: float | Tensor) -> None:
+        """Keep the loop's own values of ``step`` (``loss``, ``lr``, ``grad_norm``, any name): floats or
+        0-d tensors, left on their device (no synchronization) until the next checkpoint writes them as
+        the ``train`` shard's rows."""
         if tokens is None and self.tokens_per_step is not None:
             tokens = step * self.tokens_per_step
-        checkpoint = self.schedule.due(step, tokens)
+        self._training.append((step, tokens, values))
+
+    # --- resume through the frameworks ------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue the schedules exactly (the tokens seen at the last call)
+        and the sharpness warm start (None, or the eigenvector)."""
+        start = self.builtin.sharpness_start
+        if start is not None and not isinstance(start, Tensor):
+            start = start.eigenvectors[:, 0]
+        return {"last_tokens": self.schedule.last_tokens,
+                "measure_last_tokens": self.measure_schedule.last_tokens if self.measure_schedule else None,
+                "sharpness_start": None if start is None else start.detach().cpu()}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self.schedule.last_tokens = state.get("last_tokens")
+        if self.measure_schedule is not None:
+            self.measure_schedule.last_tokens = state.get("measure_last_tokens")
+        vector = state.get("sharpness_start")
+        self.builtin.sharpness_start = None if vector is None else torch.as_tensor(vector)
+
+    # --- recording ----------------------------------------------------------------------------------
+    def _record(self, model: nn.Module, optimizer, step: int, tokens: int | None, final: bool) -> bool:
+        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
+            raise PhasescopeError(f"step must be a non-negative integer, got {step!r}")
+        if not isinstance(model, nn.Module):
+            raise PhasescopeError(f"recorder.step(model, optimizer, step=...): model must be a torch.nn.Module, "
+                                  f"got {type(model).__name__}")
+        if optimizer is not None and not isinstance(optimizer, torch.optim.Optimizer):
+            raise PhasescopeError(f"recorder.step(model, optimizer, step=...): optimizer must be a "
+                                  f"torch.optim.Optimizer or None, got {type(optimizer).__name__}")
+        if step == self._last_step:
+            return False
+        self._last_step = step
+        if self._first_step is None:
+            self._first_step = step  # where this (possibly resumed) run starts: later records are superseded
+        if tokens is None and self.tokens_per_step is not None:
+            tokens = step * self.tokens_per_step
+        checkpoint = self.schedule.due(step, tokens) or final
         measure = bool(self.measures) and (self.measure_schedule.due(step, tokens) if self.measure_schedule
                                            else checkpoint)
         if not (checkpoint or measure):
             return False
-        model = _unwrapped(model)
+        model = unwrapped(model)
+        _refuse_zero3(model)
         if _distributed() and measure and _is_fsdp(model):
             raise PhasescopeError("inline measures of an FSDP model are not supported: record checkpoints only "
                                   "and run `phasescope measure` on them")
@@ -189,15 +250,16 @@ class Recorder:
         gathered = _gathered(model, optimizer) if checkpoint and _distributed() else None
         if _rank() != 0:
             return True
-        run = self._open(model)
+        run = self._open(model, self._first_step)
         if checkpoint and step not in self._recorded:
             self._write_checkpoint(run, model, gathered or _gathered(model, optimizer), step, tokens)
+        if checkpoint:
+            self._write_training(run)
         if measure:
             self._measure(run, model, step, tokens)
         return True
 
-    # --- writing --------------------------------------------------------------------------------
-    def _open(self, model: nn.Module) -> RunDir:
+    def _open(self, model: nn.Module, first_step: int) -> RunDir:
         if self.run is None:
             from phasescope.run import dump_config
 
@@ -207,6 +269,10 @@ class Recorder:
                 measure_schedule=self.measure_schedule.describe() if self.measure_schedule else None,
                 tokens_per_step=self.tokens_per_step)
             self.run = RunDir.create(self.out, dump_config(config), exist_ok=True)
+            folder, moved = self.run.supersede_after(first_step)
+            if moved:
+                console.print(f"recorder: resumed at step {first_step}; {moved} checkpoints and shards of later steps "
+                              f"moved to {folder}", markup=False, highlight=False)
             self._recorded = {info.step for info in self.run.list_checkpoints()}
         return self.run
 
@@ -226,59 +292,56 @@ class Recorder:
             else:
                 save_file(_distinct(state), str(directory / "model.safetensors"), metadata={"format": "pt"})
             if optimizer_tensors:
-                save_file(optimizer_tensors, str(directory / OPTIMIZER_FILE), metadata={"format": "pt"})
-            (directory / STATE_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
+                save_file(optimizer_tensors, str(directory / STATE_TENSORS_FILE), metadata={"format": "pt"})
+            (directory / STATE_META_FILE).write_text(json.dumps(meta, indent=2, default=str), encoding="utf-8")
         self._recorded.add(step)
+
+    def _write_training(self, run: RunDir) -> None:
+        """The pending training values as one ``train`` shard at the last step they name (one sync)."""
+        if not self._training:
+            return
+        last, tokens, _ = max(self._training, key=lambda entry: entry[0])
+        rows = [{"step": at, "tokens": seen, "metric": name, "value": float(value)}
+                for at, seen, values in self._training for name, value in values.items() if value is not None]
+        MetricStore(run).write_shard(last, TRAINING_SHARD, {"inline": TRAINING_SHARD, "source": self.source},
+                                     rows, tokens=tokens)
+        self._training = []
 
     def _measure(self, run: RunDir, model: nn.Module, step: int, tokens: int | None) -> None:
         store = MetricStore(run)
+        self.last_measured = {}
         for name, function in self.measures.items():
             config = {"inline": name, "schedule": self.measure_schedule.describe() if self.measure_schedule
-                      else "checkpoints"}
+                      else "checkpoints", **({"settings": self.settings[name]} if self.settings.get(name) else {})}
             if store.has_shard(step, name, config_hash(config)):  # recorded before a restart
                 continue
-            result = function(model) if function is not None else getattr(self, f"_{name}")(model)
+            if function is None:
+                self.builtin.check()
+            result = function(model) if function is not None else self.builtin(name, model)
             rows = [{"metric": metric, "value": float(value)} for metric, value in result.items()] \
                 if isinstance(result, dict) else list(result)
             store.write_shard(step, name, config, rows, tokens=tokens)
+            self.last_measured.update(_flat(name, rows))
 
-    # --- the built-in inline measures ---------------------------------------------------------------
-    @torch.no_grad()
-    def _loss(self, model: nn.Module) -> dict[str, float]:
-        with eval_mode(model):
-            if isinstance(self.batch, dict):
-                return {"loss": float(model(**_to(self.batch, model)).loss)}
-            inputs, targets = _to(self.batch, model)
-            if self.loss_fn is None:
-                raise PhasescopeError("the loss measure of a (inputs, targets) batch needs loss_fn")
-            return {"loss": float(self.loss_fn(model(inputs), targets))}
 
-    @staticmethod
-    def _norms(model: nn.Module) -> dict[str, float]:
-        return parameter_norms(model)
+def _flat(name: str, rows: list[dict]) -> dict[str, float]:
+    """``{"measure/metric": value}`` of rows that name no other dimension (a dashboard's scalars); rows
+    with more (a language pair, a layer) are averaged per metric."""
+    values: dict[str, list[float]] = {}
+    for row in rows:
+        values.setdefault(f"{name}/{row['metric']}", []).append(float(row["value"]))
+    return {key: sum(group) / len(group) for key, group in values.items()}
 
-    def _sharpness(self, model: nn.Module) -> dict[str, float]:
-        from phasescope.curvature import sharpness
 
-        result = sharpness(model, self.loss_fn, _to(self.batch, model), v0=self._sharpness_start)
-        self._sharpness_start = result
-        return {"sharpness": float(result.eigenvalues[0])}
-
-    def _wlt(self, model: nn.Module) -> list[dict]:
-        from phasescope.data.lexicon_sources import build_cldr_lexicon
-        from phasescope.data.wlt import build_wlt_pairs, encode_wlt
-        from phasescope.measures.translation import wlt_metric_rows, wlt_scores
-
-        if self._wlt_encoding is None:
-            pairs = build_wlt_pairs(build_cldr_lexicon(), shots=5, seed=0, max_concepts=8)
-            self._wlt_encoding = encode_wlt(pairs, self.tokenizer)
-        with eval_mode(model):
-            return wlt_metric_rows(wlt_scores(model, self.tokenizer, self._wlt_encoding))
+def _refuse_zero3(model: nn.Module) -> None:
+    if any(hasattr(parameter, "ds_id") for parameter in model.parameters()):
+        raise PhasescopeError("DeepSpeed ZeRO-3 partitions the weights and the recorder does not gather them: "
+                              "record with ZeRO stage 0-2 or FSDP, or save with the Trainer and load the series")
 
 
 def _gathered(model: nn.Module, optimizer: torch.optim.Optimizer | None
              ) -> tuple[dict[str, Tensor], dict[str, Tensor], list[dict]]:
-    """(full weights, optimizer tensors keyed ``<parameter name>.<entry>``, JSON param groups with the
+    """(full weights, optimizer tensors keyed ``optimizer.<parameter name>.<entry>``, JSON param groups with the
     parameters by name), on the CPU of rank 0: ``torch.distributed.checkpoint``'s full state dicts,
     which gather an FSDP model's shards (a collective: under torch.distributed every rank calls)."""
     from torch.distributed.checkpoint.state_dict import (
@@ -293,15 +356,9 @@ def _gathered(model: nn.Module, optimizer: torch.optim.Optimizer | None
         # before the first step there is no state, and torch would make one by stepping the optimizer
         # with zero gradients (an Adam step count of 1): the recorder must not change the training
         return state, {}, []
-    full = get_optimizer_state_dict(model, optimizer, options=options)
-    tensors = {}
-    for name, entries in full.get("state", {}).items():
-        for entry, value in entries.items():
-            value = value if isinstance(value, Tensor) else torch.tensor(value)
-            tensors[f"{name}.{entry}"] = value.detach().to("cpu").contiguous()
-    groups = [{key: (list(value) if isinstance(value, tuple) else value) for key, value in group.items()
-               if _json_value(value)} for group in full.get("param_groups", [])]
-    return state, tensors, groups
+    tensors, groups = flatten_optimizer_state(get_optimizer_state_dict(model, optimizer, options=options))
+    tensors = {name: tensor.detach().to("cpu").contiguous() for name, tensor in tensors.items()}
+    return state, tensors, [{key: value for key, value in group.items() if _json_value(value)} for group in groups]
 
 
 def _json_value(value: Any) -> bool:
@@ -320,11 +377,6 @@ def _is_pretrained(model: nn.Module) -> bool:
     return isinstance(model, PreTrainedModel)
 
 
-def _unwrapped(model: nn.Module) -> nn.Module:
-    """The model inside DDP (or ``torch.compile``)."""
-    while isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
-        model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model._orig_mod
-    return model
 
 
 def _is_fsdp(model: nn.Module) -> bool:
@@ -354,18 +406,3 @@ def _distributed() -> bool:
 
 def _rank() -> int:
     return torch.distributed.get_rank() if _distributed() else 0
-
-
-def _device(model: nn.Module) -> torch.device:
-    return next(model.parameters()).device
-
-
-def _to(batch: Any, model: nn.Module) -> Any:
-    device = _device(model)
-    if isinstance(batch, Tensor):
-        return batch.to(device)
-    if isinstance(batch, dict):
-        return {key: _to(value, model) for key, value in batch.items()}
-    if isinstance(batch, Iterable) and not isinstance(batch, str):
-        return type(batch)(_to(value, model) for value in batch)
-    return batch

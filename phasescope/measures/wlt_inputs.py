@@ -4,6 +4,7 @@ the subsets items are reported in, and one tokenization of the prompts per execu
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 
 import pandas as pd
 from pydantic import Field, field_validator
@@ -56,17 +57,22 @@ class WLTDataConfig(StrictModel):
 def resolve_lexicon(series: CheckpointSeries, path: str | None) -> Lexicon:
     """The lexicon file given (``cldr``: the built-in CLDR lexicon), else the run's ``data/lexicon.parquet``,
     else the built-in CLDR lexicon."""
+    own = series.run.path / "data" / "lexicon.parquet"
+    return named_lexicon(path if path is not None else (str(own) if own.is_file() else "cldr"))
+
+
+def named_lexicon(path: str) -> Lexicon:
+    """A lexicon Parquet file, or ``cldr``: the built-in CLDR lexicon."""
     from phasescope.data.lexicon_sources import build_cldr_lexicon
 
-    if path == "cldr":
-        return build_cldr_lexicon()
-    if path is not None:
-        return Lexicon.load(path)
-    own = series.run.path / "data" / "lexicon.parquet"
-    if own.is_file():
-        return Lexicon.load(own)
+    return build_cldr_lexicon() if path == "cldr" else Lexicon.load(path)
 
-    return build_cldr_lexicon()
+
+def wlt_pairs(lexicon: Lexicon, data: WLTDataConfig, heldout: Sequence[str] = ()) -> pd.DataFrame:
+    """The WLT items ``data`` names from ``lexicon`` (held-out concepts as the run kept them)."""
+    held = [concept for concept in heldout if concept in set(lexicon.concepts)]
+    return build_wlt_pairs(lexicon, data.languages, shots=data.shots, seed=data.seed, max_concepts=data.max_concepts,
+                           template=data.template, heldout_concepts=held, exemplars=data.exemplars)
 
 
 def heldout_concepts(series: CheckpointSeries) -> list[str]:
@@ -90,11 +96,7 @@ def shared_wlt_encoding(context: MeasureContext, config: WLTDataConfig) -> Encod
 
     def build() -> EncodedWLT:
         lexicon = resolve_lexicon(context.series, data.lexicon)
-        held = [c for c in heldout_concepts(context.series) if c in set(lexicon.concepts)]
-        pairs = build_wlt_pairs(lexicon, data.languages, shots=data.shots, seed=data.seed,
-                                max_concepts=data.max_concepts, template=data.template, heldout_concepts=held,
-                                exemplars=data.exemplars)
-        return encode_wlt(pairs, tokenizer)
+        return encode_wlt(wlt_pairs(lexicon, data, heldout_concepts(context.series)), tokenizer)
 
     return context.shared(f"wlt_encoding:{config_hash(data)}", build)
 

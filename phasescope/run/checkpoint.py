@@ -31,6 +31,7 @@ CONFIG_FILE = "config.json"
 MODEL_FILE = "model.safetensors"
 STATE_TENSORS_FILE = "state.safetensors"
 STATE_META_FILE = "state.json"
+OPTIMIZER_PREFIX = "optimizer."  # state.safetensors: optimizer.<parameter path>.<entry>
 _RESERVED_FILES = {CONFIG_FILE, MODEL_FILE, STATE_TENSORS_FILE, STATE_META_FILE}
 
 
@@ -131,6 +132,34 @@ def load_checkpoint(path: Path | str, device: str = "cpu") -> LoadedCheckpoint:
         train_state=train_state,
         train_meta=meta,
     )
+
+
+def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
+    """Split a path-keyed optimizer state into flat tensors and JSON param groups.
+
+    ``{"state": {"model.norm.weight": {"exp_avg": t}}}`` becomes ``{"optimizer.model.norm.weight.exp_avg": t}``;
+    ``param_groups`` (hyper-parameters and the parameter paths of each group) stay as JSON values.
+    """
+    tensors: dict[str, Tensor] = {}
+    for path, entries in state.get("state", {}).items():
+        for name, value in entries.items():
+            if not isinstance(value, Tensor):  # AdamW keeps only tensors; a float step becomes one
+                value = torch.tensor(value)
+            tensors[f"{OPTIMIZER_PREFIX}{path}.{name}"] = value
+    groups = [{key: list(value) if isinstance(value, tuple) else value for key, value in group.items()}
+              for group in state.get("param_groups", [])]
+    return tensors, groups
+
+
+def unflatten_optimizer_state(tensors: dict[str, Tensor], param_groups: list[dict[str, Any]]) -> dict[str, Any]:
+    """The inverse of :func:`flatten_optimizer_state` (tuples such as ``betas`` come back as tuples)."""
+    state: dict[str, dict[str, Tensor]] = {}
+    for flat_name, tensor in tensors.items():
+        path, name = flat_name[len(OPTIMIZER_PREFIX):].rsplit(".", 1)
+        state.setdefault(path, {})[name] = tensor
+    groups = [{key: tuple(value) if key == "betas" else value for key, value in group.items()}
+              for group in param_groups]
+    return {"state": state, "param_groups": groups}
 
 
 def _to_json(data: Any, what: str) -> str:

@@ -7,6 +7,7 @@
       checkpoints/step_00001000/  one complete checkpoint (see checkpoint.py)
       metrics/<measure>/          immutable Parquet shards (see metrics.py)
       report/                     figures and HTML
+      superseded/after_step_N/    records of a trajectory a resumed run replaced (kept, not deleted)
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from phasescope.errors import PhasescopeError
 from phasescope.run.atomic import atomic_write_text
 
 STEP_DIR_PATTERN = re.compile(r"^step_(\d{8})$")
+_SHARD_STEP = re.compile(r"^step_(\d{8})-")
 MAX_STEP = 10**8 - 1  # step directories carry exactly 8 digits so that names sort by step
 
 
@@ -126,6 +128,27 @@ class RunDir:
                 continue
             checkpoints.append(CheckpointInfo(int(match.group(1)), _read_tokens(entry), entry))
         return sorted(checkpoints, key=lambda info: info.step)
+
+    def supersede_after(self, step: int) -> tuple[Path | None, int]:
+        """Move the checkpoints and metric shards of steps after ``step`` into ``superseded/after_step_N/``
+        (keeping their relative paths; each move a rename): a run resumed from ``step`` then writes its
+        new trajectory without mixing two. Returns (the folder, records moved), or (None, 0) if none were."""
+        later = [info.path for info in self.list_checkpoints() if info.step > step]
+        if self.metrics_dir.is_dir():
+            later += [path for path in sorted(self.metrics_dir.rglob("*.parquet"))
+                      if (match := _SHARD_STEP.match(path.name)) and int(match.group(1)) > step]
+        if not later:
+            return None, 0
+        base = self.path / "superseded" / f"after_{step_dir_name(step)}"
+        folder, attempt = base, 1
+        while folder.exists():  # a second resume from the same step keeps the first trajectory too
+            attempt += 1
+            folder = base.with_name(f"{base.name}-{attempt}")
+        for path in later:
+            target = folder / path.relative_to(self.path)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            path.rename(target)
+        return folder, len(later)
 
     def select_checkpoints(self, steps: list[int] | None = None) -> list[CheckpointInfo]:
         """The checkpoints of ``steps`` (all when None), in step order; a missing step is an error."""

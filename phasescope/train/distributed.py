@@ -152,8 +152,10 @@ def gradient_sync(model: nn.Module, sync: bool) -> Iterator[None]:
 
 
 def unwrapped(model: nn.Module) -> nn.Module:
-    """The Hugging Face model inside a DDP wrapper (FSDP2 shards in place, so it is the model itself)."""
-    return model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model
+    """The model inside DDP and ``torch.compile`` wrappers (FSDP2 shards in place: the model itself)."""
+    while isinstance(model, nn.parallel.DistributedDataParallel) or hasattr(model, "_orig_mod"):
+        model = model.module if isinstance(model, nn.parallel.DistributedDataParallel) else model._orig_mod
+    return model
 
 
 def _options(context: DistributedContext) -> StateDictOptions:

@@ -34,16 +34,21 @@ from torch import Tensor
 from phasescope.errors import PhasescopeError
 from phasescope.models.llama import tied_parameter_names
 from phasescope.run import CheckpointInfo, RunDir, atomic_directory
-from phasescope.run.checkpoint import read_json_object, read_safetensors
+from phasescope.run.checkpoint import (
+    MODEL_FILE,
+    OPTIMIZER_PREFIX,
+    STATE_META_FILE,
+    STATE_TENSORS_FILE,
+    flatten_optimizer_state,
+    read_json_object,
+    read_safetensors,
+    unflatten_optimizer_state,
+)
 from phasescope.run.series import quiet_transformers
 
 if TYPE_CHECKING:
     from transformers import PreTrainedModel
 
-STATE_TENSORS_FILE = "state.safetensors"
-STATE_META_FILE = "state.json"
-MODEL_FILE = "model.safetensors"
-OPTIMIZER_PREFIX = "optimizer."
 RNG_PREFIX = "rng."
 
 
@@ -60,8 +65,16 @@ class LMCheckpoint:
 
 
 def has_resume_state(path: Path | str) -> bool:
-    """Whether a checkpoint directory holds the resume state :func:`save_lm_checkpoint` writes."""
-    return (Path(path) / STATE_META_FILE).is_file() and (Path(path) / STATE_TENSORS_FILE).is_file()
+    """Whether a checkpoint directory holds the resume state :func:`save_lm_checkpoint` writes: the
+    optimizer's and generators' tensors, and the batch stream's position in ``state.json`` (a recorded
+    run's checkpoint has the optimizer's state in the same format but no data position)."""
+    path = Path(path)
+    if not (path / STATE_TENSORS_FILE).is_file() or not (path / STATE_META_FILE).is_file():
+        return False
+    try:
+        return "data" in read_json_object(path / STATE_META_FILE)
+    except PhasescopeError:
+        return False
 
 
 def save_lm_checkpoint(run: RunDir, model: PreTrainedModel, model_state: dict[str, Tensor],
@@ -112,34 +125,6 @@ def read_lm_checkpoint(path: Path | str) -> LMCheckpoint:
     return LMCheckpoint(step=int(meta["step"]), tokens=int(meta["tokens"]), model_state=model_state,
                         optimizer_state=unflatten_optimizer_state(optimizer_tensors, meta["optimizer_param_groups"]),
                         rng_states=rng, meta=meta)
-
-
-def flatten_optimizer_state(state: dict[str, Any]) -> tuple[dict[str, Tensor], list[dict[str, Any]]]:
-    """Split a path-keyed optimizer state into flat tensors and JSON param groups.
-
-    ``{"state": {"model.norm.weight": {"exp_avg": t}}}`` becomes ``{"optimizer.model.norm.weight.exp_avg": t}``;
-    ``param_groups`` (hyper-parameters and the parameter paths of each group) stay as JSON values.
-    """
-    tensors: dict[str, Tensor] = {}
-    for path, entries in state.get("state", {}).items():
-        for name, value in entries.items():
-            if not isinstance(value, Tensor):  # AdamW keeps only tensors; a float step becomes one
-                value = torch.tensor(value)
-            tensors[f"{OPTIMIZER_PREFIX}{path}.{name}"] = value
-    groups = [{key: list(value) if isinstance(value, tuple) else value for key, value in group.items()}
-              for group in state.get("param_groups", [])]
-    return tensors, groups
-
-
-def unflatten_optimizer_state(tensors: dict[str, Tensor], param_groups: list[dict[str, Any]]) -> dict[str, Any]:
-    """The inverse of :func:`flatten_optimizer_state` (tuples such as ``betas`` come back as tuples)."""
-    state: dict[str, dict[str, Tensor]] = {}
-    for flat_name, tensor in tensors.items():
-        path, name = flat_name[len(OPTIMIZER_PREFIX):].rsplit(".", 1)
-        state.setdefault(path, {})[name] = tensor
-    groups = [{key: tuple(value) if key == "betas" else value for key, value in group.items()}
-              for group in param_groups]
-    return {"state": state, "param_groups": groups}
 
 
 def rng_states() -> dict[str, Tensor]:

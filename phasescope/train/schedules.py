@@ -22,6 +22,7 @@ A schedule that reaches beyond the step budget is a config error.
 from __future__ import annotations
 
 import math
+from functools import cached_property
 from typing import Annotated, Literal
 
 from pydantic import Field, model_validator
@@ -125,12 +126,47 @@ class ExplicitSteps(StrictModel):
             raise ValueError(f"steps must be >= 0, got {min(self.steps)}")
         return self
 
+    @cached_property
+    def step_set(self) -> frozenset[int]:
+        return frozenset(self.steps)
+
 
 CheckpointSchedule = Annotated[EveryTokens | EverySteps | LogLinear | ExplicitSteps, Field(discriminator="schedule")]
 
 
-def checkpoint_steps(schedule: EveryTokens | EverySteps | LogLinear | ExplicitSteps, max_steps: int,
-                     tokens_per_step: int) -> list[int]:
+AnySchedule = EveryTokens | EverySteps | LogLinear | ExplicitSteps
+
+
+def is_due(schedule: AnySchedule, step: int, tokens: int | None = None, previous_tokens: int | None = None) -> bool:
+    """Whether ``schedule`` names ``step`` (the one home of every schedule's rule; a run's final step is
+    added by :func:`checkpoint_steps`, and by a recorder when training ends).
+
+    Args:
+        schedule: one of the checkpoint schedules.
+        step: optimizer updates done.
+        tokens: training tokens seen after ``step`` (``every_tokens`` only).
+        previous_tokens: tokens seen at the previous step (``every_tokens``); None when unknown (the first
+            step after a restart): then the step is due only if ``tokens`` is a multiple itself.
+
+    Raises:
+        PhasescopeError: an ``every_tokens`` schedule without ``tokens``.
+    """
+    if isinstance(schedule, LogLinear):
+        return step == 0 or (step <= schedule.log_until and step & (step - 1) == 0) or step % schedule.every == 0
+    if isinstance(schedule, EverySteps):
+        return step % schedule.every == 0 and (step > 0 or schedule.include_initial)
+    if isinstance(schedule, ExplicitSteps):
+        return step in schedule.step_set
+    if tokens is None:
+        raise PhasescopeError("an every_tokens schedule needs the tokens seen at each step")
+    if step == 0 or tokens == 0:
+        return schedule.include_initial
+    if previous_tokens is None:
+        return tokens % schedule.tokens == 0
+    return tokens // schedule.tokens > previous_tokens // schedule.tokens
+
+
+def checkpoint_steps(schedule: AnySchedule, max_steps: int, tokens_per_step: int) -> list[int]:
     """The sorted steps to checkpoint, the final step ``max_steps`` always included.
 
     Args:
@@ -143,29 +179,22 @@ def checkpoint_steps(schedule: EveryTokens | EverySteps | LogLinear | ExplicitSt
             a token interval larger than the token budget, a period longer than the run).
     """
     budget_tokens = max_steps * tokens_per_step
-    if isinstance(schedule, EveryTokens):
-        if schedule.tokens > budget_tokens:
-            raise PhasescopeError(f"checkpoints.tokens: one checkpoint every {schedule.tokens:,} tokens is beyond "
-                                  f"the token budget ({max_steps} steps x {tokens_per_step:,} = {budget_tokens:,})")
-        # the first step at which tokens_seen = step * tokens_per_step reaches k * tokens
-        steps = {-(-k * schedule.tokens // tokens_per_step) for k in range(1, budget_tokens // schedule.tokens + 1)}
-        steps |= {0} if schedule.include_initial else set()
-    elif isinstance(schedule, EverySteps):
-        if schedule.every > max_steps:
-            raise PhasescopeError(f"checkpoints.every: one checkpoint every {schedule.every} steps is beyond "
-                                  f"the step budget (max_steps {max_steps})")
-        steps = set(range(0 if schedule.include_initial else schedule.every, max_steps + 1, schedule.every))
-    elif isinstance(schedule, LogLinear):
+    if isinstance(schedule, EveryTokens) and schedule.tokens > budget_tokens:
+        raise PhasescopeError(f"checkpoints.tokens: one checkpoint every {schedule.tokens:,} tokens is beyond "
+                              f"the token budget ({max_steps} steps x {tokens_per_step:,} = {budget_tokens:,})")
+    if isinstance(schedule, EverySteps) and schedule.every > max_steps:
+        raise PhasescopeError(f"checkpoints.every: one checkpoint every {schedule.every} steps is beyond "
+                              f"the step budget (max_steps {max_steps})")
+    if isinstance(schedule, LogLinear):
         for name in ("log_until", "every"):
             if getattr(schedule, name) > max_steps:
                 raise PhasescopeError(f"checkpoints.{name}: {getattr(schedule, name)} is beyond the step budget "
                                       f"(max_steps {max_steps})")
-        steps = {0} | {2**k for k in range(schedule.log_until.bit_length())}
-        steps |= set(range(schedule.every, max_steps + 1, schedule.every))
-    else:
+    if isinstance(schedule, ExplicitSteps):
         beyond = [step for step in schedule.steps if step > max_steps]
         if beyond:
             raise PhasescopeError(f"checkpoints.steps: step {beyond[0]} is beyond the step budget "
                                   f"(max_steps {max_steps})")
-        steps = set(schedule.steps)
+    steps = {step for step in range(max_steps + 1)
+             if is_due(schedule, step, step * tokens_per_step, (step - 1) * tokens_per_step if step else None)}
     return sorted(steps | {max_steps})
