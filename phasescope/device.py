@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from typing import Literal
 
 import torch
@@ -20,3 +21,13 @@ def resolve_device(name: str = "auto") -> torch.device:
     if name not in ("cpu", "cuda"):
         raise PhasescopeError(f"device must be 'auto', 'cpu' or 'cuda', got {name!r}")
     return torch.device(name)
+
+
+def free_memory(device: torch.device) -> int | None:
+    """Bytes free on ``device`` now (the CPU's available physical memory), or None where it cannot be read."""
+    if device.type == "cuda":
+        return int(torch.cuda.mem_get_info(device)[0])
+    try:
+        return os.sysconf("SC_AVPHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (ValueError, OSError, AttributeError):
+        return None

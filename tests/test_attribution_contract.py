@@ -5,8 +5,10 @@ one-line errors for a bad tolerance, budget, part or interval."""
 from __future__ import annotations
 
 import copy
+import json
 import math
 import shutil
+from pathlib import Path
 
 import pytest
 import torch
@@ -20,7 +22,7 @@ from phasescope.measures.quadrature import GradientBudget, Point, adaptive_mean_
 from phasescope.measures.registry import MeasureContext, get_measure
 from phasescope.measures.replayed_attribution import check_budget, replay_attribution
 from phasescope.measures.wlt_inputs import item_subsets, shared_wlt_encoding
-from phasescope.run import MetricStore, validate_config
+from phasescope.run import MetricStore, RunDir, validate_config
 from phasescope.run.series import open_series
 from phasescope.train.distributed import DistributedContext, load_full_states
 from phasescope.train.lm import LMRunConfig
@@ -225,3 +227,49 @@ def test_consecutive_intervals_share_their_common_end_point(run, tmp_path, monke
     assert together[gradients] == alone[gradients] - 1
     shared = [key for key in alone.index if key[0] not in ("objective_gradients", "gradients_per_step")]
     assert together[shared].to_numpy() == pytest.approx(alone[shared].to_numpy(), rel=1e-12, abs=1e-12)
+
+
+def _set_trained_on(run_path: Path, trained_on: dict | None) -> None:
+    for checkpoint in RunDir(run_path).list_checkpoints():
+        meta = json.loads((checkpoint.path / "state.json").read_text())
+        meta.pop("trained_on", None)
+        meta.update({"trained_on": trained_on} if trained_on else {})
+        (checkpoint.path / "state.json").write_text(json.dumps(meta))
+
+
+def test_replay_runs_where_the_run_trained_and_auto_takes_the_chord_with_the_reason_where_it_cannot(
+        run, tmp_path, monkeypatch, capsys):
+    from phasescope.train.replay import replay_device, trained_on
+
+    assert trained_on(run, 4) == ("cpu", 1)  # recorded by training
+    old = tmp_path / "old"
+    shutil.copytree(run, old)
+    _set_trained_on(old, None)  # a checkpoint written before the device was kept: inferred from its RNG states
+    assert trained_on(old, 4) == ("cpu", 1) and replay_device(old, 4, 8) == "cpu"
+    base = ("--measures", "path_attribution", "--checkpoints", "8", "--set", "path_attribution.max_concepts=2")
+    for trained, reason in (({"device": "cpu", "processes": 2}, "trained on 2 processes"),
+                            ({"device": "cuda", "processes": 1}, "trained on a GPU, and this machine has none")):
+        if trained["device"] == "cuda" and torch.cuda.is_available():
+            continue  # the GPU is here: the replay runs on it
+        measured = tmp_path / trained["device"]
+        shutil.copytree(run, measured)
+        _set_trained_on(measured, trained)
+        code, stderr = phasescope_here(monkeypatch, capsys, "measure", str(measured), *base)
+        assert code == 0, stderr
+        [line] = [line for line in stderr.splitlines() if "not the replay" in line]
+        assert reason in line
+        rows = MetricStore(open_series(measured).run).read("path_attribution")
+        assert set(rows.path) == {"chord"} and rows.note.str.contains(reason).all()
+        code, stderr = phasescope_here(monkeypatch, capsys, "measure", str(measured), *base,
+                                       "--set", "path_attribution.path=replay", "--set", "path_attribution.rtol=1e-2")
+        assert code != 0 and reason in stderr and "use path: chord" in stderr and "Traceback" not in stderr
+
+
+def test_a_replay_that_will_not_fit_in_memory_is_refused_in_one_line(run, monkeypatch):
+    import phasescope.train.replay as replay_module
+
+    monkeypatch.setattr(replay_module, "free_memory", lambda device: 1000)
+    with pytest.raises(PhasescopeError, match=r"the replay needs .* GiB \(\(5 \+ 2 x \d+ data labels\) x the weights\)"
+                                              r" and cpu has 0.00 GiB free: split by fewer data dimensions") as error:
+        next(iter(replay_module.replay_steps(run, 4, 8, split_by=("language",))))
+    assert "\n" not in str(error.value)

@@ -25,11 +25,12 @@ writes them. Inline measures write one metric shard each at their own schedule; 
 the last measured step are in :attr:`Recorder.last_measured` for a framework's own loggers.
 
 Restarted on the same directory (the user's run resumed from its own checkpoint at step N, and the
-first ``step`` call names N), the recorder moves every checkpoint and shard of a step after N into ``superseded/after_step_N/`` and
-says so in one line: the series then holds one trajectory, and nothing is deleted. A step already
-recorded is not written again. Under ``torch.distributed`` only rank 0 writes; a model wrapped in
-DDP or ``torch.compile`` is unwrapped, and an FSDP model's full state is gathered on every rank (a
-collective, once per scheduled step) and written by rank 0. DeepSpeed ZeRO-3 is refused.
+first ``step`` call names N), the recorder moves every checkpoint and shard of a step after N into
+``superseded/after_step_N/`` and says so in one line: the series then holds one trajectory, and
+nothing is deleted. A step already recorded is not written again. Under ``torch.distributed`` only
+rank 0 writes; a model wrapped in DDP or ``torch.compile`` is unwrapped, and an FSDP model's full
+state is gathered on every rank (a collective, once per scheduled step) and written by rank 0.
+DeepSpeed ZeRO-3 is refused.
 
 The record is not a replayable run: it has no data position or generator states, so path
 attribution over it takes the straight chord between checkpoints.

@@ -21,7 +21,7 @@ from pathlib import Path
 from torch import nn
 
 from phasescope.measures.attribution import GradientAt, Objective
-from phasescope.train.replay import DataDimension, check_replayable, replay_steps, saved_weight_files
+from phasescope.train.replay import DataDimension, replay_device, replay_steps, saved_weight_files
 
 
 @dataclass
@@ -40,7 +40,7 @@ class RemovalEffect:
 
 
 def removal_effects(run_path: Path | str, objective: Objective, from_step: int, to_step: int, model: nn.Module,
-                    parts: Sequence[tuple[DataDimension, str]], device: str = "cpu") -> list[RemovalEffect]:
+                    parts: Sequence[tuple[DataDimension, str]]) -> list[RemovalEffect]:
     """Replay ``from_step -> to_step`` once per part with that part's tokens left out, and measure f at the end.
 
     Args:
@@ -49,13 +49,12 @@ def removal_effects(run_path: Path | str, objective: Objective, from_step: int, 
         from_step, to_step: two checkpoints of the run.
         model: a model of the run's architecture; its parameters hold the last removal's end on return.
         parts: ``(dimension, value)`` pairs, e.g. ``("kind", "glossary")``.
-        device: where to replay.
 
     Raises:
         PhasescopeError: no resume state at ``from_step`` (one line, naming the run and the step), or a
             part the run's data does not have.
     """
-    check_replayable(run_path, from_step, to_step)
+    device = replay_device(run_path, from_step, to_step)  # where the run trained
     evaluate = GradientAt(model, objective)
     f_trained = evaluate.value_at_checkpoint(saved_weight_files(run_path, to_step))
     effects = []

@@ -6,9 +6,11 @@ checkpoint, split over parameter groups (and, along the replayed path, over trai
 run, whose checkpoints carry the resume state, with the parts summing to the change within a stated
 tolerance; ``path: chord`` takes integrated gradients along the straight segment between them
 (:mod:`phasescope.measures.attribution`), the only path a series without resume state (Hub revisions)
-has; ``auto`` (the default) replays where it can. The rows say which path they took (``path``), what
-completeness they reached and what it cost. f and its gradients run without autocast on every device,
-in the ``precision`` asked for.
+has; ``auto`` (the default) replays where the replay can be verified here (resume state, the device kind
+the run trained on, one process) and otherwise takes the chord with the reason in the rows (``note``)
+and one line. A replay runs on the device the run trained on, whatever the measurement's device. The
+rows say which path they took (``path``), what completeness they reached and what it cost. f and its
+gradients run without autocast on every device, in the ``precision`` asked for.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from phasescope.models.losses import next_token_losses
 from phasescope.progress import console, progress_bar
 from phasescope.run.config import config_hash
 from phasescope.train.lm_checkpoint import has_resume_state
-from phasescope.train.replay import DATA_DIMENSIONS, DataDimension, check_replayable
+from phasescope.train.replay import DATA_DIMENSIONS, DataDimension, replay_device
 
 
 class PathAttributionConfig(WLTDataConfig):
@@ -49,7 +51,7 @@ class PathAttributionConfig(WLTDataConfig):
     # WLT items summed into f; no_overlap: pairs without shared first tokens, where translating is not copying
     subset: Literal["no_overlap", "overlap", "all", "heldout_no_overlap", "heldout_overlap"] = "no_overlap"
     # replay: the optimizer steps training took (needs the run's resume state); chord: the straight segment;
-    # auto: replay where the series has resume state, else chord
+    # auto: replay where it can be verified here (resume state, the training device kind, one process), else chord
     path: Literal["auto", "replay", "chord"] = "auto"
     points: int = Field(32, ge=1)  # chord: quadrature points (forward + backward passes over the prompts each)
     rule: QuadratureRule = "midpoint"  # chord: the midpoint rule; "gauss_legendre" converges faster on smooth paths
@@ -147,10 +149,8 @@ def attribution_objective(context: MeasureContext, config: PathAttributionConfig
 def compute_path_attribution(context: MeasureContext, config: PathAttributionConfig) -> list[dict]:
     if context.previous is None:
         raise PhasescopeError(f"path attribution of {context.checkpoint.name} needs the checkpoint before it")
-    replay = config.path == "replay" or (
-        config.path == "auto" and context.previous.path is not None and has_resume_state(context.previous.path))
-    if replay:  # refused here, before any prompt is encoded, with the reason and `path: chord`
-        check_replayable(context.series.run.path, context.previous.step, context.checkpoint.step)
+    device, note = _replay_device(context, config)
+    replay = device is not None
     objective = attribution_objective(context, config)
     model = context.model
     series = context.series
@@ -169,7 +169,7 @@ def compute_path_attribution(context: MeasureContext, config: PathAttributionCon
                 result = replay_attribution(series.run.path, objective, context.previous.step, context.checkpoint.step,
                                             on, split_by=config.data, rule=config.step_rule, rtol=config.rtol,
                                             atol=config.atol, max_gradients=config.max_gradients,
-                                            points=config.step_points, device=context.device.type,
+                                            points=config.step_points, device=device,
                                             tolerance=config.replay_tolerance, progress=advance, start=start)
                 if config.replay_tolerance == 0 and result.end_point is not None:
                     context.cache[shared] = (context.checkpoint.step, result.end_point)
@@ -188,7 +188,28 @@ def compute_path_attribution(context: MeasureContext, config: PathAttributionCon
         console.print(f"path_attribution {interval}: completeness {result.completeness_gap:.3g} missed the tolerance "
                       f"{result.tolerance:.3g} within {result.points} objective gradients (rows written with the gap "
                       "reached; raise max_gradients)")
-    return attribution_rows(result, parameter_groups(on), objective_label(config))
+    rows = attribution_rows(result, parameter_groups(on), objective_label(config))
+    return [{**row, "note": note} for row in rows] if note else rows
+
+
+def _replay_device(context: MeasureContext, config: PathAttributionConfig) -> tuple[str | None, str | None]:
+    """(the device to replay the interval on: the one the run trained on, None) where ``path`` asks for the
+    replay and it can be verified here; else (None, why not) for the chord, said in one line where the
+    interval has resume state (``path: replay`` raises instead)."""
+    if config.path == "chord":
+        return None, None
+    try:
+        if context.previous.path is None:
+            raise PhasescopeError(f"{context.series.source}: a Hub series has no resume state to replay")
+        return replay_device(context.series.run.path, context.previous.step, context.checkpoint.step), None
+    except PhasescopeError as error:
+        if config.path == "replay":
+            raise
+        reason = str(error).removesuffix("; use path: chord")
+        if context.previous.path is not None and has_resume_state(context.previous.path):
+            console.print(f"path_attribution {context.previous.name} -> {context.checkpoint.name}: integrated "
+                          f"gradients on the chord, not the replay: {reason}", markup=False, highlight=False)
+        return None, reason
 
 
 PATH_ATTRIBUTION_MEASURE = register_measure(Measure(

@@ -41,6 +41,7 @@ METRIC_SCHEMA = pa.schema(
         pa.field("seed", pa.int64()),
         pa.field("data", pa.string()),  # a part of the training data, e.g. "language=de", "kind=glossary"
         pa.field("path", pa.string()),  # the path an attribution followed: "replay" or "chord"
+        pa.field("note", pa.string()),  # not a dimension: why, e.g. the reason an attribution took the chord
         pa.field("config_hash", pa.string(), nullable=False),  # hash of the measure's config
     ]
 )

@@ -436,7 +436,8 @@ def _gather_and_write_checkpoint(config: LMRunConfig, run: RunDir, trained: nn.M
         meta = {"step": step, "tokens": tokens, "loss": recorder.last.get("loss"),
                 "scheduler": {"name": "wsd", "step": step, "next_lr": next_lr},
                 "data": stream.state_dict(), "config_hash": config_hash(config),
-                "complete": step == plan.max_steps}
+                "complete": step == plan.max_steps,
+                "trained_on": {"device": context.device.type, "processes": context.world_size}}
         save_lm_checkpoint(run, unwrapped(trained), model_state, optimizer_state, tokenizer_dir, meta)
     recorder.rows.clear()
     context.barrier()

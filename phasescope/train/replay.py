@@ -39,16 +39,17 @@ from pathlib import Path
 from typing import Literal
 
 import torch
+from safetensors import safe_open
 from torch import Tensor, nn
 
 from phasescope.data.corpora import build_corpus, document_kind, document_kinds
 from phasescope.data.mixture import PackedStream, Source
 from phasescope.data.tokenizer import load_tokenizer
-from phasescope.device import resolve_device
+from phasescope.device import free_memory, resolve_device
 from phasescope.errors import PhasescopeError
 from phasescope.models.llama import build_llama
 from phasescope.run import RunDir, config_hash, validate_config
-from phasescope.run.checkpoint import read_safetensors
+from phasescope.run.checkpoint import STATE_META_FILE, STATE_TENSORS_FILE, read_json_object, read_safetensors
 from phasescope.train.distributed import DistributedContext, load_full_states
 from phasescope.train.lm import LMRunConfig, TrainingPlan
 from phasescope.train.lm_checkpoint import has_resume_state, read_lm_checkpoint, restore_rng_states, rng_states
@@ -184,11 +185,6 @@ def saved_weight_files(run_path: Path | str, step: int) -> list[Path]:
     return [path]
 
 
-def check_replayable(run_path: Path | str, from_step: int, to_step: int) -> None:
-    """Raise the one-line error :func:`replay_steps` would give before replaying anything, without loading weights."""
-    _checked_config(Path(run_path), from_step, to_step)
-
-
 def _checked_config(run_path: Path, from_step: int, to_step: int) -> tuple[RunDir, LMRunConfig, list[int]]:
     hint = "; use path: chord"
     config_path = run_path / "config.yaml"
@@ -212,6 +208,46 @@ def _checked_config(run_path: Path, from_step: int, to_step: int) -> tuple[RunDi
         raise PhasescopeError(f"{start}: no resume state (optimizer, data position) to replay from{hint}")
     config = validate_config(data, LMRunConfig, source=str(config_path))
     return run, config, [step for step in saved if from_step < step <= to_step]
+
+
+def trained_on(run_path: Path | str, step: int) -> tuple[str, int]:
+    """(device type, processes) that trained a run up to checkpoint ``step``: from its ``state.json``, or
+    for a checkpoint written before that was kept, ``cuda`` where it saved CUDA generator states."""
+    path = RunDir(Path(run_path)).checkpoint_dir(step)
+    recorded = read_json_object(path / STATE_META_FILE).get("trained_on")
+    if isinstance(recorded, dict):
+        return str(recorded.get("device", "cpu")), int(recorded.get("processes", 1))
+    with safe_open(str(path / STATE_TENSORS_FILE), "pt") as handle:
+        return ("cuda" if any(key.startswith("rng.cuda.") for key in handle.keys()) else "cpu"), 1
+
+
+def replay_device(run_path: Path | str, from_step: int, to_step: int) -> str:
+    """The device a replay of the interval runs on: the one the run trained on. Raises the one-line error
+    (ending with the hint to take the chord) where the replay could not be verified here."""
+    _checked_config(Path(run_path), from_step, to_step)
+    device, processes = trained_on(run_path, from_step)
+    if processes > 1:
+        raise PhasescopeError(f"{run_path}: trained on {processes} processes; its replay in one process is not "
+                              "supported yet; use path: chord")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise PhasescopeError(f"{run_path}: trained on a GPU, and this machine has none to replay it on; "
+                              "use path: chord")
+    return device
+
+
+def replay_state_bytes(parameters, labels: int) -> int:
+    """What a replay holds, in bytes: the weights, their gradients, AdamW's two moments and the step's
+    starting point, and per data label a momentum and a gradient: ``(5 + 2 labels) x |theta|``."""
+    return (5 + 2 * labels) * sum(p.numel() * p.element_size() for p in parameters)
+
+
+def check_replay_memory(needed: int, device: torch.device, labels: int) -> None:
+    """Refuse, in one line, a replay whose state will not fit in the device's free memory."""
+    free = free_memory(device)
+    if free is not None and needed > free:
+        raise PhasescopeError(f"the replay needs {needed / 2**30:.2f} GiB ((5 + 2 x {labels} data labels) x the "
+                              f"weights) and {device.type} has {free / 2**30:.2f} GiB free: split by fewer data "
+                              "dimensions (data: [language] or [kind], or none), or replay on a larger machine")
 
 
 def _steps_text(steps: list[int]) -> str:
@@ -247,6 +283,8 @@ def _replay(setup: _ReplaySetup, from_step: int, to_step: int, split_by: tuple[s
     named = dict(model.named_parameters())  # tied parameters once
     parameters = [p for p in named.values() if p.requires_grad]
     kinds = _DocumentKinds(setup.stream.corpus)
+    labels = sum(len(data_parts(stream.corpus, dimension)) + 1 for dimension in split_by)  # + "unknown"
+    check_replay_memory(replay_state_bytes(named.values(), labels), next(model.parameters()).device, labels)
     splitter = _DataSplit(model, optimizer, named, kinds, split_by, train) if split_by else None
     labeller = _DataSplit(model, optimizer, named, kinds, (), train) if leave_out else None
     deviated = False  # a step of the counterfactual replay left tokens out: the checkpoints are no longer reached
