@@ -37,7 +37,7 @@ from phasescope.measures.registry import MeasureContext  # noqa: E402
 from phasescope.measures.replayed_attribution import replay_attribution  # noqa: E402
 from phasescope.run import validate_config  # noqa: E402
 from phasescope.run.series import open_series  # noqa: E402
-from phasescope.train.replay import BEFORE_PART, WEIGHT_DECAY_PART  # noqa: E402
+from phasescope.train.data_split import BEFORE_PART, WEIGHT_DECAY_PART  # noqa: E402
 
 
 def measure_pairs(arguments) -> list[tuple[str, str, float, float]]:

@@ -24,10 +24,11 @@ from phasescope.measures.replayed_attribution import check_budget, replay_attrib
 from phasescope.measures.wlt_inputs import item_subsets, shared_wlt_encoding
 from phasescope.run import MetricStore, RunDir, validate_config
 from phasescope.run.series import open_series
+from phasescope.train.data_split import data_parts
 from phasescope.train.distributed import DistributedContext, load_full_states
 from phasescope.train.lm import LMRunConfig
 from phasescope.train.lm_checkpoint import read_lm_checkpoint
-from phasescope.train.replay import data_parts, replay_steps
+from phasescope.train.replay import replay_steps
 from phasescope.train.schedules import wsd_learning_rate
 from phasescope.train.step import build_optimizer
 from tests.helpers import phasescope_here

@@ -14,9 +14,9 @@ from transformers import AutoModelForCausalLM, AutoTokenizer
 from phasescope.errors import PhasescopeError
 from phasescope.models.llama import build_llama, count_parameters, tied_parameter_names, training_flops_per_token
 from phasescope.run import MetricStore, RunDir, dump_config
+from phasescope.run.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
 from phasescope.train.distributed import DistributedConfig, init_distributed
 from phasescope.train.lm import LMRunConfig, run_training
-from phasescope.run.checkpoint import flatten_optimizer_state, unflatten_optimizer_state
 from phasescope.train.lm_checkpoint import read_lm_checkpoint
 from tests.lm_fixtures import tiny_tokenizer
 

@@ -21,7 +21,8 @@ from pathlib import Path
 from torch import nn
 
 from phasescope.measures.attribution import GradientAt, Objective
-from phasescope.train.replay import DataDimension, replay_device, replay_steps, saved_weight_files
+from phasescope.train.data_split import DataDimension
+from phasescope.train.replay import replay_device, replay_steps, saved_weight_files
 
 
 @dataclass

@@ -38,8 +38,9 @@ from phasescope.models.adapters import parameter_groups
 from phasescope.models.losses import next_token_losses
 from phasescope.progress import console, progress_bar
 from phasescope.run.config import config_hash
+from phasescope.train.data_split import DATA_DIMENSIONS, DataDimension
 from phasescope.train.lm_checkpoint import has_resume_state
-from phasescope.train.replay import DATA_DIMENSIONS, DataDimension, replay_device
+from phasescope.train.replay import replay_device
 
 
 class PathAttributionConfig(WLTDataConfig):

@@ -42,7 +42,8 @@ from phasescope.measures.quadrature import (
     dot,
     fixed_mean_gradient,
 )
-from phasescope.train.replay import BEFORE_PART, WEIGHT_DECAY_PART, DataDimension, replay_steps, saved_weight_files
+from phasescope.train.data_split import BEFORE_PART, WEIGHT_DECAY_PART, DataDimension
+from phasescope.train.replay import replay_steps, saved_weight_files
 
 StepRule = Literal["adaptive", "midpoint", "gauss_legendre"]
 STEP_RULES: tuple[str, ...] = ("adaptive", "midpoint", "gauss_legendre")
