@@ -78,3 +78,21 @@ def test_two_processes_train_what_one_process_trains(strategy, single_process, t
         assert "resumed from step 3" in result.stderr
         again = weights(tmp_path / "run", 6)
         assert all(torch.equal(final[name], again[name]) for name in final)
+
+
+def test_a_ddp_run_replays_in_one_process_within_float_rounding_not_bitwise(single_process, tmp_path):
+    from phasescope import PhasescopeError
+    from phasescope.train.replay import replay_device, replay_steps, trained_on
+
+    torchrun(distributed_config(tmp_path, "ddp"), tmp_path / "run")
+    run = tmp_path / "run"
+    assert trained_on(run, 3) == ("cpu", 2)
+    with pytest.raises(PhasescopeError, match="trained on 2 processes.*not bitwise.*replay_tolerance"):
+        replay_device(run, 3, 6)
+    with pytest.raises(PhasescopeError, match="does not reach the saved checkpoint at step 6 bitwise"):
+        list(replay_steps(run, 3, 6))
+    assert replay_device(run, 3, 6, tolerance=1e-5) == "cpu"
+    [*_, last] = replay_steps(run, 3, 6, tolerance=1e-5)  # both ranks' rows, summed in one process
+    saved = weights(run, 6)
+    worst = max(float((last.after[name] - saved[name]).abs().max()) for name in saved if name in last.after)
+    assert 0 < worst < 1e-5

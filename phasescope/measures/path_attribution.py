@@ -202,7 +202,8 @@ def _replay_device(context: MeasureContext, config: PathAttributionConfig) -> tu
     try:
         if context.previous.path is None:
             raise PhasescopeError(f"{context.series.source}: a Hub series has no resume state to replay")
-        return replay_device(context.series.run.path, context.previous.step, context.checkpoint.step), None
+        return replay_device(context.series.run.path, context.previous.step, context.checkpoint.step,
+                             config.replay_tolerance), None
     except PhasescopeError as error:
         if config.path == "replay":
             raise

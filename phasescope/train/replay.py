@@ -189,14 +189,20 @@ def trained_on(run_path: Path | str, step: int) -> tuple[str, int]:
         return ("cuda" if any(key.startswith("rng.cuda.") for key in handle.keys()) else "cpu"), 1
 
 
-def replay_device(run_path: Path | str, from_step: int, to_step: int) -> str:
+def replay_device(run_path: Path | str, from_step: int, to_step: int, tolerance: float = 0.0) -> str:
     """The device a replay of the interval runs on: the one the run trained on. Raises the one-line error
-    (ending with the hint to take the chord) where the replay could not be verified here."""
+    (ending with the hint to take the chord) where the replay could not be verified here.
+
+    A run trained on several processes (DDP or FSDP, each on its rows of the same batch) is replayed in
+    one process over all the batch's micro-batches: the same mean gradient summed in another order, so
+    equal to training within float rounding and not bitwise; it needs a ``tolerance`` > 0.
+    """
     _checked_config(Path(run_path), from_step, to_step)
     device, processes = trained_on(run_path, from_step)
-    if processes > 1:
-        raise PhasescopeError(f"{run_path}: trained on {processes} processes; its replay in one process is not "
-                              "supported yet; use path: chord")
+    if processes > 1 and tolerance == 0:
+        raise PhasescopeError(f"{run_path}: trained on {processes} processes; its replay in one process sums the "
+                              "same micro-batches in another order (equal within float rounding, not bitwise): set "
+                              "replay_tolerance (e.g. 1e-5) to replay it, or use path: chord")
     if device == "cuda" and not torch.cuda.is_available():
         raise PhasescopeError(f"{run_path}: trained on a GPU, and this machine has none to replay it on; "
                               "use path: chord")
