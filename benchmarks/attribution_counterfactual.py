@@ -105,7 +105,7 @@ def summarize(pairs: list[tuple[str, str, float, float]], figure_path: str | Non
     axis.axvline(0, color="black", linewidth=0.5)
     axis.set_xlabel("attributed share of the change of f (nats)")
     axis.set_ylabel("removal effect: f trained - f without (nats)")
-    axis.set_title(f"First-order attribution does not predict removal here: {len(pairs)} pairs,\n"
+    axis.set_title(f"Attributed share against the effect of removing the part: {len(pairs)} pairs,\n"
                    f"Pearson {pearson:.2f}, Spearman {spearman:.2f}, signs agree in {signs:.0%}", fontsize=10)
     axis.legend(fontsize=7, loc="upper left")
     figure.savefig(figure_path, dpi=110)

@@ -88,6 +88,7 @@ def train(config: Path = typer.Argument(..., help="Run config (YAML), e.g. confi
     from phasescope.train.lm import config_kind
 
     out = out or Path("runs") / config.stem
+    _check_output(out, folder=True)
     if config_kind(config) == "lm":
         with _resumable(lambda: _kept_checkpoints(out)):
             _train_language_model(config, out)
@@ -133,6 +134,7 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
 
     sweep_config = load_config(config, SweepConfig)
     out = out or Path("runs") / config.stem
+    _check_output(out, folder=True)
     if grid:
         _sweep_grid(sweep_config, grid, out, executor, address)
         return
@@ -201,6 +203,7 @@ def compare(runs: list[Path] = typer.Argument(..., help="LM runs or series with 
     (a controlled-corpus run titled as the positive control), and each behaviour's onset per run."""
     from phasescope.report.compare import onset_rows, write_comparison
 
+    _check_output(out, folder=False)
     compared = write_comparison(runs, out, label or None)
     table = Table("behaviour", *[run.label for run in compared])
     for behaviour, texts in onset_rows(compared):
@@ -313,6 +316,8 @@ def measure(series: str = typer.Argument(..., help="A run directory with checkpo
         from phasescope.execute.ray_executor import import_ray
 
         import_ray()  # a missing extra is reported before any work
+    if out is not None:
+        _check_output(out, folder=True)
     plan = plan_measures(measures, config_file=config, settings=settings or [])
     opened = open_series(series, out=out, revisions=revisions.split(",") if revisions else None,
                          tokens_per_step=tokens_per_step, cache_dir=cache_dir, trust_remote_code=trust_remote_code,
@@ -347,6 +352,7 @@ def demo(quick: bool = typer.Option(False, "--quick", help="The CI-sized variant
     from phasescope.demo import default_demo_dir, run_demo
 
     out = out or default_demo_dir(quick)
+    _check_output(out, folder=True)
     kept = (f"kept what was finished in {out} (checkpoints, metric shards, complete sweeps); resume with: "
             f"{_rerun()}")
     with _resumable(lambda: kept):
@@ -404,6 +410,7 @@ def lexicon_build(languages: str = typer.Option(None, "--languages", help="Comma
     """Build the concept lexicon (CLDR names from emoji and babel, translation catalogs, or the given files)."""
     from phasescope.data.lexicon_sources import build_lexicon, lexicon_summary
 
+    _check_output(out, folder=False)
     codes = [code.strip() for code in languages.split(",") if code.strip()] if languages is not None else None
     if from_gettext is not None:
         from phasescope.data.gettext_lexicon import build_gettext_lexicon
@@ -455,6 +462,7 @@ def corpus_build(source: str = typer.Option(..., "--from", help="Where the text 
 
     if source != "debian-docs":
         raise PhasescopeError(f"--from must be debian-docs, got {source!r}")
+    _check_output(out, folder=True)
     codes = [code.strip() for code in languages.split(",") if code.strip()] if languages else None
     names = [name.strip() for name in sources.split(",") if name.strip()] if sources else None
     report = build_debian_docs(out, codes, names, root=list(root), progress=lambda line: console.print(line))
@@ -471,6 +479,23 @@ def corpus_build(source: str = typer.Option(..., "--from", help="Where the text 
                   f"languages (parallel.jsonl), written to {out}")
 
 
+def _path_problem(error: OSError) -> str:
+    """One line naming the path an OSError is about and what is wrong with it."""
+    problem = {FileExistsError: "a file is there where a folder is needed",
+               NotADirectoryError: "a file is there where a folder is needed",
+               IsADirectoryError: "a folder is there where a file is needed",
+               PermissionError: "permission denied"}.get(type(error), error.strerror)
+    return f"{error.filename}: {problem}"
+
+
+def _check_output(path: Path, folder: bool) -> None:
+    """An output path that cannot be written: one line, before any work (the run store is imported here,
+    not at start, so that ``--help`` and argument errors stay fast)."""
+    from phasescope.run.atomic import check_output_path
+
+    check_output_path(path, folder=folder)
+
+
 def _print_error(message: str) -> None:
     console.print(Text("error: ", style="red") + Text(" ".join(message.split())), soft_wrap=True)
 
@@ -483,6 +508,9 @@ def main() -> None:
             code = app(standalone_mode=False)  # typer returns 130 for an interrupt outside _resumable
     except PhasescopeError as error:
         _print_error(str(error))
+        sys.exit(2)
+    except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
+        _print_error(_path_problem(error))  # an output path that cannot be written (nothing was half-written)
         sys.exit(2)
     except Interrupted as interrupt:
         console.print(Text(f"interrupted ({received_signal()}): ", style="yellow") + Text(str(interrupt)),

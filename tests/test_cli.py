@@ -11,7 +11,7 @@ import torch
 from phasescope.run import MetricStore, RunDir
 from phasescope.train import load_gd_model, open_gd_run
 from tests.cases import dense_hessian
-from tests.helpers import HANG_GUARD_SECONDS, phasescope
+from tests.helpers import HANG_GUARD_SECONDS, phasescope, phasescope_here
 
 TINY = """\
 kind: gd
@@ -116,3 +116,26 @@ def test_the_sharpness_command_is_the_sharpness_measure_of_gd_runs(trained_run, 
               for line in result.stdout.splitlines() if line.count("│") >= 5}
     assert counts["sharpness"] == ["0", "3", "0", "0"]  # computed, already there, failed, not applicable
     assert counts["test_text_logprob"] == ["0", "0", "0", "3"]
+
+
+@pytest.mark.parametrize("command", [
+    ["train", "configs/digits-sharpness.yaml", "--out", "{file}/run"],
+    ["sweep", "configs/digits-mlp-mse.yaml", "--out", "{file}/run"],
+    ["compare", "runs/a", "runs/b", "--out", "{file}/compare.png"],
+    ["demo", "--quick", "--out", "{file}/demo"],
+    ["measure", "EleutherAI/pythia-14m", "--measures", "wlt", "--out", "{file}/run"],
+    ["lexicon", "build", "--out", "{file}/lexicon.parquet"],
+    ["corpus", "build", "--from", "debian-docs", "--out", "{file}/corpus"],
+    ["corpus", "build", "--from", "debian-docs", "--out", "{file}"],
+    ["lexicon", "build", "--out", "{folder}"],
+])
+def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(command, tmp_path, monkeypatch, capsys):
+    (tmp_path / "file").write_text("a regular file")
+    (tmp_path / "folder").mkdir()
+    before = sorted(tmp_path.rglob("*"))
+    arguments = [part.format(file=tmp_path / "file", folder=tmp_path / "folder") for part in command]
+    code, stderr = phasescope_here(monkeypatch, capsys, *arguments)
+    assert code == 2, stderr
+    [line] = stderr.strip().splitlines()
+    assert "is a file, not a folder" in line or "is there, where the output goes" in line
+    assert sorted(tmp_path.rglob("*")) == before  # nothing written

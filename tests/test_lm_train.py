@@ -163,3 +163,14 @@ def test_shipped_lm_configs_validate():
     steps = checkpoint_steps(paper.checkpoints, paper.train.total_steps, paper.train.tokens_per_step)
     assert len(steps) == 201  # the initialization + 200 uniform checkpoints
     assert 36e9 <= paper.train.total_steps * paper.train.tokens_per_step <= 38e9
+
+
+def test_a_file_that_is_not_utf8_in_a_local_corpus_is_one_line_naming_it(tmp_path, one_line_error):
+    root = tmp_path / "corpus"
+    for language, text in (("en", "The dog sleeps.\n\nThe cat sees the dog.\n"),
+                           ("de", "Der Hund schläft.\n\nDie Katze sieht den Hund.\n")):
+        (root / language).mkdir(parents=True)
+        (root / language / "a.txt").write_text(text * 40, encoding="utf-8")
+    (root / "de" / "b.txt").write_bytes("Die Katze schläft.\n".encode("latin-1") * 40)  # ä as one byte, 0xe4
+    line = one_line_error(tiny_config(data={"source": "local", "root": str(root), "languages": ["en", "de"]}))
+    assert line.startswith(f"error: {root / 'de' / 'b.txt'}: not UTF-8 text (byte 0xe4 at offset")

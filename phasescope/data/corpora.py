@@ -29,6 +29,7 @@ from pydantic import Field, field_validator, model_validator
 from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpusConfig
 from phasescope.data.languages import LANGUAGES, check_language_codes, language_codes_field
 from phasescope.errors import PhasescopeError
+from phasescope.files import read_text_file, text_lines
 from phasescope.run.config import StrictModel
 
 Split = Literal["train", "heldout"]
@@ -238,7 +239,7 @@ class LocalCorpus:
         if partner is None:
             return text
         own = [block.strip() for block in text.split("\n\n") if block.strip()]
-        other = [block.strip() for block in partner.read_text(encoding="utf-8").split("\n\n") if block.strip()]
+        other = [block.strip() for block in read_text_file(partner).split("\n\n") if block.strip()]
         if len(own) != len(other):
             return "\n\n".join(own + other)
         return "\n\n".join(block for pair in zip(own, other) for block in pair)
@@ -292,10 +293,9 @@ class LocalCorpus:
     def _file_units(self, path: Path) -> Iterator[str]:
         """The raw document strings of one txt or jsonl file (jsonl: the undecoded line)."""
         if path.suffix == ".jsonl":
-            with open(path, encoding="utf-8") as handle:
-                yield from (line for line in handle if line.strip())
+            yield from (line for line in text_lines(path) if line.strip())
             return
-        text = path.read_text(encoding="utf-8")
+        text = read_text_file(path)
         if self.config.txt_unit == "file":
             if text.strip():
                 yield text
@@ -322,7 +322,7 @@ def _parallel_groups(root: Path) -> list[dict[str, str]] | None:
     if not path.is_file():
         return None
     groups = []
-    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+    for number, line in enumerate(read_text_file(path).splitlines(), 1):
         if not line.strip():
             continue
         try:

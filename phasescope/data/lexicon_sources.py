@@ -35,6 +35,7 @@ import pandas as pd
 from phasescope.data.languages import BUILTIN_LANGUAGES, LANGUAGES, check_language_codes
 from phasescope.data.lexicon import Lexicon
 from phasescope.errors import PhasescopeError
+from phasescope.files import read_text_file
 
 MAX_HAN_KANA_CHARS = 5  # a zh/ja name longer than this is a description, not a word
 SCRIPTS_WITHOUT_SPACES = ("zh", "ja")
@@ -401,7 +402,7 @@ def load_muse_lexicon(directory: Path | str, languages: Iterable[str] | None = N
         target_language = file.stem.split("-", 1)[1]
         if target_language not in LANGUAGES:
             continue
-        for number, line in enumerate(file.read_text(encoding="utf-8").splitlines(), start=1):
+        for number, line in enumerate(read_text_file(file).splitlines(), start=1):
             parts = line.split()
             if not parts:
                 continue

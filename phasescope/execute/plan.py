@@ -23,6 +23,7 @@ from typing import Any
 import yaml
 
 from phasescope.errors import PhasescopeError
+from phasescope.files import read_text_file
 from phasescope.measures.registry import Measure, available_measures, get_measure
 from phasescope.run.config import StrictModel, config_hash, merge_config, validate_config
 
@@ -99,7 +100,7 @@ def _read_config_file(path: Path) -> dict[str, dict[str, Any]]:
     if not path.is_file():
         raise PhasescopeError(f"{path}: measure config file not found (expected YAML: measure name -> fields)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+        data = yaml.safe_load(read_text_file(path)) or {}
     except yaml.YAMLError as error:
         raise PhasescopeError(f"{path}: invalid YAML ({' '.join(str(error).split())})") from None
     if not isinstance(data, dict):

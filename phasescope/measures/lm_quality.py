@@ -22,6 +22,7 @@ from torch import Tensor, nn
 
 from phasescope.data.languages import check_language_codes
 from phasescope.errors import PhasescopeError
+from phasescope.files import read_text_file
 from phasescope.measures.lm_forward import autocast_for, model_device
 from phasescope.measures.registry import Measure, MeasureContext, register_measure
 from phasescope.models.losses import next_token_losses
@@ -153,7 +154,7 @@ class TextFilesCorpus:
     def documents(self, language: str, split: str = "heldout", start: int = 0) -> Iterator[str]:
         if split != "heldout":
             return iter(())
-        text = self.files[language].read_text(encoding="utf-8")
+        text = read_text_file(self.files[language])
         blocks = [block.strip() for block in text.split("\n\n") if block.strip()]
         return iter(blocks[start:])
 

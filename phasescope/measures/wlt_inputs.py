@@ -20,6 +20,7 @@ from phasescope.data.wlt import (
     encode_wlt,
 )
 from phasescope.errors import PhasescopeError
+from phasescope.files import read_text_file
 from phasescope.measures.registry import MeasureContext
 from phasescope.run.config import StrictModel, config_hash
 from phasescope.run.series import CheckpointSeries
@@ -81,7 +82,7 @@ def heldout_concepts(series: CheckpointSeries) -> list[str]:
     if not path.is_file():
         return []
     try:
-        concepts = json.loads(path.read_text(encoding="utf-8"))
+        concepts = json.loads(read_text_file(path))
     except (OSError, json.JSONDecodeError) as error:
         raise PhasescopeError(f"{path}: expected a JSON list of concept ids ({error})") from None
     if not isinstance(concepts, list) or not all(isinstance(c, str) for c in concepts):

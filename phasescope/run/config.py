@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from phasescope.errors import PhasescopeError
+from phasescope.files import read_text_file
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -40,7 +41,7 @@ def load_config(path: Path | str, model_cls: type[T]) -> T:
     if not path.is_file():
         raise PhasescopeError(f"{path}: config file not found (expected a YAML file)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text_file(path))
     except yaml.YAMLError as error:
         raise PhasescopeError(f"{path}: invalid YAML: {_describe_yaml_error(error)}") from None
     except (OSError, UnicodeDecodeError) as error:

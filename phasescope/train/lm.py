@@ -34,6 +34,7 @@ from phasescope.data.mixture import MixtureConfig, PackedStream
 from phasescope.data.tokenizer import TokenizerConfig, build_tokenizer, load_tokenizer
 from phasescope.device import DeviceName
 from phasescope.errors import PhasescopeError
+from phasescope.files import read_text_file
 from phasescope.models.llama import LlamaModelConfig, build_llama
 from phasescope.progress import format_tokens, progress_bar
 from phasescope.run import (
@@ -295,7 +296,7 @@ def config_kind(path: Path | str) -> str:
     import yaml
 
     try:
-        data = yaml.safe_load(Path(path).read_text(encoding="utf-8"))
+        data = yaml.safe_load(read_text_file(path))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return "gd"  # load_config reports the problem with the file
     return str(data.get("kind", "gd")) if isinstance(data, dict) else "gd"
