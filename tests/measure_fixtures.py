@@ -11,7 +11,13 @@ from pydantic import Field
 from safetensors import safe_open
 
 from phasescope.errors import PhasescopeError
-from phasescope.measures.registry import Measure, MeasureContext, register_measure
+from phasescope.measures.registry import (
+    BUILTIN_MEASURE_MODULES,
+    Measure,
+    MeasureContext,
+    available_measures,
+    register_measure,
+)
 from phasescope.run.config import StrictModel
 
 TEXTS = ["The cat sees the dog.", "Die Katze sieht den Hund.", "Кошка видит собаку."]
@@ -87,3 +93,9 @@ WEIGHT_DISTANCE = register_measure(Measure("test_weight_distance", WeightDistanc
 FAIL_AT = register_measure(Measure("test_fail_at", FailAtConfig, fail_at, "fails at one step"))
 PARAMETER_COUNT = register_measure(Measure("test_parameter_count", ParameterCountConfig, parameter_count,
                                            "number of parameters"))
+
+
+def builtin_measures() -> set[str]:
+    """The LM measures phasescope ships (other tests of this process register their own)."""
+    return {name for name, measure in available_measures().items()
+            if measure.compute.__module__ in BUILTIN_MEASURE_MODULES and "lm" in measure.run_kinds}

@@ -16,34 +16,17 @@ import pytest
 from phasescope import PhasescopeError
 from phasescope.data.corpora import LocalCorpus, LocalCorpusConfig
 from phasescope.data.debian_docs import build_debian_docs, count_tokens, html_text, mallard_text, roff_text, xhp_text
+from tests.debian_fixtures import (
+    ENGLISH,
+    GERMAN,
+    HTML,
+    LIBREOFFICE_HTML,
+    ROFF,
+    mallard_page,
+    write_catalogs,
+    write_fixture_root,
+)
 from tests.helpers import phasescope_here
-from tests.test_gettext_lexicon import write_catalogs
-
-GERMAN = ("Die Bildschirmlupe vergrößert den Bereich um den Mauszeiger, damit Sie kleine Schrift besser lesen "
-          "können. Sie können die Vergrößerung in den Einstellungen ändern und die Farben umkehren, wenn der "
-          "Kontrast zu gering ist. Diese Funktion ist für Menschen mit eingeschränktem Sehvermögen gedacht.")
-ENGLISH = ("The screen magnifier enlarges the area around the mouse pointer so that you can read small text "
-           "more easily. You can change the magnification in the settings and invert the colors when the "
-           "contrast is too low. This feature is meant for people with low vision and it works everywhere.")
-FRENCH = ("La loupe agrandit la zone autour du pointeur de la souris afin que vous puissiez lire plus facilement "
-          "les petits caractères. Vous pouvez modifier le grossissement dans les paramètres et inverser les "
-          "couleurs lorsque le contraste est trop faible. Cette fonction est destinée aux personnes malvoyantes.")
-
-
-def mallard_page(title: str, body: str, language: str) -> str:
-    return f"""<?xml version="1.0" encoding="utf-8"?>
-<page xmlns="http://projectmallard.org/1.0/" type="topic" id="a11y-mag" xml:lang="{language}">
-  <info>
-    <link type="guide" xref="a11y#vision"/>
-    <credit type="author"><name>Shaun McCance</name><email>shaunm@gnome.org</email></credit>
-    <desc>Zoom in on your screen.</desc>
-  </info>
-  <title>{title}</title>
-  <!-- a comment that is not text -->
-  <p>{body}</p>
-  <steps><item><p>Open the <gui>Activities</gui> overview and start <app>Settings</app>.</p></item></steps>
-</page>
-"""
 
 
 def test_mallard_keeps_titles_and_paragraphs_without_info_or_comments():
@@ -54,21 +37,6 @@ def test_mallard_keeps_titles_and_paragraphs_without_info_or_comments():
         mallard_text("<page><p>unclosed</page>")
 
 
-ROFF = r""".\" -*- coding: UTF-8 -*-
-.\" Copyright (C) 1989 Free Software Foundation
-.ds EL \&.\|.\|.\&
-.TH ADDFTINFO 1 "7. März 2023" "Groff 1.22.4"
-.SH BEZEICHNUNG
-addftinfo \- Informationen zu Troff\-Schriftdateien hinzufügen
-.SH BESCHREIBUNG
-.B addftinfo
-liest eine \fITroff\fP\-Schriftdatei und fügt \(Bqeinige\(rq Informationen hinzu.
-.IP \(bu 2
-Die Ausgabe geht nach \fBstdout\fR.
-.\" a comment
-"""
-
-
 def test_roff_keeps_prose_and_macro_arguments_and_resolves_escapes():
     text = roff_text(ROFF)
     assert text == ("BEZEICHNUNG addftinfo - Informationen zu Troff-Schriftdateien hinzufügen\n\n"
@@ -77,27 +45,10 @@ def test_roff_keeps_prose_and_macro_arguments_and_resolves_escapes():
     assert "Copyright" not in text and "\\" not in text and "ADDFTINFO" not in text
 
 
-HTML = """<html><head><title>Chapter 2. Package management</title><style>p {color: red}</style></head><body>
-<div class="navheader"><table><tr><td>Prev</td><td>Next</td></tr></table></div>
-<div class="chapter"><h2 class="title">Chapter 2. Package management</h2>
-<div class="toc"><dl><dt>2.1. Concepts</dt></dl></div>
-<p>Debian is a volunteer organization &amp; it builds <code>packages</code>.</p>
-<pre class="screen">$ apt-get update</pre></div>
-<div class="navfooter"><table><tr><td>Home</td></tr></table></div><script>var x = 1;</script></body></html>"""
-
-
 def test_html_keeps_the_chapter_without_navigation_tables_of_contents_or_scripts():
     assert html_text(HTML) == ("Chapter 2. Package management\n\nDebian is a volunteer organization & it builds "
                                "packages.\n\n$ apt-get update")
 
-
-LIBREOFFICE_HTML = """<html><head><title>Optionen Laden/Speichern</title><script>var x;</script></head><body>
-<header><div class="dropdowns"><div class="modules"><a>Writer</a><a>Calc</a></div></div></header>
-<aside><div id="Contents">Inhalte</div><div id="Index"><div class="index-label">Index</div></div></aside>
-<div id="DisplayArea" itemprop="softwareHelp"><h1>Optionen <span>Laden/Speichern</span></h1>
-<p>{body}</p><div class="howtoget"><div>So greifen Sie auf diesen Befehl zu:</div></div></div>
-<footer><div id="DEBUG" class="debug"><h3 class="bug">Help content debug info:</h3>
-<p>This page is: /text/shared/optionen/01020000.xhp</p></div></footer></body></html>"""
 
 XHP = """<?xml version="1.0" encoding="UTF-8"?>
 <helpdocument version="1.0">
@@ -179,31 +130,6 @@ def test_a_catalog_is_a_document_of_its_translated_strings(tmp_path):
     assert catalog_text(tmp_path / "app.mo") == "أغلق النافذة\nحفظ\nفتح"
     (tmp_path / "bad.mo").write_bytes(b"not a catalog")
     assert catalog_text(tmp_path / "bad.mo") == ""
-
-
-def write_fixture_root(root: Path) -> None:
-    """A file-system root with GNOME help in en (C), de and fr, manual pages and a Debian Reference chapter."""
-    def page(locale: str, name: str, title: str, body: str, language: str) -> None:
-        path = root / "usr/share/help" / locale / "gnome-help" / f"{name}.page"
-        path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(mallard_page(title, body, language), encoding="utf-8")
-
-    pages = {"a11y-mag": ("Magnify", "Vergrößern", ""), "a11y-contrast": ("Contrast", "Kontrast", " Kontrast."),
-             "a11y-font": ("Font size", "Schriftgröße", " Schrift."), "a11y-keys": ("Keys", "Tasten", " Tasten.")}
-    for name, (english, german, suffix) in pages.items():
-        page("C", name, english, ENGLISH + suffix.replace("Kontrast", "Contrast").replace("Schrift", "Fonts")
-             .replace("Tasten", "Keys"), "en")
-        page("de", name, german, GERMAN + suffix, "de")
-    page("de", "untranslated", "Magnify", ENGLISH + " Untranslated.", "de")  # an English page in the German folder
-    page("de", "copy", "Vergrößern", GERMAN, "de")  # a11y-mag's text again
-    page("de", "stub", "Kurz", "Zu kurz.", "de")
-    page("fr", "a11y-mag", "Agrandir", FRENCH, "fr")
-    man = root / "usr/share/man/de/man1/addftinfo.1.gz"
-    man.parent.mkdir(parents=True, exist_ok=True)
-    man.write_bytes(gzip.compress((ROFF + "\n" + GERMAN + "\n").encode()))
-    chapter = root / "usr/share/debian-reference/ch02.en.html"
-    chapter.parent.mkdir(parents=True, exist_ok=True)
-    chapter.write_text(HTML.replace("&amp; it builds", "&amp; it builds " + ENGLISH), encoding="utf-8")
 
 
 def test_build_writes_clean_checked_documents_a_manifest_and_the_parallel_index(tmp_path):

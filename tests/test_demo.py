@@ -8,17 +8,11 @@ import sys
 import pytest
 
 from phasescope.demo import DIAGONAL_SWEEP, DIGITS_SWEEP, LM_CONFIG, SIZES, demo_configs
-from phasescope.measures.registry import BUILTIN_MEASURE_MODULES, available_measures
 from phasescope.run import MetricStore, RunDir, load_config
 from phasescope.train.lm import LMRunConfig
 from phasescope.train.sweep import SweepConfig
 from tests.helpers import HANG_GUARD_SECONDS, REPO_ROOT
-
-
-def builtin_measures() -> set[str]:
-    """The LM measures phasescope ships (other tests of this process register their own)."""
-    return {name for name, measure in available_measures().items()
-            if measure.compute.__module__ in BUILTIN_MEASURE_MODULES and "lm" in measure.run_kinds}
+from tests.measure_fixtures import builtin_measures
 
 
 @pytest.mark.parametrize(("name", "config", "kind"), [

@@ -3,41 +3,14 @@ lexicon, filtered and ranked by a corpus, and through the CLI."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pandas as pd
 import pytest
-from babel.messages.catalog import Catalog
-from babel.messages.mofile import write_mo
 
 from phasescope import PhasescopeError
 from phasescope.data.gettext_lexicon import build_gettext_lexicon, normalized
 from phasescope.data.lexicon import Lexicon
+from tests.debian_fixtures import write_catalogs
 from tests.helpers import phasescope_here
-
-CATALOGS = {  # locale -> domain -> (msgid, msgstr, context)
-    "de": {"gtk": [("_File", "_Datei", None), ("_Edit", "_Bearbeiten", None), ("Open File", "Datei öffnen", None),
-                   ("FILE", "DATEI", None), ("and", "und", None), ("Print", "Drucken", "menu"),
-                   ("Window", "Fenster", None)],
-           "nautilus": [("File", "Datei", None), ("Edit…", "Bearbeiten …", None), ("Print:", "Ausdrucken", None),
-                        ("Window", "Fenster", None)]},
-    "fr": {"gtk": [("_File", "_Fichier", None), ("_Edit", "É_dition", None), ("Print", "Imprimer", "menu"),
-                   ("Window", "Fenêtre", None)],
-           "nautilus": [("File", "Fichier", None), ("Edit…", "Modifier…", None)]},
-}
-
-
-def write_catalogs(root: Path) -> Path:
-    for locale, domains in CATALOGS.items():
-        for domain, entries in domains.items():
-            catalog = Catalog(locale=locale)
-            for msgid, msgstr, context in entries:
-                catalog.add(msgid, msgstr, context=context)
-            folder = root / locale / "LC_MESSAGES"
-            folder.mkdir(parents=True, exist_ok=True)
-            with open(folder / f"{domain}.mo", "wb") as handle:
-                write_mo(handle, catalog)
-    return root
 
 
 def test_interface_strings_become_words():

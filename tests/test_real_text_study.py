@@ -12,10 +12,17 @@ import yaml
 
 from phasescope.data.lexicon import Lexicon
 from phasescope.run import MetricStore, RunDir
+from tests.debian_fixtures import (
+    ENGLISH,
+    FRENCH,
+    GERMAN,
+    LIBREOFFICE_HTML,
+    mallard_page,
+    write_catalogs,
+    write_fixture_root,
+)
 from tests.helpers import phasescope_here, tiny_config, write_config
-from tests.test_debian_docs import ENGLISH, FRENCH, GERMAN, LIBREOFFICE_HTML, mallard_page, write_fixture_root
-from tests.test_demo import builtin_measures
-from tests.test_gettext_lexicon import write_catalogs
+from tests.measure_fixtures import builtin_measures
 
 INTERFACE = {"en": "Open the File menu, choose Edit or Print, and close the Window when you are done with it.",
              "de": "Öffnen Sie das Menü Datei, wählen Sie Bearbeiten oder Drucken und schließen Sie das Fenster.",
