@@ -29,7 +29,6 @@ import time
 import torch
 from intervals import interval_parser  # benchmarks/intervals.py, beside this script
 
-from phasescope.measures.ablations import CheckpointWeights
 from phasescope.measures.attribution import GradientAt, chord_integrated_gradients
 from phasescope.measures.path_attribution import PathAttributionConfig, attribution_objective
 from phasescope.measures.registry import MeasureContext
@@ -37,6 +36,7 @@ from phasescope.measures.replayed_attribution import replay_attribution
 from phasescope.measures.wlt_inputs import item_subsets, shared_wlt_encoding
 from phasescope.run import MetricStore, validate_config
 from phasescope.run.series import open_series
+from phasescope.run.weights import CheckpointWeights
 from phasescope.train.replay import replay_steps
 
 PAPER_TOKENS_PER_STEP = 1_048_576  # the paper's shape: a 1M-token batch (1.7B parameters; the ratio is per token)

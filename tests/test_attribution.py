@@ -8,10 +8,10 @@ import pytest
 import torch
 from torch.func import functional_call
 
-from phasescope.measures.ablations import CheckpointWeights
 from phasescope.measures.attribution import chord_integrated_gradients
 from phasescope.measures.quadrature import quadrature_nodes
 from phasescope.models.adapters import parameter_groups
+from phasescope.run.weights import CheckpointWeights
 from tests.lm_fixtures import tiny_llama, tiny_lm_run, tiny_neox
 
 VOCAB = 89

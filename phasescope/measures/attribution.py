@@ -27,8 +27,8 @@ import torch
 from torch import Tensor, nn
 
 from phasescope.errors import PhasescopeError
-from phasescope.measures.ablations import CheckpointWeights
 from phasescope.measures.quadrature import Point, QuadratureRule, quadrature_nodes
+from phasescope.run.weights import CheckpointWeights
 
 # f(model): a scalar tensor differentiable in the parameters, or scalar pieces that sum to f (one per
 # batch of prompts: each piece is differentiated and freed in turn, so memory holds one batch's graph)

@@ -26,7 +26,6 @@ from torch import Tensor, nn
 
 from phasescope.data.wlt import EncodedWLT
 from phasescope.errors import PhasescopeError
-from phasescope.measures.ablations import CheckpointWeights
 from phasescope.measures.attribution import Objective, PathAttribution, chord_integrated_gradients
 from phasescope.measures.lm_forward import autocast_for, full_precision, wlt_log_probs
 from phasescope.measures.lm_quality import HeldoutDataConfig, shared_heldout_data
@@ -38,6 +37,7 @@ from phasescope.models.adapters import parameter_groups
 from phasescope.models.losses import next_token_losses
 from phasescope.progress import console, progress_bar
 from phasescope.run.config import config_hash
+from phasescope.run.weights import CheckpointWeights
 from phasescope.train.data_split import DATA_DIMENSIONS, DataDimension
 from phasescope.train.lm_checkpoint import has_resume_state
 from phasescope.train.replay import replay_device
