@@ -42,7 +42,7 @@ from phasescope.data.lexicon_sources import build_cldr_lexicon
 from phasescope.data.tokenizer import train_bpe_tokenizer
 from phasescope.data.wlt import build_wlt_pairs, encode_wlt
 from phasescope.device import resolve_device
-from phasescope.measures.logit_lens import logit_lens
+from phasescope.measures.logit_lens import encoded_logit_lens
 from phasescope.measures.translation import wlt_scores
 from phasescope.models.llama import LlamaModelConfig, build_llama, count_parameters
 
@@ -93,7 +93,7 @@ def run_phasescope(model, tokenizer, pairs, batch_size: int, encoded=None):
     """The logit lens, then the WLT scores read from its last layer (one forward pass per batch, as the
     ``wlt`` and ``logit_lens`` measures share it); tokenizes first unless ``encoded`` is given."""
     encoded = encoded if encoded is not None else encode_wlt(pairs, tokenizer)
-    lens = logit_lens(model, encoded, batch_size=batch_size)
+    lens = encoded_logit_lens(model, encoded, batch_size=batch_size)
     scores = wlt_scores(model, tokenizer, encoded, lens=lens)
     return encoded, scores, lens
 
@@ -101,9 +101,9 @@ def run_phasescope(model, tokenizer, pairs, batch_size: int, encoded=None):
 def run_nnsight(lm, pairs, device: torch.device):
     """One trace per prompt: every layer's last-position lens logits, then mass and rank of the answers.
 
-    Returns (n_items, layers + 1) tensors: p_target, rank_target, p_source, rank_source.
+    Returns (n_items, layers + 1) tensors: p_target, target_rank, p_source, source_rank.
     """
-    results = {name: [] for name in ("p_target", "rank_target", "p_source", "rank_source")}
+    results = {name: [] for name in ("p_target", "target_rank", "p_source", "source_rank")}
     with torch.no_grad(), autocast_for(device):
         for row in pairs.itertuples():
             lens_logits = []
@@ -129,7 +129,7 @@ def check_agreement(lens, scores, peer, device: torch.device) -> dict[str, float
         torch.testing.assert_close(torch.tensor(scores[name].to_numpy()), peer[name][:, -1], **tolerance,
                                    msg=f"WLT {name} differs")
     agreement = {name: float((getattr(lens, name) == peer[name]).double().mean())
-                 for name in ("rank_target", "rank_source")}
+                 for name in ("target_rank", "source_rank")}
     # A random model's logits are nearly flat: rounding (batched vs one prompt) reorders near-ties.
     if min(agreement.values()) < (0.95 if device.type == "cuda" else 0.99):
         raise AssertionError(f"ranks differ too often: agreement {agreement}")
@@ -204,7 +204,7 @@ def main() -> None:
           f"{float(encoded.lengths.float().mean()):.0f} tokens on average; phasescope batch size {args.batch_size}; "
           f"fastest of {repeats} run(s)")
     print(f"- agreement: per-layer p_target/p_source equal within tolerance; ranks equal on "
-          f"{100 * agreement['rank_target']:.1f}% (target) / {100 * agreement['rank_source']:.1f}% (source) of "
+          f"{100 * agreement['target_rank']:.1f}% (target) / {100 * agreement['source_rank']:.1f}% (source) of "
           "(item, layer)\n")
     print("| method | what is timed | seconds | prompts/s | vs nnsight |")
     print("|---|---|---:|---:|---:|")

@@ -25,7 +25,7 @@ from torch.func import functional_call
 from phasescope.curvature import sharpness
 from phasescope.data.tokenizer import load_tokenizer
 from phasescope.data.wlt import build_wlt_pairs, encode_wlt
-from phasescope.measures.logit_lens import logit_lens
+from phasescope.measures.logit_lens import encoded_logit_lens
 from phasescope.measures.registry import MeasureContext, get_measure
 from phasescope.measures.replayed_attribution import replay_attribution
 from phasescope.measures.translation import wlt_scores
@@ -98,13 +98,13 @@ def test_logit_lens_and_wlt_scores_on_the_device_equal_a_plain_cpu_forward(devic
             expected.append(float(probabilities[list(row.target_first_ids)].sum()))
     expected = torch.tensor(expected, dtype=torch.float64)
     model = model.to(device)
-    lens = logit_lens(model, encoded, batch_size=4)
+    lens = encoded_logit_lens(model, encoded, batch_size=4)
     scores = wlt_scores(model, tokenizer, encoded, batch_size=4)
     tolerance = dict(rtol=3e-2, atol=2e-3) if bf16(device) else dict(rtol=1e-5, atol=1e-8)
     torch.testing.assert_close(lens.p_target[:, -1], expected, **tolerance)
     torch.testing.assert_close(torch.tensor(scores["p_target"].to_numpy()), expected, **tolerance)
     # batching on the device: one prompt per pass gives the same lens (padding changes nothing)
-    torch.testing.assert_close(logit_lens(model, encoded, batch_size=1).p_target, lens.p_target, **tolerance)
+    torch.testing.assert_close(encoded_logit_lens(model, encoded, batch_size=1).p_target, lens.p_target, **tolerance)
 
 
 # --- LM training, resume and replay on the device -----------------------------------------------------

@@ -6,7 +6,7 @@ import torch
 
 from phasescope import PhasescopeError
 from phasescope.data.wlt import build_wlt_pairs, encode_wlt
-from phasescope.measures.logit_lens import LogitLensConfig, logit_lens, logit_lens_rows
+from phasescope.measures.logit_lens import LogitLensConfig, encoded_logit_lens, logit_lens_rows
 from phasescope.measures.registry import MeasureContext, get_measure
 from phasescope.measures.translation import wlt_scores
 from phasescope.models.adapters import get_adapter
@@ -73,14 +73,14 @@ def reference_lens(model, tokenizer, row):
 @pytest.mark.parametrize("factory", [tiny_llama, tiny_gpt2], ids=["llama", "gpt2"])
 def test_lens_equals_hand_applied_norm_and_unembedding(factory, tokenizer, encoded):
     model = with_random_norms(factory(len(tokenizer), seed=3, layers=3))
-    lens = logit_lens(model, encoded, batch_size=16)
+    lens = encoded_logit_lens(model, encoded, batch_size=16)
     assert lens.p_target.shape == (len(encoded), 4)
     for item, row in enumerate(encoded.pairs.itertuples()):
         expected, last_layer, real = reference_lens(model, tokenizer, row)
         torch.testing.assert_close(last_layer, real, rtol=1e-4, atol=1e-4)  # the lens's last layer is the output
         for name in ("p_target", "p_source"):
             torch.testing.assert_close(getattr(lens, name)[item], expected[name], rtol=1e-4, atol=1e-8)
-        for name in ("rank_target", "rank_source"):
+        for name in ("target_rank", "source_rank"):
             assert getattr(lens, name)[item].tolist() == expected[name].tolist()
 
 
@@ -91,7 +91,7 @@ def test_last_layer_is_the_real_output_distribution_in_every_family(family, toke
     model.resize_token_embeddings(len(tokenizer))
     with_random_norms(model, seed=4)
     few = encoded.subset([0, 5, 11])
-    lens = logit_lens(model, few, batch_size=3)
+    lens = encoded_logit_lens(model, few, batch_size=3)
     scores = wlt_scores(model, tokenizer, few, batch_size=3)
     torch.testing.assert_close(lens.p_target[:, -1], torch.tensor(scores["p_target"].to_numpy()), rtol=1e-4,
                                atol=1e-8)
@@ -105,12 +105,12 @@ def test_last_layer_is_the_real_output_distribution_in_every_family(family, toke
 
 def test_batched_equals_unbatched_with_either_padding(tokenizer, encoded):
     model = with_random_norms(tiny_llama(len(tokenizer), seed=5))
-    one = logit_lens(model, encoded, batch_size=1)
+    one = encoded_logit_lens(model, encoded, batch_size=1)
     left = encode_wlt(encoded.pairs, tokenizer, padding_side="left")
-    for other in (logit_lens(model, encoded, batch_size=16), logit_lens(model, left, batch_size=16)):
+    for other in (encoded_logit_lens(model, encoded, batch_size=16), encoded_logit_lens(model, left, batch_size=16)):
         torch.testing.assert_close(other.p_target, one.p_target, rtol=1e-4, atol=1e-8)
         torch.testing.assert_close(other.p_source, one.p_source, rtol=1e-4, atol=1e-8)
-        assert torch.equal(other.rank_target, one.rank_target)
+        assert torch.equal(other.target_rank, one.target_rank)
 
 
 def test_rows_and_measure(tmp_path, tokenizer):
@@ -124,15 +124,15 @@ def test_rows_and_measure(tmp_path, tokenizer):
     frame = pd.DataFrame(measure.compute(context, config))
     layers = context.model.config.num_hidden_layers
     assert sorted(frame["layer"].unique()) == list(range(layers + 1))
-    assert set(frame["metric"]) == {"p_target", "rank_target", "p_source", "rank_source"}
+    assert set(frame["metric"]) == {"p_target", "target_rank", "p_source", "source_rank"}
     encoded = next(value for key, value in context.cache.items() if key.startswith("wlt_encoding:"))
-    lens = logit_lens(context.model, encoded)
+    lens = encoded_logit_lens(context.model, encoded)
     overall = frame[frame.subset == "all"].pivot(index="layer", columns="metric", values="value")
     torch.testing.assert_close(torch.tensor(overall["p_target"].to_numpy()), lens.p_target.mean(0), rtol=1e-6,
                                atol=0)
-    torch.testing.assert_close(torch.tensor(overall["rank_source"].to_numpy()),
-                               lens.rank_source.double().median(0).values
-                               if len(encoded) % 2 else lens.rank_source.double().quantile(0.5, dim=0),
+    torch.testing.assert_close(torch.tensor(overall["source_rank"].to_numpy()),
+                               lens.source_rank.double().median(0).values
+                               if len(encoded) % 2 else lens.source_rank.double().quantile(0.5, dim=0),
                                rtol=1e-6, atol=0)
     rows = pd.DataFrame(logit_lens_rows(encoded, lens))
     no_overlap = ~encoded.pairs["shared_first_token"].to_numpy()
@@ -146,7 +146,7 @@ def test_rows_and_measure(tmp_path, tokenizer):
 
 def test_wlt_scores_read_from_the_lens_equal_their_own_forward_pass(tokenizer, encoded):
     model = tiny_gpt2(len(tokenizer), seed=6)
-    lens = logit_lens(model, encoded, batch_size=16)
+    lens = encoded_logit_lens(model, encoded, batch_size=16)
     own, from_lens = wlt_scores(model, tokenizer, encoded, batch_size=16), wlt_scores(model, tokenizer, encoded,
                                                                                       lens=lens)
     for column in ("p_target", "p_source"):
@@ -154,7 +154,7 @@ def test_wlt_scores_read_from_the_lens_equal_their_own_forward_pass(tokenizer, e
                                    rtol=1e-5, atol=1e-9)
     assert from_lens["target_rank"].tolist() == own["target_rank"].tolist()
     with pytest.raises(PhasescopeError, match="the logit lens has 3 items"):
-        wlt_scores(model, tokenizer, encoded, lens=logit_lens(model, encoded.subset([0, 1, 2])))
+        wlt_scores(model, tokenizer, encoded, lens=encoded_logit_lens(model, encoded.subset([0, 1, 2])))
 
 
 def test_wlt_and_logit_lens_measures_share_one_forward_pass(tmp_path, tokenizer):
@@ -193,7 +193,7 @@ def test_prompt_lens_equals_hand_applied_norm_and_unembedding(tokenizer):
     frame = phasescope.logit_lens(model, tokenizer, PLAIN_PROMPTS, targets=targets, batch_size=2)
     layers = get_adapter(model).num_layers + 1
     assert len(frame) == len(PLAIN_PROMPTS) * layers
-    assert list(frame.columns) == ["prompt", "layer", "top_token", "p_top", "target", "p_target", "rank_target"]
+    assert list(frame.columns) == ["prompt", "layer", "top_token", "p_top", "target", "p_target", "target_rank"]
     for index, (prompt, target) in enumerate(zip(PLAIN_PROMPTS, targets)):
         streams, _ = hooked_streams(model, torch.tensor([tokenizer(prompt)["input_ids"]]))
         with torch.no_grad():
@@ -206,7 +206,7 @@ def test_prompt_lens_equals_hand_applied_norm_and_unembedding(tokenizer):
         torch.testing.assert_close(torch.tensor(rows["p_top"].to_numpy()), probabilities.max(-1).values,
                                    rtol=1e-5, atol=1e-9)
         best = logits[:, ids].max(-1).values
-        assert rows["rank_target"].tolist() == (1 + (logits > best[:, None]).sum(-1)).tolist()  # 1-based
+        assert rows["target_rank"].tolist() == (1 + (logits > best[:, None]).sum(-1)).tolist()  # 1-based
         assert rows["top_token"].tolist() == [tokenizer.decode([int(i)]) for i in logits.argmax(-1)]
         assert set(rows["target"]) == {target}
 

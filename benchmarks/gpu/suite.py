@@ -242,7 +242,7 @@ def _against_nnsight(series, path: Path, concepts: int, batch_size: int, device:
     theirs, _ = clocked(lambda: run_nnsight(lm, encoded.pairs, device), device)
     n = len(pairs)
     notes.append(f"nnsight comparison on {n} prompts ({concepts} concepts per direction); ranks agree on "
-                 f"{100 * agreement['rank_target']:.1f}% of (item, layer)")
+                 f"{100 * agreement['target_rank']:.1f}% of (item, layer)")
     return [{"what": "WLT + logit lens, phasescope, per prompt", "seconds": ours / n},
             {"what": "WLT + logit lens, nnsight, per prompt", "seconds": theirs / n,
              "ratio": theirs / ours}]

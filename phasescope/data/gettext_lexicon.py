@@ -25,9 +25,9 @@ from pathlib import Path
 
 import pandas as pd
 
-from phasescope.data.languages import check_language_codes
+from phasescope.data.languages import SPACELESS_LANGUAGES, check_language_codes
 from phasescope.data.lexicon import Lexicon
-from phasescope.data.lexicon_sources import SCRIPTS_WITHOUT_SPACES, is_single_word
+from phasescope.data.lexicon_sources import is_single_word
 from phasescope.errors import PhasescopeError
 
 LOCALES = {"de": ("de",), "fr": ("fr",), "es": ("es",), "tr": ("tr",), "ru": ("ru",), "ar": ("ar",),
@@ -93,7 +93,7 @@ def corpus_counts(corpus: Path, language: str, words: Iterable[str]) -> dict[str
         raise PhasescopeError(f"{folder}: the corpus has no text in {language!r}; leave it out (--languages)")
     words = list(dict.fromkeys(words))
     text = "\n".join(path.read_text(encoding="utf-8", errors="replace") for path in sorted(folder.glob("*.txt")))
-    if language in SCRIPTS_WITHOUT_SPACES:
+    if language in SPACELESS_LANGUAGES:
         return {word: text.count(word) for word in words}
     tokens = Counter(re.findall(r"[^\W\d_]+", text.casefold()))
     return {word: tokens[word.casefold()] for word in words}

@@ -36,6 +36,7 @@ LANGUAGES: dict[str, Language] = {
     )
 }
 BUILTIN_LANGUAGES: tuple[str, ...] = tuple(LANGUAGES)  # en, de, fr, es, tr, ru, ar, zh, ja
+SPACELESS_LANGUAGES = ("zh", "ja")  # written without spaces between words (sentences and glosses joined so)
 # the characters of the scripts written without spaces (kana, CJK ideographs and their extensions), as the body
 # of a regular-expression character class: one of them is a word-sized unit of Chinese and Japanese text
 HAN_OR_KANA = "\u3040-\u30ff\u3400-\u4dbf\u4e00-\u9fff\uf900-\ufaff"

@@ -32,13 +32,12 @@ from pathlib import Path
 
 import pandas as pd
 
-from phasescope.data.languages import BUILTIN_LANGUAGES, LANGUAGES, check_language_codes
+from phasescope.data.languages import BUILTIN_LANGUAGES, LANGUAGES, SPACELESS_LANGUAGES, check_language_codes
 from phasescope.data.lexicon import Lexicon
 from phasescope.errors import PhasescopeError
 from phasescope.files import read_text_file
 
 MAX_HAN_KANA_CHARS = 5  # a zh/ja name longer than this is a description, not a word
-SCRIPTS_WITHOUT_SPACES = ("zh", "ja")
 CASELESS_LANGUAGES = ("ar", "zh", "ja")
 
 # (first code point, last code point, category); the first matching range wins.
@@ -112,7 +111,7 @@ def is_single_word(word: str, language: str) -> bool:
     """Whether ``word`` is one word: letters only, and for zh/ja at most MAX_HAN_KANA_CHARS characters."""
     if not word or not _LETTERS_ONLY.match(word):
         return False
-    return language not in SCRIPTS_WITHOUT_SPACES or len(word) <= MAX_HAN_KANA_CHARS
+    return language not in SPACELESS_LANGUAGES or len(word) <= MAX_HAN_KANA_CHARS
 
 
 def emoji_category(emoji_text: str) -> str:
@@ -212,7 +211,7 @@ def _calendar_rows(languages: list[str]) -> list[tuple]:
             for language in languages:
                 names = names_of(Locale.parse(language))
                 forms = [names["stand-alone"]["wide"][key], names["format"]["wide"][key]]
-                if language in SCRIPTS_WITHOUT_SPACES:  # 一月 first: the CLDR data of babel 2.19 writes 1月 for ja
+                if language in SPACELESS_LANGUAGES:  # 一月 first: the CLDR data of babel 2.19 writes 1月 for ja
                     forms = [_han_numeral_month(form) for form in forms] + forms
                 word, *forms = dict.fromkeys(forms)
                 rows.append((concept, category, language, word, _variants(word, language, forms)))

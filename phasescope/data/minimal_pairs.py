@@ -42,8 +42,8 @@ import numpy as np
 import pandas as pd
 
 from phasescope.data.controlled_corpus import ControlledCorpus
-from phasescope.data.languages import HAN_OR_KANA, LANGUAGES
-from phasescope.data.templates import SPACELESS_LANGUAGES, TEMPLATES, Template, capitalize_sentence
+from phasescope.data.languages import HAN_OR_KANA, LANGUAGES, SPACELESS_LANGUAGES
+from phasescope.data.templates import TEMPLATES, Template, capitalize_sentence
 from phasescope.errors import PhasescopeError
 
 MULTIBLIMP_CODES = {"eng": "en", "deu": "de", "fra": "fr", "spa": "es", "tur": "tr", "rus": "ru", "arb": "ar",

@@ -31,10 +31,11 @@ import re
 from dataclasses import dataclass
 from typing import Literal
 
+from phasescope.data.languages import SPACELESS_LANGUAGES
+
 THING_CATEGORIES = frozenset({"animal", "plant", "food", "body", "person", "clothing", "transport", "place",
                               "music", "sport", "nature", "object"})
 INANIMATE_GOODS = frozenset({"object", "food", "clothing", "music", "sport", "transport", "plant"})
-SPACELESS_LANGUAGES = ("zh", "ja")  # sentences and glosses are joined without spaces
 
 
 @dataclass(frozen=True)

@@ -44,9 +44,9 @@ class LogitLens:
     """
 
     p_target: Tensor
-    rank_target: Tensor
+    target_rank: Tensor
     p_source: Tensor
-    rank_source: Tensor
+    source_rank: Tensor
     top_id: Tensor
     p_top: Tensor
 
@@ -62,7 +62,7 @@ class LogitLens:
             "item": torch.arange(n_items).repeat_interleave(n_layers).numpy(),
             "layer": torch.arange(n_layers).repeat(n_items).numpy(),
             **{name: getattr(self, name).reshape(-1).numpy()
-               for name in ("p_target", "rank_target", "p_source", "rank_source")},
+               for name in ("p_target", "target_rank", "p_source", "source_rank")},
         })
 
 
@@ -78,8 +78,8 @@ def score_layers(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32, al
     n = len(encoded)
     layers = get_adapter(model).num_layers + 1 if all_layers else 1
     values = {name: torch.zeros((n, layers), dtype=dtype) for name, dtype in
-              (("p_target", torch.float64), ("rank_target", torch.long), ("p_source", torch.float64),
-               ("rank_source", torch.long), ("top_id", torch.long), ("p_top", torch.float64))}
+              (("p_target", torch.float64), ("target_rank", torch.long), ("p_source", torch.float64),
+               ("source_rank", torch.long), ("top_id", torch.long), ("p_top", torch.float64))}
     for batch in encoded.batches(batch_size):
         final, streams = last_position_states(model, encoded, batch, all_layers=all_layers)
         for layer in range(layers):
@@ -111,7 +111,7 @@ def checkpoint_logit_lens(context: MeasureContext, config: WLTDataConfig, batch_
                                  lambda: score_layers(context.model, encoded, batch_size))
 
 
-def logit_lens(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32) -> LogitLens:
+def encoded_logit_lens(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32) -> LogitLens:
     """The logit lens of every WLT item at every layer (see the module doc), one forward pass per batch.
 
     Args:
@@ -143,7 +143,7 @@ def prompt_logit_lens(model: nn.Module, tokenizer, prompts: str | Sequence[str],
     Returns:
         Columns ``prompt`` (index), ``layer`` (0 = embeddings, L = the model's output), ``top_token``
         (the most likely token, decoded) and ``p_top``; with targets also ``target``, ``p_target``
-        (probability mass on the target's tokens) and ``rank_target`` (1-based rank of its most
+        (probability mass on the target's tokens) and ``target_rank`` (1-based rank of its most
         likely token: 1 = top).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
@@ -163,7 +163,7 @@ def prompt_logit_lens(model: nn.Module, tokenizer, prompts: str | Sequence[str],
     if targets is not None:
         frame["target"] = [str(target) for target in targets for _ in range(n_layers)]
         frame["p_target"] = lens.p_target.reshape(-1).numpy()
-        frame["rank_target"] = lens.rank_target.reshape(-1).numpy()
+        frame["target_rank"] = lens.target_rank.reshape(-1).numpy()
     return frame
 
 
@@ -190,8 +190,8 @@ def logit_lens_rows(encoded: EncodedWLT, lens: LogitLens) -> list[dict]:
         if not chosen.any():
             continue
         for layer in range(lens.num_layers + 1):
-            for metric, how in (("p_target", "mean"), ("rank_target", "median"), ("p_source", "mean"),
-                                ("rank_source", "median")):
+            for metric, how in (("p_target", "mean"), ("target_rank", "median"), ("p_source", "mean"),
+                                ("source_rank", "median")):
                 column = getattr(lens, metric)[chosen, layer].double()
                 value = column.mean() if how == "mean" else column.quantile(0.5)
                 rows.append({"metric": metric, "value": float(value), "layer": layer, "subset": subset})

@@ -86,7 +86,7 @@ def wlt_scores(model: nn.Module, tokenizer, lexicon_or_pairs: Lexicon | pd.DataF
         shots, seed: exemplar lines per prompt and the seed that draws them.
         batch_size: prompts per forward pass.
         generate: also decode greedily up to ``max_new_tokens`` tokens and score exact matches.
-        lens: the :func:`~phasescope.measures.logit_lens.logit_lens` of the same encoded prompts and
+        lens: the :func:`~phasescope.measures.logit_lens.encoded_logit_lens` of the same encoded prompts and
             model: its last layer is the model's output, so the scores are read from it without
             another forward pass.
 
@@ -121,9 +121,8 @@ def wlt_scores(model: nn.Module, tokenizer, lexicon_or_pairs: Lexicon | pd.DataF
         lens = score_layers(model, encoded, batch_size, all_layers=False)
     elif lens.p_target.shape[0] != len(encoded):
         raise PhasescopeError(f"the logit lens has {lens.p_target.shape[0]} items, the WLT prompts {len(encoded)}")
-    for column, name in (("p_target", "p_target"), ("p_source", "p_source"), ("target_rank", "rank_target"),
-                         ("source_rank", "rank_source")):
-        frame[column] = getattr(lens, name)[:, -1].numpy()
+    for column in ("p_target", "p_source", "target_rank", "source_rank"):
+        frame[column] = getattr(lens, column)[:, -1].numpy()
     frame["top1_correct"] = frame["target_rank"] == 1
     frame["copy_top1"] = frame["source_rank"] == 1
     if generate:
