@@ -117,7 +117,7 @@ def run_nnsight(lm, pairs, device: torch.device):
                 ids = torch.tensor(ids, device=logits.device)
                 results[f"p_{answer}"].append(probs[:, ids].sum(-1).double().cpu())
                 best = logits[:, ids].max(-1).values
-                results[f"rank_{answer}"].append((1 + (logits > best[:, None]).sum(-1)).cpu())
+                results[f"{answer}_rank"].append((1 + (logits > best[:, None]).sum(-1)).cpu())
     return {name: torch.stack(values) for name, values in results.items()}
 
 

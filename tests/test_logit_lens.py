@@ -66,7 +66,7 @@ def reference_lens(model, tokenizer, row):
         result[f"p_{answer}"] = probs[:, ids].sum(-1)
         order = torch.argsort(lens_logits, dim=-1, descending=True)
         positions = torch.stack([(order == i).nonzero()[:, 1] for i in ids], dim=1)
-        result[f"rank_{answer}"] = 1 + positions.min(dim=1).values
+        result[f"{answer}_rank"] = 1 + positions.min(dim=1).values
     return result, lens_logits[-1], logits[-1].double()
 
 

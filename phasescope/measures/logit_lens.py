@@ -94,7 +94,7 @@ def score_layers(model: nn.Module, encoded: EncodedWLT, batch_size: int = 32, al
             for answer in ("target", "source"):
                 ids, mask = getattr(encoded, f"{answer}_ids")[batch], getattr(encoded, f"{answer}_mask")[batch]
                 values[f"p_{answer}"][batch, layer] = answer_log_probs(log_probs, ids, mask).exp().double().cpu()
-                values[f"rank_{answer}"][batch, layer] = best_rank(logits, ids, mask).cpu()
+                values[f"{answer}_rank"][batch, layer] = best_rank(logits, ids, mask).cpu()
     return LogitLens(**values)
 
 
