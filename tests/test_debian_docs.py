@@ -15,7 +15,8 @@ import pytest
 
 from phasescope import PhasescopeError
 from phasescope.data.corpora import LocalCorpus, LocalCorpusConfig
-from phasescope.data.debian_docs import build_debian_docs, count_tokens, html_text, mallard_text, roff_text, xhp_text
+from phasescope.data.debian_docs import build_debian_docs, count_tokens
+from phasescope.data.markup import html_text, mallard_text, roff_text, xhp_text
 from tests.debian_fixtures import (
     ENGLISH,
     GERMAN,
