@@ -21,7 +21,7 @@ from phasescope.data import (
     LocalCorpusConfig,
     build_corpus,
 )
-from phasescope.data.corpora import is_heldout_position, raw_position_of_train, train_documents_before
+from phasescope.data.heldout import is_heldout_position, raw_position_of_train, train_documents_before
 from phasescope.data.languages import endonym
 from phasescope.errors import PhasescopeError
 from phasescope.run.config import StrictModel, validate_config

@@ -4,14 +4,12 @@ from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpus
 from phasescope.data.corpora import (
     CorpusConfig,
     CorpusSource,
-    HuggingFaceCorpus,
-    HuggingFaceCorpusConfig,
-    HuggingFaceLanguage,
     LocalCorpus,
     LocalCorpusConfig,
     build_corpus,
     sample_documents,
 )
+from phasescope.data.hf_corpus import HuggingFaceCorpus, HuggingFaceCorpusConfig, HuggingFaceLanguage
 from phasescope.data.lexicon_sources import (
     build_cldr_lexicon,
     build_lexicon,

@@ -7,9 +7,8 @@ Three sources, picked by a config's ``source:`` field (:data:`CorpusConfig`, :fu
 - ``huggingface``: Hugging Face datasets in streaming mode, e.g. FineWeb-2's ``deu_Latn`` config.
 
 Held-out documents of a source without a held-out split are a deterministic share of its
-documents: with share p/q (an exact fraction), document ``k`` of the stream is held out when
-``floor((k+1) p/q) > floor(k p/q)``, i.e. evenly spread, one in q/p. Train documents are the
-others, and ``documents(start=n)`` starts at the n-th *train* document.
+documents (:mod:`phasescope.data.heldout`), and ``documents(start=n)`` starts at the n-th *train*
+document.
 
 A source may yield empty documents (an empty Parquet cell or dataset row): they keep their index,
 so that resuming at an index is exact, and consumers skip them.
@@ -20,19 +19,25 @@ from __future__ import annotations
 import hashlib
 import json
 from collections.abc import Iterable, Iterator
-from fractions import Fraction
 from pathlib import Path
 from typing import Annotated, Literal, Protocol, runtime_checkable
 
-from pydantic import Field, field_validator, model_validator
+from pydantic import Field, model_validator
 
 from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpusConfig
-from phasescope.data.languages import LANGUAGES, check_language_codes, language_codes_field
+from phasescope.data.heldout import (
+    Split,
+    heldout_fraction,
+    is_heldout_position,
+    raw_position_of_train,
+    split_positions,
+)
+from phasescope.data.hf_corpus import HuggingFaceCorpus, HuggingFaceCorpusConfig
+from phasescope.data.languages import LANGUAGES, check_language_codes
 from phasescope.errors import PhasescopeError
 from phasescope.files import read_text_file, text_lines
 from phasescope.run.config import StrictModel
 
-Split = Literal["train", "heldout"]
 LOCAL_SUFFIXES = (".txt", ".jsonl", ".parquet")
 
 
@@ -64,51 +69,6 @@ def document_kind(corpus: CorpusSource, language: str, index: int) -> str:
 def document_kinds(corpus: CorpusSource) -> tuple[str, ...]:
     """The kinds :func:`document_kind` can give a corpus's documents."""
     return tuple(getattr(corpus, "document_kinds", (DEFAULT_DOCUMENT_KIND,)))
-
-
-# ---- held-out share arithmetic -----------------------------------------------------------------
-
-
-def heldout_fraction(share: float) -> Fraction:
-    """The share as an exact fraction (denominator at most 10^6), so positions never depend on rounding."""
-    return Fraction(share).limit_denominator(1_000_000)
-
-
-def is_heldout_position(position: int, share: Fraction) -> bool:
-    """Whether raw document ``position`` belongs to the held-out split."""
-    p, q = share.numerator, share.denominator
-    return (position + 1) * p // q > position * p // q
-
-
-def train_documents_before(position: int, share: Fraction) -> int:
-    """How many train documents precede raw position ``position``."""
-    return position - position * share.numerator // share.denominator
-
-
-def raw_position_of_train(start: int, share: Fraction) -> int:
-    """The smallest raw position preceded by ``start`` train documents (where train document ``start`` is)."""
-    low, high = start, start + start * share.numerator // max(share.denominator - share.numerator, 1) + 2
-    while train_documents_before(high, share) < start:
-        high *= 2
-    while low < high:  # train_documents_before is non-decreasing: bisect
-        middle = (low + high) // 2
-        if train_documents_before(middle, share) < start:
-            low = middle + 1
-        else:
-            high = middle
-    while is_heldout_position(low, share):  # the positions right before the next train document
-        low += 1
-    return low
-
-
-def _split_positions(raw_documents: Iterable[tuple[int, str]], split: Split, share: Fraction) -> Iterator[str]:
-    """Keep the documents of ``split`` from (raw position, text) pairs."""
-    want_heldout = split == "heldout"
-    for position, text in raw_documents:
-        if share and is_heldout_position(position, share) == want_heldout:
-            yield text
-        elif not share and not want_heldout:
-            yield text
 
 
 # ---- local files -------------------------------------------------------------------------------
@@ -222,9 +182,9 @@ class LocalCorpus:
             raw = self._raw_documents(language, raw_start)
             if self._partners:
                 raw = ((position, self._interleaved(language, position, text)) for position, text in raw)
-            yield from _split_positions(raw, split, self._share)
+            yield from split_positions(raw, split, self._share)
         else:
-            held = _split_positions(self._raw_documents(language, 0), split, self._share)
+            held = split_positions(self._raw_documents(language, 0), split, self._share)
             for _ in range(start):
                 if next(held, None) is None:
                     return
@@ -380,124 +340,6 @@ def _parquet_texts(path: Path, column: str, skip: int) -> Iterator[str]:
         for value in values[skip:]:
             yield "" if value is None else str(value)
         skip = 0
-
-
-# ---- Hugging Face datasets (streaming) ---------------------------------------------------------
-
-
-class HuggingFaceLanguage(StrictModel):
-    """Where one language's documents are: a config of the dataset, or another dataset or files."""
-
-    name: str | None = None  # the dataset config, e.g. "deu_Latn" for FineWeb-2
-    path: str | None = None  # a different dataset (hub id, builder such as "parquet", or local folder)
-    data_files: str | list[str] | dict[str, str | list[str]] | None = None  # for builders like "parquet"/"json"
-    split: str | None = None  # overrides the corpus's split
-
-
-class HuggingFaceCorpusConfig(StrictModel):
-    """Hugging Face datasets streamed per language, e.g. ``path: HuggingFaceFW/fineweb-2`` with
-    ``languages: {de: deu_Latn, fr: fra_Latn}`` (a string is the config name)."""
-
-    source: Literal["huggingface"] = "huggingface"
-    path: str  # hub dataset id, a builder ("parquet", "json", "text") with data_files, or a local dataset folder
-    languages: dict[str, HuggingFaceLanguage | str]
-    split: str = "train"
-    heldout_split: str | None = None  # a split for held-out documents (e.g. "test"); None: a share of `split`
-    heldout_share: float = Field(0.001, ge=0, lt=1)  # used when heldout_split is None
-    text_field: str = "text"
-    revision: str | None = None  # a commit, tag or branch of the dataset repo
-    # documents or bytes per language for temperature sampling; None: the dataset's own split info
-    size_hints: dict[str, float] | None = None
-
-    @field_validator("languages")
-    @classmethod
-    def _known_codes(cls, value: dict) -> dict:
-        language_codes_field(list(value))
-        return value
-
-
-class HuggingFaceCorpus:
-    """Documents streamed with ``datasets.load_dataset(..., streaming=True)``; resume with ``.skip(n)``."""
-
-    def __init__(self, config: HuggingFaceCorpusConfig) -> None:
-        self.config = config
-        self.languages = list(config.languages)
-        self._specs = {code: spec if isinstance(spec, HuggingFaceLanguage) else HuggingFaceLanguage(name=spec)
-                       for code, spec in config.languages.items()}
-        self._share = heldout_fraction(config.heldout_share) if config.heldout_split is None else Fraction(0)
-
-    def documents(self, language: str, split: Split = "train", start: int = 0) -> Iterator[str]:
-        """Documents of ``language`` in ``split`` from index ``start`` on, streamed."""
-        self._check(language)
-        if split == "heldout" and self.config.heldout_split is not None:
-            yield from self._texts(self._stream(language, self.config.heldout_split).skip(start), language)
-            return
-        if split == "train":
-            raw_start = raw_position_of_train(start, self._share) if self._share else start
-            stream = self._stream(language).skip(raw_start)
-            yield from _split_positions(enumerate(self._texts(stream, language), start=raw_start), split, self._share)
-        else:
-            held = _split_positions(enumerate(self._texts(self._stream(language), language)), split, self._share)
-            for _ in range(start):
-                if next(held, None) is None:
-                    return
-            yield from held
-
-    def size_hint(self, language: str) -> float | None:
-        """``size_hints[language]``, else the split's example count (or bytes) from the dataset's info."""
-        self._check(language)
-        if self.config.size_hints is not None:
-            return self.config.size_hints.get(language)
-        info = self._stream(language).info
-        split = self._specs[language].split or self.config.split
-        splits = info.splits or {}
-        if split in splits and splits[split].num_examples:
-            return float(splits[split].num_examples)
-        return float(info.dataset_size) if info.dataset_size else None
-
-    def _check(self, language: str) -> None:
-        if language not in self._specs:
-            raise PhasescopeError(f"the Hugging Face corpus has no language {language!r}; "
-                                  f"it has {', '.join(self.languages)}")
-
-    def _stream(self, language: str, split: str | None = None):
-        datasets = _import_datasets()
-        spec = self._specs[language]
-        path = spec.path or self.config.path
-        split = split or spec.split or self.config.split
-        try:
-            return datasets.load_dataset(path, name=spec.name, data_files=spec.data_files, split=split,
-                                         streaming=True, revision=self.config.revision)
-        except Exception as error:  # datasets raises many types (FileNotFoundError, ValueError, hub errors)
-            where = f"{path}" + (f" config {spec.name}" if spec.name else "") + f" split {split}"
-            raise PhasescopeError(f"cannot stream {where} for language {language!r}: "
-                                  f"{' '.join(str(error).split())[:200]}") from None
-
-    def _texts(self, stream, language: str) -> Iterator[str]:
-        field = self.config.text_field
-        examples = iter(stream)
-        while True:
-            try:
-                example = next(examples)
-            except StopIteration:
-                return
-            except Exception as error:  # a broken file, a schema mismatch, a dropped connection
-                raise PhasescopeError(f"while streaming {self.config.path} ({language}): "
-                                      f"{' '.join(str(error).split())[:200]}") from None
-            if field not in example:
-                raise PhasescopeError(f"{self.config.path} ({language}): examples have no field {field!r} "
-                                      f"(they have {', '.join(example)}); set text_field")
-            text = example[field]
-            yield "" if text is None else str(text)
-
-
-def _import_datasets():
-    try:
-        import datasets
-    except ImportError:
-        raise PhasescopeError("the huggingface corpus source needs the datasets package: "
-                              "pip install phasescope[datasets]") from None
-    return datasets
 
 
 # ---- one config, one builder -------------------------------------------------------------------
