@@ -21,7 +21,12 @@ from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainingArgumen
 from phasescope.data.controlled_corpus import ControlledCorpus, ControlledCorpusConfig
 from phasescope.data.mixture import MixtureConfig, PackedStream
 from phasescope.data.tokenizer import train_bpe_tokenizer
-from phasescope.integrations.hf import PhasescopeCallback
+from phasescope.errors import PhasescopeError
+
+try:
+    from phasescope.integrations.hf import PhasescopeCallback
+except PhasescopeError as error:  # the hf extra is not installed: one line, not a traceback
+    sys.exit(f"error: {error}")
 
 STEPS, BATCH, SEQ_LEN = 300, 16, 128
 

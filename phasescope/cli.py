@@ -155,7 +155,9 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
 
 def _sweep_grid(sweep_config, grid: list[str], out: Path, executor: str, address: str | None) -> None:
     """``phasescope sweep CONFIG --grid ...``: every combination's sweep, then a one-line summary of each."""
-    from phasescope.train.grid import combinations, grid_table, parse_axis, run_grid
+    from phasescope.analysis.grid import grid_table
+    from phasescope.execute.grid import run_grid
+    from phasescope.train.grid import combinations, parse_axis
 
     axes: dict = {}
     for text in grid:

@@ -20,6 +20,11 @@ stamp="$venv/.phasescope-installed${extras:+-$extras}"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   echo "setup: installing phasescope${extras:+[$extras]} and its dependencies" >&2
   pip install --quiet -e "$root${extras:+[$extras]}"
+  if [[ ",$extras," == *",bench,"* ]]; then
+    # curvlinops and backpack without their dependencies: backpack asks for torchvision, whose PyPI build is
+    # for another torch and breaks transformers (pyproject.toml's bench extra lists what else they need)
+    pip install --quiet --no-deps "curvlinops-for-pytorch>=3" "backpack-for-pytorch>=1.6"
+  fi
   touch "$stamp"
 fi
 cd "$root"

@@ -8,10 +8,12 @@ import sys
 import pandas as pd
 import pytest
 
+from phasescope.analysis.grid import grid_table
 from phasescope.errors import PhasescopeError
+from phasescope.execute.grid import run_grid
 from phasescope.run import MetricStore, RunDir, validate_config
 from phasescope.train import SweepConfig, run_sweep
-from phasescope.train.grid import apply_axes, combinations, grid_table, parse_axis, run_grid
+from phasescope.train.grid import apply_axes, combinations, parse_axis
 from tests.helpers import HANG_GUARD_SECONDS
 
 BASE = {"seeds": [0], "device": "cpu", "data": {"name": "digits", "train_size": 60},

@@ -11,7 +11,6 @@ import torch
 from torch.testing import assert_close
 
 from phasescope.analysis.edge_of_stability import (
-    RegimeCriteria,
     classify_regimes,
     disagreements,
     final_state,
@@ -23,6 +22,7 @@ from phasescope.models import MLP
 from phasescope.models.losses import mean_squared_error
 from phasescope.run import MetricStore, RunDir, validate_config
 from phasescope.train import GradientFlowConfig, SweepConfig, gradient_flow, run_sweep
+from phasescope.train.sweep import RegimeCriteria
 from tests.helpers import HANG_GUARD_SECONDS
 
 

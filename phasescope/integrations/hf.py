@@ -25,14 +25,28 @@ is not JSON, and a cold start costs iterations, not accuracy).
 
 from __future__ import annotations
 
+import importlib.util
 from pathlib import Path
 from typing import Any, ClassVar
 
-from transformers import TrainerCallback
-from transformers.trainer_callback import ExportableState
-
 from phasescope.errors import PhasescopeError
-from phasescope.integrations.recorder import Recorder
+
+
+def _installed(module: str) -> bool:
+    try:
+        return importlib.util.find_spec(module) is not None
+    except ValueError:  # a module blocked in sys.modules
+        return False
+
+
+if not _installed("accelerate"):  # the Trainer needs it; say so at import, not at the first Trainer
+    raise PhasescopeError("the Hugging Face Trainer needs accelerate: pip install 'phasescope[hf]' (in this "
+                          "repository: PHASESCOPE_EXTRAS=hf bash scripts/setup.sh)")
+
+from transformers import TrainerCallback  # noqa: E402
+from transformers.trainer_callback import ExportableState  # noqa: E402
+
+from phasescope.integrations.recorder import Recorder  # noqa: E402
 
 # the Trainer's log keys and the train rows' metric names (phasescope train's)
 TRAINER_VALUES = {"loss": "loss", "learning_rate": "lr", "grad_norm": "grad_norm"}

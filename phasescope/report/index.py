@@ -22,13 +22,14 @@ import pandas as pd
 from pydantic import Field
 
 from phasescope.analysis.edge_of_stability import REGIMES
+from phasescope.analysis.grid import grid_table
 from phasescope.errors import PhasescopeError
 from phasescope.report.html import Section, render_page, write_page
 from phasescope.report.recorded import STUDY_B_MEASURES, recorded_section
 from phasescope.report.study_a import SweepReport, sweep_section
 from phasescope.report.study_b import StudyBResult, describe_onset, study_b_section
 from phasescope.run import MetricStore, RunDir, StrictModel, validate_config
-from phasescope.train.grid import combination_name, grid_members, grid_table
+from phasescope.train.grid import combination_name, grid_members
 
 REPORT_KINDS = ("sweep", "sweep_grid", "lm", "series", "recorded", "demo")
 

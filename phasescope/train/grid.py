@@ -10,25 +10,22 @@ the sweep of ``CONFIG`` at every combination:
     ...
 
 Each combination is an ordinary sweep run, so ``phasescope report`` and every analysis read it as
-is; ``grid_table`` stacks their final states with the axis values as columns. A combination whose
-sweep finished is kept on a rerun; one that was interrupted is trained again (a sweep does not
-resume within itself). ``executor="ray"`` runs the combinations as Ray tasks, same run directories.
+is; :func:`phasescope.analysis.grid.grid_table` stacks their final states with the axis values as
+columns. :func:`phasescope.execute.grid.run_grid` runs the combinations (in this process, or as Ray
+tasks); a combination whose sweep finished is kept on a rerun.
 """
 
 from __future__ import annotations
 
-import shutil
-from collections.abc import Callable
 from itertools import product
 from pathlib import Path
 from typing import Any, Literal
 
-import pandas as pd
 from pydantic import Field
 
 from phasescope.errors import PhasescopeError
-from phasescope.run import MetricStore, RunDir, StrictModel, dump_config, validate_config
-from phasescope.train.sweep import SweepConfig, run_sweep, sweep_finished
+from phasescope.run import RunDir, StrictModel, validate_config
+from phasescope.train.sweep import SweepConfig
 
 # axis name -> (section, field) of the sweep config; per-architecture fields are checked when applied
 AXES: dict[str, tuple[str, str]] = {
@@ -122,81 +119,6 @@ def combinations(base: SweepConfig, axes: dict[str, list[Any]]) -> list[tuple[di
     return grid
 
 
-def run_grid(base: SweepConfig, axes: dict[str, list[Any]], out: Path | str, executor: str = "local",
-             address: str | None = None, on_done: Callable[[str, str], None] | None = None) -> list[Path]:
-    """Run the sweep of every combination into ``out``; finished combinations are kept.
-
-    Args:
-        executor: "local" (one after the other, in this process) or "ray" (one Ray task each, on a
-            local instance or the cluster at ``address``).
-        on_done: called as ``on_done(combination name, "kept" | "trained")`` (progress).
-
-    Returns:
-        The run directory of every combination, in grid order.
-
-    Raises:
-        PhasescopeError: a bad axis or value (before anything is written), an ``out`` that holds a
-            different grid, or an unknown executor.
-    """
-    if executor not in ("local", "ray"):
-        raise PhasescopeError(f"--executor must be local or ray, got {executor!r}")
-    grid = combinations(base, axes)
-    grid_config = GridConfig(axes=axes, sweep=base.model_dump(mode="json"))
-    run = RunDir.create(out, dump_config(grid_config), exist_ok=True)
-    todo = []
-    for values, config in grid:
-        path = run.path / combination_name(values)
-        members = len(config.lrs.resolve()) * len(config.seeds)
-        if sweep_finished(path, members):
-            if on_done is not None:
-                on_done(path.name, "kept")
-            continue
-        if path.exists():
-            shutil.rmtree(path)  # an interrupted sweep of this grid: trained again
-        todo.append((config, path))
-    if executor == "local":
-        for config, path in todo:
-            run_sweep(config, path)
-            if on_done is not None:
-                on_done(path.name, "trained")
-    else:
-        _run_on_ray(todo, address, on_done)
-    return [run.path / combination_name(values) for values, _ in grid]
-
-
-def _sweep_task(config: SweepConfig, path: str) -> str:
-    """Body of one Ray task: one combination's sweep, one torch thread per CPU the task holds."""
-    import torch
-
-    torch.set_num_threads(1)
-    run_sweep(config, path)
-    return Path(path).name
-
-
-def _run_on_ray(todo: list[tuple[SweepConfig, Path]], address: str | None,
-                on_done: Callable[[str, str], None] | None) -> None:
-    from phasescope.execute.ray_executor import import_ray, init_ray
-
-    ray = import_ray()
-    if not todo:
-        return
-    started_here = not ray.is_initialized()
-    if started_here:
-        init_ray(ray, address)
-    try:
-        task = ray.remote(num_cpus=1, max_retries=0)(_sweep_task)
-        pending = [task.remote(config, str(path)) for config, path in todo]
-        while pending:
-            finished, pending = ray.wait(pending, num_returns=1)
-            for reference in finished:
-                name = ray.get(reference)  # re-raises a task's error
-                if on_done is not None:
-                    on_done(name, "trained")
-    finally:
-        if started_here:
-            ray.shutdown()
-
-
 def open_grid(path: Path | str) -> tuple[RunDir, GridConfig]:
     """A grid directory and its config."""
     run = RunDir.open(path)
@@ -219,25 +141,3 @@ def grid_members(path: Path | str) -> list[tuple[dict[str, Any], RunDir]]:
                                   "`phasescope sweep ... --grid ...` command to finish it")
         members.append((values, RunDir.open(sub)))
     return members
-
-
-def grid_table(path: Path | str) -> tuple[pd.DataFrame, pd.DataFrame]:
-    """Every combination's final states (with measured regimes) and flow summaries, stacked.
-
-    Returns:
-        (members, flows): ``members`` has one row per (combination, lr, seed) with the columns of
-        ``classify_regimes`` and one column per axis; ``flows`` one row per (combination, seed)
-        with s_gf, eta_c, the flow's final sharpness and l1, and the axis columns.
-    """
-    from phasescope.analysis.edge_of_stability import classify_regimes, final_state, flow_summary
-
-    tables, flows = [], []
-    for values, run in grid_members(path):
-        config = validate_config(run.read_config_dict(), SweepConfig, source=str(run.config_path))
-        store = MetricStore(run)
-        rows = store.read("sweep")
-        flow = flow_summary(store.read("gradient_flow"))
-        table = classify_regimes(final_state(rows), flow, rows[rows.metric == "sharpness"], config.regimes)
-        tables.append(table.assign(combination=run.name, **values))
-        flows.append(flow.assign(combination=run.name, **values))
-    return pd.concat(tables, ignore_index=True), pd.concat(flows, ignore_index=True)

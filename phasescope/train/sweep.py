@@ -19,7 +19,6 @@ import torch
 from pydantic import Field, model_validator
 from torch import Tensor, nn
 
-from phasescope.analysis.edge_of_stability import RegimeCriteria
 from phasescope.curvature import SharpnessResult, sharpness
 from phasescope.data import DataConfig, SupervisedData, load_supervised_data
 from phasescope.device import DeviceName, resolve_device
@@ -83,6 +82,28 @@ class SweepTrainConfig(StrictModel):
     sharpness_tol: float = Field(1e-3, gt=0)  # Lanczos residual tolerance
     checkpoint_every: int = Field(1000, ge=1)  # steps between checkpoints of the stacked parameters
     chunk_size: int | None = Field(None, ge=1)  # examples per chunk of the full-batch gradient (memory only)
+
+
+class RegimeCriteria(StrictModel):
+    """How a member's regime is read off its trajectory (``classify_regimes``).
+
+    Defaults, and why:
+    - ``flow_rtol = 0.05``: GD at rate eta follows a modified gradient flow whose loss differs from
+      L by ``eta/4 ||grad L||^2`` (Barrett and Dherin, ICLR 2021), so well below eta_c its final
+      sharpness and l1 norm drift from gradient flow's by O(eta), a few percent; 5% holds that drift
+      and the Lanczos tolerance (1e-4 to 1e-3) and is far below the gap between s_GF and 2/eta that
+      the edge of stability opens once eta exceeds eta_c by more than 5%.
+    - ``band = 1.25``: at the edge of stability the sharpness "hovers at, or just above, 2/eta" with
+      oscillations of 10-20% (Cohen et al., ICLR 2021, figures 1-2; self-stabilization around 2/eta,
+      Damian et al., ICLR 2023); a factor 1.25 either way, symmetric on the log axes the report draws,
+      holds those oscillations. Below the band, GD converged where it is stable with room to spare.
+    - ``window = 0.25``: the last quarter of the member's steps, so that the edge of stability must
+      persist, not be touched once during a catapult; at least the sample at the stop is in it.
+    """
+
+    flow_rtol: float = Field(0.05, gt=0)  # flow-aligned: final sharpness and l1 within this of the flow's
+    band: float = Field(1.25, gt=1)  # edge of stability: sharpness within [2/eta / band, 2/eta * band]
+    window: float = Field(0.25, gt=0, le=1)  # ... at every sample of this last share of the member's steps
 
 
 class SweepConfig(StrictModel):
