@@ -424,6 +424,13 @@ def main() -> None:
     except PhasescopeError as error:
         _print_error(str(error))
         sys.exit(2)
+    except ModuleNotFoundError as error:  # an optional extra that is not installed: name it
+        from phasescope.extras import missing_extra
+
+        if missing_extra(error) is None:
+            raise
+        _print_error(missing_extra(error))
+        sys.exit(2)
     except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
         _print_error(_path_problem(error))  # an output path that cannot be written (nothing was half-written)
         sys.exit(2)

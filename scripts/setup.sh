@@ -15,7 +15,7 @@ if ! python -c "import torch" >/dev/null 2>&1; then
   echo "setup: installing torch==2.13.0" >&2
   pip install --quiet "torch==2.13.0"
 fi
-extras="${PHASESCOPE_EXTRAS:-}"
+extras="${PHASESCOPE_EXTRAS:-study}"  # study: both studies (the demo); test: also the test tools
 stamp="$venv/.phasescope-installed${extras:+-$extras}"
 if [ ! -f "$stamp" ] || [ "$root/pyproject.toml" -nt "$stamp" ]; then
   echo "setup: installing phasescope${extras:+[$extras]} and its dependencies" >&2

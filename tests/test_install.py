@@ -51,4 +51,43 @@ def test_the_trainer_example_without_the_hf_extra_says_what_to_install_in_one_li
     assert result.returncode != 0
     assert result.stderr.strip().splitlines() == [
         "error: the Hugging Face Trainer needs accelerate: pip install 'phasescope[hf]' (in this repository: "
-        "PHASESCOPE_EXTRAS=hf bash scripts/setup.sh)"]
+        "PHASESCOPE_EXTRAS=study,hf bash scripts/setup.sh)"]
+
+
+EXTRA_PACKAGES = ("transformers", "tokenizers", "huggingface_hub", "emoji", "babel", "ruptures", "py3langid", "cvxpy")
+BLOCK = f"import sys\nfor name in {EXTRA_PACKAGES!r}:\n    sys.modules[name] = None\n"
+
+
+def test_the_core_runs_curvature_gd_sweeps_and_the_run_store_without_the_studies_extras(tmp_path):
+    """With every package of the lm and theory extras absent: the sharpness of a model, a GD sweep into a run
+    directory and its metrics, and the one-line error that names the extra a study-B command needs."""
+    script = BLOCK + f"""
+import torch
+from torch import nn
+import phasescope
+from phasescope.curvature import sharpness
+from phasescope.run import MetricStore, RunDir, validate_config
+from phasescope.train import SweepConfig, run_sweep
+
+torch.manual_seed(0)
+model = nn.Sequential(nn.Linear(3, 8), nn.Tanh(), nn.Linear(8, 1))
+x, y = torch.randn(32, 3), torch.randn(32, 1)
+top = sharpness(model, nn.functional.mse_loss, (x, y)).eigenvalues[0]
+config = validate_config({{"kind": "sweep", "seeds": [0], "data": {{"name": "digits", "train_size": 60}},
+                          "model": {{"arch": "mlp", "depth": 2, "width": 8, "activation": "tanh"}}, "loss": "mse",
+                          "lrs": {{"min": 0.05, "max": 0.1, "num": 2, "spacing": "log"}},
+                          "train": {{"max_steps": 20, "record_every": 10, "sharpness_every": 20}},
+                          "flow": {{"enabled": False}}}}, SweepConfig)
+run_sweep(config, {str(tmp_path / 'sweep')!r})
+rows = MetricStore(RunDir.open({str(tmp_path / 'sweep')!r})).read("sweep")
+print(float(top) > 0, len(rows) > 0)
+from phasescope.cli import main
+sys.argv = ["phasescope", "lexicon", "build", "--out", {str(tmp_path / 'lexicon.parquet')!r}]
+main()
+"""
+    result = subprocess.run([sys.executable, "-c", script], cwd=REPO_ROOT, capture_output=True, text=True,
+                            timeout=600)
+    assert result.stdout.split() == ["True", "True"], result.stderr[-3000:]
+    assert result.returncode == 2
+    [line] = result.stderr.strip().splitlines()
+    assert line.startswith("error: ") and "needs phasescope's 'lm' extra: pip install 'phasescope[lm]'" in line

@@ -41,7 +41,7 @@ def _installed(module: str) -> bool:
 
 if not _installed("accelerate"):  # the Trainer needs it; say so at import, not at the first Trainer
     raise PhasescopeError("the Hugging Face Trainer needs accelerate: pip install 'phasescope[hf]' (in this "
-                          "repository: PHASESCOPE_EXTRAS=hf bash scripts/setup.sh)")
+                          "repository: PHASESCOPE_EXTRAS=study,hf bash scripts/setup.sh)")
 
 from transformers import TrainerCallback  # noqa: E402
 from transformers.trainer_callback import ExportableState  # noqa: E402
