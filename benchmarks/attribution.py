@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import copy
 import time
+from collections import Counter
 
 import torch
 from intervals import interval_parser  # benchmarks/intervals.py, beside this script
@@ -106,6 +107,11 @@ def measure_interval(series, checkpoints, config, first: int, last: int, explain
             f"{explaind.points / result.points:.1f}x fewer", f"{explaind_seconds / seconds:.1f}x less")
         print(f"| {first}-{last} | {name} | {per_step} | {seconds:.1f} | {seconds / training:.1f} | {gap_text} "
               f"| {versus[0]} | {versus[1]} |")
+    for name, result, _, _ in rows:
+        if result is not None and name.startswith("adaptive"):  # where the rule's cost goes, step by step
+            spent = sorted(Counter(result.step_gradients).items())
+            print(f"  {first}-{last} {name}: steps by objective gradients spent (its end point included): "
+                  + ", ".join(f"{count} steps at {gradients}" for gradients, count in spent))
     encoded = shared_wlt_encoding(context, config)
     in_f = torch.as_tensor(item_subsets(encoded.pairs)[config.subset].to_numpy().copy())
     return (training / steps, tokens_per_step, replay_seconds / steps, gradient_seconds,
