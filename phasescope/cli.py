@@ -15,6 +15,7 @@ from typer.core import TyperCommand
 
 from phasescope.cli_data import corpus_app, lexicon_app
 from phasescope.errors import PhasescopeError
+from phasescope.files import check_config_file
 from phasescope.progress import console, output, progress_bar
 from phasescope.signals import received_signal, termination_handled
 
@@ -81,6 +82,7 @@ def train(config: Path = typer.Argument(..., help="Run config (YAML), e.g. confi
           ) -> None:
     """Train a run from a config (kind gd: full-batch GD; kind lm: LM pretraining, also under torchrun);
     rerun the same command to resume from its last checkpoint."""
+    check_config_file(config)
     from phasescope.run import load_config
     from phasescope.train import GDRunConfig, train_gd
     from phasescope.train.lm import config_kind
@@ -127,6 +129,7 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
           address: str = typer.Option(None, "--address", help="Ray cluster address (default: a local instance)."),
           ) -> None:
     """Full-batch GD at every learning rate of a grid (vectorized) and gradient flow, from one theta_0."""
+    check_config_file(config)
     from phasescope.run import load_config
     from phasescope.train import SweepConfig, run_sweep
 

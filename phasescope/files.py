@@ -30,3 +30,12 @@ def text_lines(path: Path | str) -> Iterator[str]:
 def _not_utf8(path: Path, error: UnicodeDecodeError) -> str:
     return (f"{path}: not UTF-8 text (byte 0x{error.object[error.start]:02x} at offset {error.start} of a read); "
             "convert it (iconv -f <encoding> -t UTF-8) or remove it")
+
+
+def check_config_file(path: Path | str) -> Path:
+    """The path of a config file that exists; a one-line error otherwise (checked before anything is imported
+    or computed, so that a mistyped path answers at once)."""
+    path = Path(path)
+    if not path.is_file():
+        raise PhasescopeError(f"{path}: config file not found (expected a YAML file)")
+    return path

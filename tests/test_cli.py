@@ -139,3 +139,15 @@ def test_an_output_path_that_cannot_be_written_is_one_line_before_any_work(comma
     [line] = stderr.strip().splitlines()
     assert "is a file, not a folder" in line or "is there, where the output goes" in line
     assert sorted(tmp_path.rglob("*")) == before  # nothing written
+
+
+def test_a_missing_config_file_answers_at_once_before_anything_is_imported(tmp_path):
+    """`train` and `sweep` check the file before importing torch and the trainers (a mistyped path answers
+    in the time of starting Python, not of importing the package)."""
+    probe = ("import sys; from phasescope.cli import main; sys.argv = ['phasescope', sys.argv[1], sys.argv[2]]\n"
+             "try:\n    main()\nexcept SystemExit as exit:\n    print(exit.code, 'torch' in sys.modules)")
+    for command in ("train", "sweep"):
+        result = subprocess.run([sys.executable, "-c", probe, command, str(tmp_path / "missing.yaml")],
+                                capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
+        assert result.stdout.split() == ["2", "False"], result.stderr
+        assert result.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: config file not found (expected a YAML file)"

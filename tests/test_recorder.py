@@ -145,6 +145,7 @@ def test_a_restarted_loop_supersedes_the_later_records_and_continues_without_dup
     (dict(measures=["loss"]), "need a held batch"),
     (dict(measures=["sharpness"], batch=(1, 2)), "needs loss_fn"),
     (dict(schedule="sometimes"), "schedule"),
+    (dict(every="often"), "^every: "),
     (dict(schedule={"schedule": "every_steps", "every": 0}), "schedule.every_steps.every"),
     (dict(measures=["wlt"]), "needs the model's tokenizer"),
     (dict(measures={"wlt": {"shots": -1}}, tokenizer=object()), "measures.wlt.shots"),

@@ -66,8 +66,8 @@ class RecorderSchedule:
     """Whether a step is due under a checkpoint schedule, with no step budget (the rule of
     :func:`~phasescope.train.schedules.is_due`); for ``every_tokens`` it remembers the last tokens seen."""
 
-    def __init__(self, schedule: Any) -> None:
-        self.schedule = _parse_schedule(schedule)
+    def __init__(self, schedule: Any, name: str = "schedule") -> None:
+        self.schedule = _parse_schedule(schedule, name)
         self.last_tokens: int | None = None
 
     @property
@@ -87,14 +87,15 @@ class RecorderSchedule:
         return self.schedule.model_dump(mode="json")
 
 
-def _parse_schedule(schedule: Any):
-    """A schedule model from: one, a dict, ``"log_linear"``, an int (every N steps) or a list of steps."""
+def _parse_schedule(schedule: Any, name: str):
+    """A schedule model from: one, a dict, ``"log_linear"``, an int (every N steps) or a list of steps;
+    errors name the argument (``schedule`` or ``every``)."""
     if isinstance(schedule, LogLinear | EverySteps | EveryTokens | ExplicitSteps):
         return schedule
     if schedule == "log_linear":
         return LogLinear()
     if isinstance(schedule, bool):
-        raise PhasescopeError(f"schedule: expected a schedule, got {schedule!r}")
+        raise PhasescopeError(f"{name}: expected a schedule, got {schedule!r}")
     if isinstance(schedule, int):
         schedule = {"schedule": "every_steps", "every": schedule}
     elif isinstance(schedule, list | tuple | range):
@@ -104,7 +105,7 @@ def _parse_schedule(schedule: Any):
     except ValidationError as error:
         problem = error.errors()[0]
         where = ".".join(str(part) for part in problem["loc"])
-        raise PhasescopeError(f"schedule{'.' + where if where else ''}: {problem['msg']} "
+        raise PhasescopeError(f"{name}{'.' + where if where else ''}: {problem['msg']} "
                               "(expected 'log_linear', every N steps as an int, a list of steps, or a dict such as "
                               "{'schedule': 'every_tokens', 'tokens': 1000000})") from None
 
@@ -150,7 +151,7 @@ class Recorder:
                  tokens_per_step: int | None = None, source: str = "plain") -> None:
         self.out = Path(out)
         self.schedule = RecorderSchedule(schedule)
-        self.measure_schedule = RecorderSchedule(every) if every is not None else None
+        self.measure_schedule = RecorderSchedule(every, "every") if every is not None else None
         self.measures, self.settings = parse_measures(measures)
         self.builtin = BuiltinMeasures(batch, loss_fn, tokenizer, self.settings)
         if source == "plain":  # a framework's callback finds the tokenizer in its trainer, before the first step

@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict
 from pydantic_core import PydanticSerializationError, to_jsonable_python
 
 from phasescope.errors import PhasescopeError
-from phasescope.files import read_text_file
+from phasescope.files import check_config_file, read_text_file
 
 T = TypeVar("T", bound=BaseModel)
 
@@ -37,9 +37,7 @@ def load_config(path: Path | str, model_cls: type[T]) -> T:
             dotted path, e.g. ``x.yaml: model.activation: Input should be 'relu' or 'tanh' (got
             'gelu'); train.lr: Field required``.
     """
-    path = Path(path)
-    if not path.is_file():
-        raise PhasescopeError(f"{path}: config file not found (expected a YAML file)")
+    path = check_config_file(path)
     try:
         data = yaml.safe_load(read_text_file(path))
     except yaml.YAMLError as error:
