@@ -150,4 +150,5 @@ def test_a_missing_config_file_answers_at_once_before_anything_is_imported(tmp_p
         result = subprocess.run([sys.executable, "-c", probe, command, str(tmp_path / "missing.yaml")],
                                 capture_output=True, text=True, timeout=HANG_GUARD_SECONDS)
         assert result.stdout.split() == ["2", "False"], result.stderr
-        assert result.stderr.strip() == f"error: {tmp_path / 'missing.yaml'}: config file not found (expected a YAML file)"
+        missing = tmp_path / "missing.yaml"
+        assert result.stderr.strip() == f"error: {missing}: config file not found (expected a YAML file)"
