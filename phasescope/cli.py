@@ -169,10 +169,21 @@ def _sweep_grid(sweep_config, grid: list[str], out: Path, executor: str, address
             raise PhasescopeError(f"--grid {name} is given twice; give all its values once: {name}=V1,V2,...")
         axes[name] = values
     total = len(combinations(sweep_config, axes))  # validates every combination before anything is written
-    kept = (f"finished combinations are kept in {out}; rerun to train only the missing ones: {_rerun()}")
-    with _resumable(lambda: kept), progress_bar("grid", total) as advance:
-        run_grid(sweep_config, axes, out, executor=executor, address=address,
-                 on_done=lambda name, how: advance(1, info=f"{name} {how}"))
+    finished: list[str] = []
+
+    def kept() -> str:
+        if not finished:
+            return f"no combination had finished in {out}; rerun to start again: {_rerun()}"
+        return (f"the {len(finished)} finished combinations are kept in {out}; rerun to train only the missing "
+                f"ones: {_rerun()}")
+
+    def on_done(name: str, how: str) -> None:
+        finished.append(name)
+        advance(1, info=f"{name} {how}")
+
+    with _resumable(kept), progress_bar("grid", total) as advance:
+        run_grid(sweep_config, axes, out, executor=executor, address=address, on_done=on_done,
+                 on_progress=lambda info: advance(0, info=info))
     members, flows = grid_table(out)
     table = Table("combination", "eta_c", "flow aligned", "edge of stability", "diverged", "unresolved",
                   "best eta (test loss)")

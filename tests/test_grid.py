@@ -124,3 +124,20 @@ def test_grid_command_line_errors_are_one_line(tmp_path):
         assert result.returncode != 0 and message in result.stderr and "Traceback" not in result.stderr
         assert len(result.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "out").exists()
+
+
+def test_a_grid_in_a_log_file_says_what_trains_while_a_combination_runs(tmp_path, monkeypatch, capsys):
+    """When stderr is not a terminal, plain progress lines come from inside each combination's sweep (here
+    every line, PHASESCOPE_LOG_SECONDS=0), not only when a combination ends."""
+    from tests.helpers import phasescope_here, write_config
+
+    monkeypatch.setenv("PHASESCOPE_LOG_SECONDS", "0")
+    small = {**BASE, "lrs": {"values": [0.05]}, "train": {**BASE["train"], "max_steps": 20, "sharpness_every": 10},
+             "flow": {**BASE["flow"], "max_steps": 10}}
+    config = write_config(tmp_path / "tiny.yaml", small)
+    code, stderr = phasescope_here(monkeypatch, capsys, "sweep", str(config), "--out", str(tmp_path / "out"),
+                                   "--grid", "width=8,16")
+    assert code == 0, stderr
+    inside = [line for line in stderr.splitlines() if line.startswith("grid 0/2") and "width=8: step" in line]
+    assert inside, stderr
+    assert any(line.startswith("grid 1/2") and "width=16: step" in line for line in stderr.splitlines()), stderr
