@@ -193,14 +193,16 @@ def test_prompt_lens_equals_hand_applied_norm_and_unembedding(tokenizer):
     frame = phasescope.logit_lens(model, tokenizer, PLAIN_PROMPTS, targets=targets, batch_size=2)
     layers = get_adapter(model).num_layers + 1
     assert len(frame) == len(PLAIN_PROMPTS) * layers
-    assert list(frame.columns) == ["prompt", "layer", "top_token", "p_top", "target", "p_target", "target_rank"]
+    assert list(frame.columns) == ["prompt_index", "prompt", "layer", "top_token", "p_top", "target", "p_target",
+                                   "target_rank"]
     for index, (prompt, target) in enumerate(zip(PLAIN_PROMPTS, targets)):
         streams, _ = hooked_streams(model, torch.tensor([tokenizer(prompt)["input_ids"]]))
         with torch.no_grad():
             logits = get_adapter(model).unembedding(get_adapter(model).final_norm(streams[:, -1])).double()
         probabilities = logits.softmax(-1)
         ids = first_token_ids(tokenizer, target)
-        rows = frame[frame.prompt == index].sort_values("layer")
+        rows = frame[frame.prompt_index == index].sort_values("layer")
+        assert set(rows["prompt"]) == {prompt}
         torch.testing.assert_close(torch.tensor(rows["p_target"].to_numpy()), probabilities[:, ids].sum(-1),
                                    rtol=1e-5, atol=1e-9)
         torch.testing.assert_close(torch.tensor(rows["p_top"].to_numpy()), probabilities.max(-1).values,
@@ -221,12 +223,12 @@ def test_prompt_lens_takes_token_ids_and_no_targets(tokenizer):
     as_ids = prompt_logit_lens(model, tokenizer, PLAIN_PROMPTS, targets=ids)
     assert as_ids["p_target"].tolist() == pytest.approx(words["p_target"].tolist(), rel=1e-12)
     single = prompt_logit_lens(model, tokenizer, PLAIN_PROMPTS[0], targets=[ids[0][0]])
-    first = words[words.prompt == 0]
+    first = words[words.prompt_index == 0]
     token = ids[0][0]
     assert (single["p_target"].to_numpy() <= first["p_target"].to_numpy() + 1e-12).all()
     assert single["target"].iloc[0] == str(token)
     bare = prompt_logit_lens(model, tokenizer, PLAIN_PROMPTS)
-    assert list(bare.columns) == ["prompt", "layer", "top_token", "p_top"]
+    assert list(bare.columns) == ["prompt_index", "prompt", "layer", "top_token", "p_top"]
     assert bare["p_top"].tolist() == pytest.approx(words["p_top"].tolist(), rel=1e-12)
 
 

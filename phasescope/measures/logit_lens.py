@@ -141,10 +141,10 @@ def prompt_logit_lens(model: nn.Module, tokenizer, prompts: str | Sequence[str],
         batch_size: prompts per forward pass.
 
     Returns:
-        Columns ``prompt`` (index), ``layer`` (0 = embeddings, L = the model's output), ``top_token``
-        (the most likely token, decoded) and ``p_top``; with targets also ``target``, ``p_target``
-        (probability mass on the target's tokens) and ``target_rank`` (1-based rank of its most
-        likely token: 1 = top).
+        Columns ``prompt_index``, ``prompt`` (its text), ``layer`` (0 = embeddings, L = the model's
+        output), ``top_token`` (the most likely token, decoded) and ``p_top``; with targets also
+        ``target``, ``p_target`` (probability mass on the target's tokens) and ``target_rank`` (1-based
+        rank of its most likely token: 1 = top).
     """
     prompts = [prompts] if isinstance(prompts, str) else list(prompts)
     if targets is not None:
@@ -156,7 +156,8 @@ def prompt_logit_lens(model: nn.Module, tokenizer, prompts: str | Sequence[str],
     lens = score_layers(model, encoded, batch_size)
     n_items, n_layers = lens.p_target.shape
     frame = pd.DataFrame({
-        "prompt": torch.arange(n_items).repeat_interleave(n_layers).numpy(),
+        "prompt_index": torch.arange(n_items).repeat_interleave(n_layers).numpy(),
+        "prompt": [str(prompt) for prompt in prompts for _ in range(n_layers)],
         "layer": torch.arange(n_layers).repeat(n_items).numpy(),
         "top_token": [tokenizer.decode([token]) for token in lens.top_id.reshape(-1).tolist()],
         "p_top": lens.p_top.reshape(-1).numpy()})
