@@ -132,7 +132,11 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
     check_config_file(config)
     from phasescope.run import load_config
     from phasescope.train import SweepConfig, run_sweep
+    from phasescope.train.lm import config_kind
 
+    if config_kind(config) == "lm":
+        raise PhasescopeError(f"{config}: a language-model config (kind: lm), not a learning-rate sweep; train it "
+                              f"with: phasescope train {config}")
     sweep_config = load_config(config, SweepConfig)
     out = out or Path("runs") / config.stem
     _check_output(out, folder=True)

@@ -34,7 +34,9 @@ def lexicon_build(languages: str = typer.Option(None, "--languages", help="Comma
     from phasescope.run.atomic import check_output_path
 
     check_output_path(out, folder=False)
-    codes = [code.strip() for code in languages.split(",") if code.strip()] if languages is not None else None
+    codes = _languages(languages)
+    if corpus is not None and not corpus.is_dir():
+        raise PhasescopeError(f"--corpus {corpus}: no such corpus folder (phasescope corpus build writes one)")
     if from_gettext is not None:
         from phasescope.data.gettext_lexicon import build_gettext_lexicon
 
@@ -87,7 +89,10 @@ def corpus_build(source: str = typer.Option(..., "--from", help="Where the text 
     if source != "debian-docs":
         raise PhasescopeError(f"--from must be debian-docs, got {source!r}")
     check_output_path(out, folder=True)
-    codes = [code.strip() for code in languages.split(",") if code.strip()] if languages else None
+    codes = _languages(languages)
+    missing = [str(folder) for folder in root if not folder.is_dir()]
+    if missing:
+        raise PhasescopeError(f"--root {missing[0]}: no such folder (the file-system root the packages are under)")
     names = [name.strip() for name in sources.split(",") if name.strip()] if sources else None
     report = build_debian_docs(out, codes, names, root=list(root), progress=lambda line: console.print(line))
     table = Table("language", "documents", "characters", "tokens", "packages", "dropped")
@@ -101,3 +106,13 @@ def corpus_build(source: str = typer.Option(..., "--from", help="Where the text 
         console.print(f"no text for: {', '.join(report.missing)}")
     console.print(f"{sum(report.documents.values()):,} documents, {report.parallel_groups:,} pages in several "
                   f"languages (parallel.jsonl), written to {out}")
+
+
+def _languages(text: str | None) -> list[str] | None:
+    """``--languages``: a comma list of codes; None (not given) means the default set; given empty, an error."""
+    if text is None:
+        return None
+    codes = [code.strip() for code in text.split(",") if code.strip()]
+    if not codes:
+        raise PhasescopeError(f"--languages {text!r}: no language code given (e.g. --languages en,de,fr)")
+    return codes

@@ -152,3 +152,22 @@ def test_a_missing_config_file_answers_at_once_before_anything_is_imported(tmp_p
         assert result.stdout.split() == ["2", "False"], result.stderr
         missing = tmp_path / "missing.yaml"
         assert result.stderr.strip() == f"error: {missing}: config file not found (expected a YAML file)"
+
+
+@pytest.mark.parametrize("command, message", [
+    (["sweep", "configs/multilingual-tiny.yaml"], "a language-model config (kind: lm), not a learning-rate sweep; "
+                                                  "train it with: phasescope train configs/multilingual-tiny.yaml"),
+    (["corpus", "build", "--from", "debian-docs", "--out", "{tmp}/c", "--root", "{tmp}/nowhere"],
+     "--root {tmp}/nowhere: no such folder"),
+    (["corpus", "build", "--from", "debian-docs", "--out", "{tmp}/c", "--languages", ""],
+     "--languages '': no language code given"),
+    (["lexicon", "build", "--out", "{tmp}/l.parquet", "--languages", " , "], "--languages ' , ': no language code"),
+    (["lexicon", "build", "--from-gettext", "/usr/share/locale", "--corpus", "{tmp}/nowhere", "--out",
+      "{tmp}/l.parquet"], "--corpus {tmp}/nowhere: no such corpus folder"),
+])
+def test_misleading_inputs_get_the_one_line_that_names_them(command, message, tmp_path, monkeypatch, capsys):
+    code, stderr = phasescope_here(monkeypatch, capsys, *[part.format(tmp=tmp_path) for part in command])
+    assert code == 2, stderr
+    [line] = stderr.strip().splitlines()
+    assert message.format(tmp=tmp_path) in line
+    assert list(tmp_path.iterdir()) == []  # nothing written
