@@ -19,7 +19,9 @@ from phasescope.files import check_config_file
 from phasescope.progress import console, output, progress_bar
 from phasescope.signals import received_signal, termination_handled
 
-app = typer.Typer(help="phasescope: training dynamics, measured densely across checkpoints and learning rates.",
+app = typer.Typer(help="phasescope: training dynamics, measured densely across checkpoints and learning rates. "
+                  "New here? `phasescope demo` runs both studies end to end offline (--quick: a few minutes), "
+                  "then open runs/demo/report/index.html.",
                   no_args_is_help=True, pretty_exceptions_enable=False, add_completion=False)
 runs_app = typer.Typer(help="Inspect run directories.", no_args_is_help=True)
 app.add_typer(runs_app, name="runs")
@@ -264,7 +266,7 @@ def sharpness(run: Path = typer.Argument(..., help="A run directory written by `
               chunk_size: int = typer.Option(None, help="Rows per HVP chunk (memory only)."),
               cold: bool = typer.Option(False, help="Do not warm-start from the previous checkpoint."),
               ) -> None:
-    """Top Hessian eigenvalues of the training loss at saved checkpoints, beside 2/eta: the ``sharpness``
+    """Top Hessian eigenvalues of the training loss at saved checkpoints, beside 2/eta: the sharpness
     measure run by the executor, as `phasescope measure RUN -m sharpness` would."""
     from phasescope.execute import run_measures
     from phasescope.execute.plan import PlannedMeasure
