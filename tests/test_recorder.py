@@ -371,7 +371,9 @@ def test_lightning_callback_records_an_mlp_that_loads_back_and_reports(tmp_path,
     assert np.allclose(logged["phasescope/norms/l2"], rows[rows.metric == "l2"].sort_values("step").value)
     code, stderr = phasescope_here_report(tmp_path / "run")
     assert code == 0, stderr
-    assert "Recorded training" in (tmp_path / "run" / "report" / "index.html").read_text()
+    page = (tmp_path / "run" / "report" / "index.html").read_text()
+    assert "Recorded training" in page
+    assert "a training run recorded by phasescope" in page and "study B" not in page  # an MLP: no study B
 
 
 def test_recorder_state_round_trips_and_restores_the_schedule_and_warm_start(tmp_path):

@@ -94,7 +94,8 @@ def write_report(run_path: Path | str) -> ReportResult:
         config = validate_config(raw, DemoConfig, source=str(run.config_path))
         if config.study_b is not None:
             result.study_b = study_b_section(RunDir.open(run.path / config.study_b),
-                                             title="Study B: copy first, translate later (tiny multilingual LM)")
+                                             title="Study B: copy first, translate later (tiny multilingual LM on "
+                                                   "the controlled corpus: a positive control)")
             sections.append(result.study_b.section)
         for name in config.study_a:
             section, sweep = sweep_section(RunDir.open(run.path / name), title=f"Study A: learning-rate sweep {name}")
@@ -104,7 +105,9 @@ def write_report(run_path: Path | str) -> ReportResult:
         title = "phasescope demo" + (" (quick)" if config.quick else "")
     subtitle = {"sweep": "study A: norm versus sharpness at the edge of stability",
                 "sweep_grid": "study A: learning-rate sweeps across the paper's axes",
-                "demo": "study B on a tiny multilingual LM and study A on digits and a diagonal network"
+                "demo": "study B on a tiny multilingual LM and study A on digits and a diagonal network",
+                "recorded": "a training run recorded by phasescope" + (
+                    ", with study B's measures" if result.study_b is not None else ""),
                 }.get(kind, "study B: translation dynamics across checkpoints")
     write_page(result.path, render_page(title, sections, subtitle=subtitle,
                                         headline=result.headline if kind == "demo" else None))

@@ -70,7 +70,7 @@ class StudyBResult:
         return found.onset if found is not None else None
 
 
-def study_b_section(run: RunDir, title: str = "Study B: copy first, translate later") -> StudyBResult:
+def study_b_section(run: RunDir, title: str = "Study B: translation and copying across checkpoints") -> StudyBResult:
     """Every study-B figure of a run's metrics (``phasescope measure`` shards), as one page section."""
     frame = MetricStore(run).read()
     intro = (f"Translation, copying and linguistic ability across the checkpoints of {run.name}. Onsets: first "
