@@ -412,7 +412,7 @@ def _other_trajectories(frame: pd.DataFrame, result: StudyBResult, use_tokens: b
                           "(GD's stability threshold at the checkpoint's learning rate) and Adam's preconditioned "
                           "sharpness beside 38/eta (Adam's threshold at beta1 = 0.9); how much of translation surface "
                           "similarity explains. Linear token axis: every measured checkpoint is drawn, step 0 "
-                          "included.")
+                          "included except in Adam's panel (before the first step Adam has no second moments).")
 
 
 # --- findings ----------------------------------------------------------------------------------
