@@ -64,7 +64,8 @@ def logged_training_seconds(series, first: int, last: int) -> tuple[float, int]:
     return seconds, tokens_per_step
 
 
-def measure_interval(series, checkpoints, config, first: int, last: int, explaind_points: int) -> tuple:
+def measure_interval(series, checkpoints, config, first: int, last: int, explaind_points: int,
+                     costs_only: bool = False, training_from: str = "log") -> tuple:
     """Print the interval's rows; return its costs (training s/step, tokens/step, replay s/step, s per gradient
     of f, prompt tokens of f, gradients per step at the default rtol)."""
     steps = last - first
@@ -74,6 +75,9 @@ def measure_interval(series, checkpoints, config, first: int, last: int, explain
     rows = [("training (the run's log)", None, training, None)]
     seconds, _ = timed(lambda: sum(1 for _ in replay_steps(series.run.path, first, last)))
     rows.append(("replay, optimizer steps only", None, seconds, None))
+    if training_from == "replay":  # training's own step function, timed here (a log taken on a busy machine lies)
+        training = seconds
+        rows[0] = ("training (its steps replayed here)", None, training, None)
     replay_seconds, _ = timed(lambda: sum(1 for _ in replay_steps(series.run.path, first, last,
                                                                   split_by=("kind",))))
     rows.append(("replay, update split by kind", None, replay_seconds, None))
@@ -83,10 +87,11 @@ def measure_interval(series, checkpoints, config, first: int, last: int, explain
     gradient_seconds, _ = timed(lambda: gradient_at(weights))
     rows.append(("one gradient of f", None, gradient_seconds, None))
     results = {}
-    for name, options in (("ExPLAIND's rule (midpoint, 10 per step)",
-                           {"rule": "midpoint", "points": explaind_points}),
-                          ("adaptive, rtol = ExPLAIND's completeness", None),
-                          ("adaptive, rtol 1e-3 (default)", {"rtol": 1e-3})):
+    methods = () if costs_only else (("ExPLAIND's rule (midpoint, 10 per step)",
+                                      {"rule": "midpoint", "points": explaind_points}),
+                                     ("adaptive, rtol = ExPLAIND's completeness", None),
+                                     ("adaptive, rtol 1e-3 (default)", {"rtol": 1e-3}))
+    for name, options in methods:
         if options is None:
             options = {"rtol": max(results["explaind"][1].relative_gap, 1e-12)}
         model = copy.deepcopy(context.model)
@@ -94,12 +99,13 @@ def measure_interval(series, checkpoints, config, first: int, last: int, explain
             series.run.path, objective, first, last, model, split_by=("kind",), **options))
         results.setdefault("explaind", (seconds, result))
         rows.append((name, result, seconds, result.relative_gap))
-    start = CheckpointWeights(series.weight_files(checkpoints[first]), context.model)
-    end = CheckpointWeights(series.weight_files(checkpoints[last]), context.model)
-    seconds, result = timed(lambda: chord_integrated_gradients(copy.deepcopy(context.model), objective, start,
-                                                               end, 32))
-    rows.append(("integrated gradients on the chord, 32 midpoints", None, seconds, result.relative_gap))
-    explaind_seconds, explaind = results["explaind"]
+    if not costs_only:
+        start = CheckpointWeights(series.weight_files(checkpoints[first]), context.model)
+        end = CheckpointWeights(series.weight_files(checkpoints[last]), context.model)
+        seconds, result = timed(lambda: chord_integrated_gradients(copy.deepcopy(context.model), objective, start,
+                                                                   end, 32))
+        rows.append(("integrated gradients on the chord, 32 midpoints", None, seconds, result.relative_gap))
+    explaind_seconds, explaind = results.get("explaind", (None, None))
     for name, result, seconds, gap in rows:
         per_step = "" if result is None else f"{result.gradients_per_step:.2f}"
         gap_text = "" if gap is None else f"{gap:.1e}"
@@ -115,12 +121,18 @@ def measure_interval(series, checkpoints, config, first: int, last: int, explain
     encoded = shared_wlt_encoding(context, config)
     in_f = torch.as_tensor(item_subsets(encoded.pairs)[config.subset].to_numpy().copy())
     return (training / steps, tokens_per_step, replay_seconds / steps, gradient_seconds,
-            int(encoded.lengths[in_f].sum()), rows[-2][1].gradients_per_step)
+            int(encoded.lengths[in_f].sum()), None if costs_only else rows[-2][1].gradients_per_step)
 
 
 def main() -> None:
     parser = interval_parser(__doc__.splitlines()[0])
     parser.add_argument("--explaind-points", type=int, default=10, help="ExPLAIND's midpoints per step")
+    parser.add_argument("--costs-only", type=float, nargs="*", default=None, metavar="GRADIENTS_PER_STEP",
+                        help="only where the time goes (training, replay, one gradient of f) and the cost at these "
+                             "measured gradients per step (e.g. from attribution_counterfactual.py's run)")
+    parser.add_argument("--training-from", choices=("log", "replay"), default="log",
+                        help="training's time: the run's log, or its optimizer steps replayed here (the same step "
+                             "function; for a run whose log was taken on a busy machine)")
     arguments = parser.parse_args()
     torch.set_num_threads(2)
     series = open_series(arguments.run)
@@ -131,13 +143,15 @@ def main() -> None:
     print("| interval | method | objective gradients per step | seconds | x training | completeness (relative) "
           "| vs ExPLAIND: gradients | vs ExPLAIND: time |")
     print("|---|---|---:|---:|---:|---:|---:|---:|")
-    costs = [measure_interval(series, checkpoints, config, first, last, arguments.explaind_points)
-             for first, last in arguments.intervals]
+    costs_only = arguments.costs_only is not None
+    costs = [measure_interval(series, checkpoints, config, first, last, arguments.explaind_points, costs_only,
+                              arguments.training_from) for first, last in arguments.intervals]
     print("\nWhere the time goes, per replayed step (mean over the intervals), and the projection:")
     step_seconds = sum(cost[0] for cost in costs) / len(costs)
     replay_step = sum(cost[2] for cost in costs) / len(costs)
     gradient = sum(cost[3] for cost in costs) / len(costs)
-    per_step = sum(cost[5] for cost in costs) / len(costs)
+    measured = arguments.costs_only if costs_only else [cost[5] for cost in costs]
+    per_step = sum(measured) / len(measured) if measured else 1.0
     tokens_per_step, prompt_tokens = costs[0][1], costs[0][4]
     print(f"- a training step: {step_seconds:.3f} s for {tokens_per_step} tokens")
     print(f"- the replayed step with its split by kind: {replay_step:.3f} s ({replay_step / step_seconds:.1f}x)")
@@ -146,6 +160,9 @@ def main() -> None:
     floor = (replay_step + gradient) / step_seconds
     print(f"- floor of the adaptive rule (one gradient of f per step, the trapezoid everywhere): {floor:.1f}x "
           f"training; measured at rtol 1e-3: {per_step:.2f} gradients per step")
+    for gradients in measured:
+        print(f"  at {gradients:.2f} gradients per step: {(replay_step + gradients * gradient) / step_seconds:.1f}x "
+              "training")
     # at the paper's shape, a training step and f's gradient scale with their tokens (same model, same passes)
     seconds_per_train_token = step_seconds / tokens_per_step
     seconds_per_f_token = gradient / prompt_tokens
