@@ -171,3 +171,11 @@ def test_misleading_inputs_get_the_one_line_that_names_them(command, message, tm
     [line] = stderr.strip().splitlines()
     assert message.format(tmp=tmp_path) in line
     assert list(tmp_path.iterdir()) == []  # nothing written
+
+
+def test_a_missing_wlt_lexicon_is_refused_once_when_the_measures_are_planned(tmp_path, monkeypatch, capsys):
+    code, stderr = phasescope_here(monkeypatch, capsys, "measure", str(tmp_path / "no-run"), "-m", "wlt,logit_lens",
+                                   "--set", f"wlt.lexicon={tmp_path / 'nope.parquet'}")
+    assert code == 2
+    [line] = stderr.strip().splitlines()
+    assert f"measure wlt: lexicon: Value error, no lexicon file '{tmp_path / 'nope.parquet'}'" in line

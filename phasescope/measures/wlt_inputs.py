@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from pathlib import Path
 
 import pandas as pd
 from pydantic import Field, field_validator
@@ -45,6 +46,13 @@ class WLTDataConfig(StrictModel):
         if value is None:
             return value
         return language_codes_field(value)
+
+    @field_validator("lexicon")
+    @classmethod
+    def _lexicon_file(cls, value):  # checked once when the measures are planned, not at every checkpoint
+        if value is not None and value != "cldr" and not Path(value).is_file():
+            raise ValueError(f"no lexicon file {value!r} (a Parquet file from `phasescope lexicon build`, or cldr)")
+        return value
 
     @field_validator("template")
     @classmethod
