@@ -62,3 +62,14 @@ def test_bad_input_and_the_cli(tmp_path, monkeypatch, capsys):
     code, stderr = phasescope_here(monkeypatch, capsys, "lexicon", "build", "--corpus", str(tmp_path), "-o",
                                    str(tmp_path / "x.parquet"))
     assert code == 2 and "--corpus filters a lexicon built --from-gettext" in stderr
+
+
+def test_a_damaged_catalog_is_named_and_the_others_still_count(tmp_path):
+    root = write_catalogs(tmp_path / "locale")
+    damaged = root / "de" / "LC_MESSAGES" / "broken.mo"
+    damaged.write_bytes(b"\x00not a catalog")
+    lines = []
+    lexicon, _ = build_gettext_lexicon(["en", "de", "fr"], root, progress=lines.append)
+    assert sorted(lexicon.concepts) == ["Edit", "File", "Print", "Window"]  # as without the damaged file
+    [line] = [line for line in lines if "damaged" in line]
+    assert line.startswith(f"skipped 1 damaged catalog(s): {damaged} (")

@@ -47,12 +47,15 @@ def normalized(text: str) -> str:
     return _TRAILING.sub("", _MNEMONIC.sub("", _TRAILING.sub("", text.strip()))).strip()
 
 
-def catalog_pairs(path: Path) -> Iterator[tuple[str, str]]:
-    """(English msgid, translation) of one .mo file, contexts dropped, plural forms and empty entries skipped."""
+def catalog_pairs(path: Path, damaged: list[str] | None = None) -> Iterator[tuple[str, str]]:
+    """(English msgid, translation) of one .mo file, contexts dropped, plural forms and empty entries skipped.
+    A damaged or foreign catalog yields nothing; with ``damaged``, its path and the reason are appended."""
     try:
         with open(path, "rb") as handle:
             catalog = gettext.GNUTranslations(handle)._catalog
-    except (OSError, UnicodeDecodeError, ValueError):  # a damaged or foreign catalog is skipped
+    except (OSError, UnicodeDecodeError, ValueError) as error:
+        if damaged is not None:
+            damaged.append(f"{path} ({' '.join(str(error).split()) or type(error).__name__})")
         return
     for key, value in catalog.items():
         if not isinstance(key, str) or not key or not isinstance(value, str) or not value:
@@ -60,10 +63,12 @@ def catalog_pairs(path: Path) -> Iterator[tuple[str, str]]:
         yield key.split("\x04", 1)[-1], value
 
 
-def gettext_translations(locale_root: Path, languages: list[str]) -> tuple[dict[str, dict[str, Counter]], dict]:
+def gettext_translations(locale_root: Path, languages: list[str], damaged: list[str] | None = None
+                         ) -> tuple[dict[str, dict[str, Counter]], dict]:
     """(language -> concept -> Counter of its single-word translations, one count per catalog;
     concept -> Counter of its English forms). A concept is an English word case-folded (File, file);
-    all-capital strings (FILE, PATH: placeholders in usage lines) and function words are left out."""
+    all-capital strings (FILE, PATH: placeholders in usage lines) and function words are left out. Damaged
+    catalogs are skipped and, with ``damaged``, named there."""
     table: dict[str, dict[str, Counter]] = {language: defaultdict(Counter) for language in languages}
     english_forms: dict[str, Counter] = defaultdict(Counter)
     for language in languages:
@@ -71,7 +76,7 @@ def gettext_translations(locale_root: Path, languages: list[str]) -> tuple[dict[
             folder = locale_root / locale / "LC_MESSAGES"
             for path in sorted(folder.glob("*.mo")) if folder.is_dir() else []:
                 seen: set[tuple[str, str]] = set()
-                for source, target in catalog_pairs(path):
+                for source, target in catalog_pairs(path, damaged):
                     english, word = normalized(source), normalized(target)
                     if len(english) < MIN_LETTERS or not is_single_word(english, "en") or not english.isascii():
                         continue
@@ -122,7 +127,11 @@ def build_gettext_lexicon(languages: Iterable[str] | None = None, locale_root: P
                                                                          "zh", "ja"], "languages")
     others = [language for language in languages if language != "en"]
     locale_root = Path(locale_root)
-    table, english_forms = gettext_translations(locale_root, others)
+    damaged: list[str] = []
+    table, english_forms = gettext_translations(locale_root, others, damaged)
+    if damaged and progress:
+        progress(f"skipped {len(damaged)} damaged catalog(s): {damaged[0]}" + (" and others" if len(damaged) > 1
+                                                                                else ""))
     empty = [language for language in others if not table[language]]
     if len(empty) == len(others):
         raise PhasescopeError(f"no gettext catalogs (*.mo) for {', '.join(others)} under {locale_root} "
