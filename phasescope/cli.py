@@ -2,10 +2,7 @@
 
 from __future__ import annotations
 
-import shlex
 import sys
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from pathlib import Path
 
 import typer
@@ -17,7 +14,7 @@ from phasescope.cli_data import corpus_app, lexicon_app
 from phasescope.errors import PhasescopeError
 from phasescope.files import check_config_file
 from phasescope.progress import console, output, progress_bar
-from phasescope.signals import received_signal, termination_handled
+from phasescope.signals import Interrupted, received_signal, rerun_command, resumable, termination_handled
 
 app = typer.Typer(help="phasescope: training dynamics, measured densely across checkpoints and learning rates. "
                   "New here? `phasescope demo` runs both studies end to end offline (--quick: a few minutes), "
@@ -30,32 +27,14 @@ app.add_typer(corpus_app, name="corpus")
 EXIT_INTERRUPTED = 130  # 128 + SIGINT, what shells and schedulers read as "interrupted"
 
 
-class Interrupted(Exception):
-    """Ctrl-C or SIGTERM during a command; the message says what was kept and how to resume."""
-
-
-@contextmanager
-def _resumable(kept: Callable[[], str]) -> Iterator[None]:
-    """Turn an interrupt of the block into :class:`Interrupted` with ``kept()``'s account of the run."""
-    try:
-        yield
-    except KeyboardInterrupt:
-        raise Interrupted(kept()) from None
-
-
-def _rerun() -> str:
-    """This very command line, to paste for resuming."""
-    return "phasescope " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])
-
-
 def _kept_checkpoints(out: Path) -> str:
     from phasescope.run import RunDir
 
     latest = RunDir(out).latest_checkpoint() if (out / "config.yaml").is_file() else None
     if latest is None:
-        return f"no checkpoint was written yet in {out}; rerun to start again: {_rerun()}"
+        return f"no checkpoint was written yet in {out}; rerun to start again: {rerun_command()}"
     tokens = f" ({latest.tokens:,} tokens)" if latest.tokens is not None else ""
-    return f"kept checkpoints up to step {latest.step}{tokens} in {out}; resume with: {_rerun()}"
+    return f"kept checkpoints up to step {latest.step}{tokens} in {out}; resume with: {rerun_command()}"
 
 
 def _count_shards(metrics: Path) -> int:
@@ -64,7 +43,7 @@ def _count_shards(metrics: Path) -> int:
 
 def _kept_shards(metrics: Path, before: int) -> str:
     return (f"kept the {_count_shards(metrics) - before} metric shards written before the interrupt in {metrics}; "
-            f"rerun to compute only the missing ones: {_rerun()}")
+            f"rerun to compute only the missing ones: {rerun_command()}")
 
 
 class _MeasureCommand(TyperCommand):
@@ -92,11 +71,11 @@ def train(config: Path = typer.Argument(..., help="Run config (YAML), e.g. confi
     out = out or Path("runs") / config.stem
     _check_output(out, folder=True)
     if config_kind(config) == "lm":
-        with _resumable(lambda: _kept_checkpoints(out)):
+        with resumable(lambda: _kept_checkpoints(out)):
             _train_language_model(config, out)
         return
     run_config = load_config(config, GDRunConfig)
-    with _resumable(lambda: _kept_checkpoints(out)), progress_bar("GD steps", run_config.train.max_steps) as advance:
+    with resumable(lambda: _kept_checkpoints(out)), progress_bar("GD steps", run_config.train.max_steps) as advance:
         outcome = train_gd(run_config, out, on_step=lambda step, loss: advance(info=f"loss {loss:.4g}"))
     console.print(f"{outcome.status} after {outcome.steps} steps, train loss {outcome.final_train_loss:.4g}")
     console.print(f"run written to {out}")
@@ -149,8 +128,8 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
         raise PhasescopeError("--executor applies to grids (--grid AXIS=...); a single sweep runs in this process")
     members = len(sweep_config.lrs.resolve()) * len(sweep_config.seeds)
     kept = (f"{out} holds an incomplete sweep (a sweep does not resume): delete it, then rerun: "
-            f"{_rerun()}")
-    with _resumable(lambda: kept), progress_bar("sweep", members) as advance:
+            f"{rerun_command()}")
+    with resumable(lambda: kept), progress_bar("sweep", members) as advance:
         def on_progress(phase: str, count: int, info: str) -> None:
             advance(count if phase == "member" else 0, info=info)
 
@@ -179,15 +158,15 @@ def _sweep_grid(sweep_config, grid: list[str], out: Path, executor: str, address
 
     def kept() -> str:
         if not finished:
-            return f"no combination had finished in {out}; rerun to start again: {_rerun()}"
+            return f"no combination had finished in {out}; rerun to start again: {rerun_command()}"
         return (f"the {len(finished)} finished combinations are kept in {out}; rerun to train only the missing "
-                f"ones: {_rerun()}")
+                f"ones: {rerun_command()}")
 
     def on_done(name: str, how: str) -> None:
         finished.append(name)
         advance(1, info=f"{name} {how}")
 
-    with _resumable(kept), progress_bar("grid", total) as advance:
+    with resumable(kept), progress_bar("grid", total) as advance:
         run_grid(sweep_config, axes, out, executor=executor, address=address, on_done=on_done,
                  on_progress=lambda info: advance(0, info=info))
     members, flows = grid_table(out)
@@ -283,7 +262,7 @@ def sharpness(run: Path = typer.Argument(..., help="A run directory written by `
     chosen = series.select(",".join(map(str, step)) if step else None)
     before = _count_shards(series.run.metrics_dir)
     planned = PlannedMeasure(measure, config)
-    with _resumable(lambda: _kept_shards(series.run.metrics_dir, before)):
+    with resumable(lambda: _kept_shards(series.run.metrics_dir, before)):
         result = run_measures(series, [planned], chosen)
     rows = MetricStore(series.run).read("sharpness")
     rows = rows[(rows.config_hash == planned.config_hash) & rows.step.isin([c.step for c in chosen])]
@@ -344,7 +323,7 @@ def measure(series: str = typer.Argument(..., help="A run directory with checkpo
                          offline=True if offline else None)
     chosen = opened.select(checkpoints)
     before = _count_shards(opened.run.metrics_dir)
-    with _resumable(lambda: _kept_shards(opened.run.metrics_dir, before)):
+    with resumable(lambda: _kept_shards(opened.run.metrics_dir, before)):
         result = run_measures(opened, plan, chosen, device=device, executor=executor, address=address)
     table = Table("measure", "computed", "already there", "failed", "not applicable")
     counts = result.by_measure()
@@ -374,8 +353,8 @@ def demo(quick: bool = typer.Option(False, "--quick", help="The CI-sized variant
     out = out or default_demo_dir(quick)
     _check_output(out, folder=True)
     kept = (f"kept what was finished in {out} (checkpoints, metric shards, complete sweeps); resume with: "
-            f"{_rerun()}")
-    with _resumable(lambda: kept):
+            f"{rerun_command()}")
+    with resumable(lambda: kept):
         result = run_demo(out, quick=quick, device=device)
     output.rule("headline findings")
     for line in result.report.headline:

@@ -10,6 +10,7 @@ from rich.table import Table
 
 from phasescope.errors import PhasescopeError
 from phasescope.progress import console, output
+from phasescope.signals import rerun_command, resumable
 
 lexicon_app = typer.Typer(help="The concept lexicon of study B (words per concept and language).",
                           no_args_is_help=True)
@@ -94,7 +95,9 @@ def corpus_build(source: str = typer.Option(..., "--from", help="Where the text 
     if missing:
         raise PhasescopeError(f"--root {missing[0]}: no such folder (the file-system root the packages are under)")
     names = [name.strip() for name in sources.split(",") if name.strip()] if sources else None
-    report = build_debian_docs(out, codes, names, root=list(root), progress=lambda line: console.print(line))
+    kept = f"nothing was written to {out} (a corpus folder appears only when complete); rerun: {rerun_command()}"
+    with resumable(lambda: kept):
+        report = build_debian_docs(out, codes, names, root=list(root), progress=lambda line: console.print(line))
     table = Table("language", "documents", "characters", "tokens", "packages", "dropped")
     tokens = report.tokens
     for language in report.documents:

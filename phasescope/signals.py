@@ -10,9 +10,11 @@ held and raised when the block ends, so the checkpoint is published first.
 from __future__ import annotations
 
 import contextlib
+import shlex
 import signal
+import sys
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 _state = {"depth": 0, "pending": None, "received": None}  # deferral nesting, held signal, last signal seen
 
@@ -65,3 +67,21 @@ def interrupts_deferred() -> Iterator[None]:
     if _state["depth"] == 0 and pending is not None:
         _state["pending"] = None
         raise KeyboardInterrupt(signal.Signals(pending).name)
+
+
+class Interrupted(Exception):
+    """Ctrl-C or SIGTERM during a command; the message says what was kept and how to resume."""
+
+
+@contextlib.contextmanager
+def resumable(kept: Callable[[], str]) -> Iterator[None]:
+    """Turn an interrupt of the block into :class:`Interrupted` with ``kept()``'s account of the run."""
+    try:
+        yield
+    except KeyboardInterrupt:
+        raise Interrupted(kept()) from None
+
+
+def rerun_command() -> str:
+    """This very command line, to paste for resuming."""
+    return "phasescope " + " ".join(shlex.quote(argument) for argument in sys.argv[1:])

@@ -179,3 +179,18 @@ def test_a_missing_wlt_lexicon_is_refused_once_when_the_measures_are_planned(tmp
     assert code == 2
     [line] = stderr.strip().splitlines()
     assert f"measure wlt: lexicon: Value error, no lexicon file '{tmp_path / 'nope.parquet'}'" in line
+
+
+def test_an_interrupted_corpus_build_says_nothing_was_written_and_how_to_rerun(tmp_path, monkeypatch, capsys):
+    import phasescope.data.debian_docs as debian_docs
+
+    def interrupted(*args, **kwargs):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(debian_docs, "build_debian_docs", interrupted)
+    code, stderr = phasescope_here(monkeypatch, capsys, "corpus", "build", "--from", "debian-docs", "--out",
+                                   str(tmp_path / "corpus"))
+    assert code == 130
+    [line] = stderr.strip().splitlines()
+    assert line.startswith("interrupted (") and f"nothing was written to {tmp_path / 'corpus'}" in line
+    assert "rerun: phasescope corpus build --from debian-docs --out" in line
