@@ -93,3 +93,19 @@ def test_schedule_beyond_the_budget_is_an_error(schedule, message):
 def test_log_until_must_be_a_power_of_two():
     with pytest.raises(PhasescopeError, match="log_until must be a power of two, got 500"):
         validate_config({"log_until": 500}, LogLinear)
+
+
+def test_a_shrunk_budget_reports_every_schedule_problem_at_once():
+    from phasescope.run import validate_config
+    from phasescope.train.lm import LMRunConfig
+    from tests.helpers import tiny_config
+
+    config = tiny_config(train={"max_steps": 10, "lr_schedule": {"warmup_steps": 9, "decay_fraction": 0.5}},
+                         checkpoints={"schedule": "log_linear", "log_until": 16, "every": 20})
+    with pytest.raises(PhasescopeError) as error:
+        validate_config(config, LMRunConfig)
+    message = str(error.value)
+    for problem in ("lr_schedule: warmup_steps (9) + decay steps (5", "checkpoints.log_until: 16 is beyond",
+                    "checkpoints.every: 20 is beyond"):
+        assert problem in message
+    assert "\n" not in message

@@ -130,11 +130,15 @@ class LMRunConfig(StrictModel):
             raise PydanticCustomError("too_long", "train.seq_len ({seq_len}) exceeds the model's "
                                       "max_position_embeddings ({max_position})",
                                       {"seq_len": self.train.seq_len, "max_position": max_position})
-        try:
-            check_wsd_fits(self.train.lr_schedule, self.train.total_steps)
-            checkpoint_steps(self.checkpoints, self.train.total_steps, self.train.tokens_per_step)
-        except PhasescopeError as error:
-            raise PydanticCustomError("schedule", str(error)) from None
+        problems = []  # the learning-rate and checkpoint schedules' problems together, in one line
+        for check in (lambda: check_wsd_fits(self.train.lr_schedule, self.train.total_steps),
+                      lambda: checkpoint_steps(self.checkpoints, self.train.total_steps, self.train.tokens_per_step)):
+            try:
+                check()
+            except PhasescopeError as error:
+                problems.append(str(error))
+        if problems:
+            raise PydanticCustomError("schedule", "; ".join(problems))
         return self
 
 

@@ -179,22 +179,24 @@ def checkpoint_steps(schedule: AnySchedule, max_steps: int, tokens_per_step: int
             a token interval larger than the token budget, a period longer than the run).
     """
     budget_tokens = max_steps * tokens_per_step
+    problems = []  # every reach beyond the budget, in one line
     if isinstance(schedule, EveryTokens) and schedule.tokens > budget_tokens:
-        raise PhasescopeError(f"checkpoints.tokens: one checkpoint every {schedule.tokens:,} tokens is beyond "
-                              f"the token budget ({max_steps} steps x {tokens_per_step:,} = {budget_tokens:,})")
+        problems.append(f"checkpoints.tokens: one checkpoint every {schedule.tokens:,} tokens is beyond the token "
+                        f"budget ({max_steps} steps x {tokens_per_step:,} = {budget_tokens:,})")
     if isinstance(schedule, EverySteps) and schedule.every > max_steps:
-        raise PhasescopeError(f"checkpoints.every: one checkpoint every {schedule.every} steps is beyond "
-                              f"the step budget (max_steps {max_steps})")
+        problems.append(f"checkpoints.every: one checkpoint every {schedule.every} steps is beyond the step budget "
+                        f"(max_steps {max_steps})")
     if isinstance(schedule, LogLinear):
-        for name in ("log_until", "every"):
-            if getattr(schedule, name) > max_steps:
-                raise PhasescopeError(f"checkpoints.{name}: {getattr(schedule, name)} is beyond the step budget "
-                                      f"(max_steps {max_steps})")
+        problems += [f"checkpoints.{name}: {getattr(schedule, name)} is beyond the step budget (max_steps {max_steps})"
+                     for name in ("log_until", "every") if getattr(schedule, name) > max_steps]
     if isinstance(schedule, ExplicitSteps):
         beyond = [step for step in schedule.steps if step > max_steps]
         if beyond:
-            raise PhasescopeError(f"checkpoints.steps: step {beyond[0]} is beyond the step budget "
-                                  f"(max_steps {max_steps})")
+            listed = ", ".join(map(str, beyond[:5])) + (" ..." if len(beyond) > 5 else "")
+            problems.append(f"checkpoints.steps: {'steps' if len(beyond) > 1 else 'step'} {listed} "
+                            f"{'are' if len(beyond) > 1 else 'is'} beyond the step budget (max_steps {max_steps})")
+    if problems:
+        raise PhasescopeError("; ".join(problems))
     steps = {step for step in range(max_steps + 1)
              if is_due(schedule, step, step * tokens_per_step, (step - 1) * tokens_per_step if step else None)}
     return sorted(steps | {max_steps})
