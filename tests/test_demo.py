@@ -60,6 +60,19 @@ def test_quick_demo_end_to_end_then_a_rerun_keeps_everything(tmp_path):
         assert len(rows[rows.metric == "steps"]) == 8  # every rate of the quick sweep trained
     page = (out / "report" / "index.html").read_text(encoding="utf-8")
     assert page.count("<img") >= 8
+    # the README's headline check, against what this demo printed (report/headline.txt)
+    from phasescope.report.readme_check import MARKER
+    from phasescope.report.readme_check import main as check_readme
+
+    printed = (out / "report" / "headline.txt").read_text(encoding="utf-8").splitlines()
+    assert len(printed) >= 5 and all(" ".join(line.split()) in stdout for line in printed)
+    readme = tmp_path / "README.md"
+    readme.write_text(f"{MARKER} with their numbers:\n\n```\n" + "".join(f"- {line}\n" for line in printed)
+                      + "```\n", encoding="utf-8")
+    assert check_readme([str(readme), str(out)]) == 0
+    stale = readme.read_text(encoding="utf-8").replace("eta_c = ", "eta_c = 9", 1)
+    readme.write_text(stale, encoding="utf-8")
+    assert check_readme([str(readme), str(out)]) == 1
 
     shards = sorted(p.relative_to(out) for p in (out / "lm" / "metrics").rglob("*.parquet"))
     again = subprocess.run([sys.executable, "-m", "phasescope.cli", "demo", "--quick", "--out", str(out)],

@@ -25,10 +25,11 @@ from phasescope.analysis.edge_of_stability import REGIMES
 from phasescope.analysis.grid import grid_table
 from phasescope.errors import PhasescopeError
 from phasescope.report.html import Section, render_page, write_page
+from phasescope.report.readme_check import HEADLINE_FILE
 from phasescope.report.recorded import STUDY_B_MEASURES, recorded_section
 from phasescope.report.study_a import SweepReport, sweep_section
 from phasescope.report.study_b import StudyBResult, describe_onset, study_b_section
-from phasescope.run import MetricStore, RunDir, StrictModel, validate_config
+from phasescope.run import MetricStore, RunDir, StrictModel, atomic_write_text, validate_config
 from phasescope.train.grid import combination_name, grid_members
 
 REPORT_KINDS = ("sweep", "sweep_grid", "lm", "series", "recorded", "demo")
@@ -111,6 +112,8 @@ def write_report(run_path: Path | str) -> ReportResult:
                 }.get(kind, "study B: translation dynamics across checkpoints")
     write_page(result.path, render_page(title, sections, subtitle=subtitle,
                                         headline=result.headline if kind == "demo" else None))
+    if kind == "demo":  # what the README's headline block is checked against (report/readme_check.py)
+        atomic_write_text(result.path.parent / HEADLINE_FILE, "".join(f"{line}\n" for line in result.headline))
     return result
 
 
