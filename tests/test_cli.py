@@ -194,3 +194,11 @@ def test_an_interrupted_corpus_build_says_nothing_was_written_and_how_to_rerun(t
     [line] = stderr.strip().splitlines()
     assert line.startswith("interrupted (") and f"nothing was written to {tmp_path / 'corpus'}" in line
     assert "rerun: phasescope corpus build --from debian-docs --out" in line
+
+
+def test_sources_debian_has_in_no_chosen_language_are_one_line_before_any_scan(tmp_path, monkeypatch, capsys):
+    code, stderr = phasescope_here(monkeypatch, capsys, "corpus", "build", "--from", "debian-docs", "--out",
+                                   str(tmp_path / "c"), "--languages", "ar", "--sources", "debian-reference")
+    assert code == 2
+    assert stderr.strip().splitlines() == ["error: Debian has no debian-reference in ar (nothing to install would "
+                                           "help); choose other sources (--sources) or languages (--languages)"]

@@ -279,6 +279,9 @@ def build_debian_docs(out: Path | str, languages: list[str] | None = None, sourc
     unknown = [source for source in sources if source not in SOURCES]
     if unknown:
         raise PhasescopeError(f"unknown documentation source {unknown[0]!r}; expected some of {', '.join(SOURCES)}")
+    if not any(language in PACKAGES[source] for source in sources for language in languages):
+        raise PhasescopeError(f"Debian has no {' or '.join(sources)} in {', '.join(languages)} (nothing to install "
+                              "would help); choose other sources (--sources) or languages (--languages)")
     out = Path(out)
     roots = [Path(folder) for folder in (root if isinstance(root, list) else [root])]
     if out.exists() and any(out.iterdir()):
