@@ -12,7 +12,7 @@ from typer.core import TyperCommand
 
 from phasescope.cli_data import corpus_app, lexicon_app
 from phasescope.errors import PhasescopeError
-from phasescope.files import check_config_file
+from phasescope.files import check_config_file, check_output_path
 from phasescope.progress import console, output, progress_bar
 from phasescope.signals import Interrupted, received_signal, rerun_command, resumable, termination_handled
 
@@ -69,7 +69,7 @@ def train(config: Path = typer.Argument(..., help="Run config (YAML), e.g. confi
     from phasescope.train.lm import config_kind
 
     out = out or Path("runs") / config.stem
-    _check_output(out, folder=True)
+    check_output_path(out, folder=True)
     if config_kind(config) == "lm":
         with resumable(lambda: _kept_checkpoints(out)):
             _train_language_model(config, out)
@@ -120,7 +120,7 @@ def sweep(config: Path = typer.Argument(..., help="Sweep config (YAML), e.g. con
                               f"with: phasescope train {config}")
     sweep_config = load_config(config, SweepConfig)
     out = out or Path("runs") / config.stem
-    _check_output(out, folder=True)
+    check_output_path(out, folder=True)
     if grid:
         _sweep_grid(sweep_config, grid, out, executor, address)
         return
@@ -202,7 +202,7 @@ def compare(runs: list[Path] = typer.Argument(..., help="LM runs or series with 
     (a controlled-corpus run titled as the positive control), and each behaviour's onset per run."""
     from phasescope.report.compare import onset_rows, write_comparison
 
-    _check_output(out, folder=False)
+    check_output_path(out, folder=False)
     compared = write_comparison(runs, out, label or None)
     table = Table("behaviour", *[run.label for run in compared])
     for behaviour, texts in onset_rows(compared):
@@ -316,7 +316,7 @@ def measure(series: str = typer.Argument(..., help="A run directory with checkpo
 
         import_ray()  # a missing extra is reported before any work
     if out is not None:
-        _check_output(out, folder=True)
+        check_output_path(out, folder=True)
     plan = plan_measures(measures, config_file=config, settings=settings or [])
     opened = open_series(series, out=out, revisions=revisions.split(",") if revisions else None,
                          tokens_per_step=tokens_per_step, cache_dir=cache_dir, trust_remote_code=trust_remote_code,
@@ -351,7 +351,7 @@ def demo(quick: bool = typer.Option(False, "--quick", help="The CI-sized variant
     from phasescope.demo import default_demo_dir, run_demo
 
     out = out or default_demo_dir(quick)
-    _check_output(out, folder=True)
+    check_output_path(out, folder=True)
     kept = (f"kept what was finished in {out} (checkpoints, metric shards, complete sweeps); resume with: "
             f"{rerun_command()}")
     with resumable(lambda: kept):
@@ -402,14 +402,6 @@ def _path_problem(error: OSError) -> str:
     return f"{error.filename}: {problem}"
 
 
-def _check_output(path: Path, folder: bool) -> None:
-    """An output path that cannot be written: one line, before any work (the run store is imported here,
-    not at start, so that ``--help`` and argument errors stay fast)."""
-    from phasescope.run.atomic import check_output_path
-
-    check_output_path(path, folder=folder)
-
-
 def _print_error(message: str) -> None:
     console.print(Text("error: ", style="red") + Text(" ".join(message.split())), soft_wrap=True)
 
@@ -426,9 +418,10 @@ def main() -> None:
     except ModuleNotFoundError as error:  # an optional extra that is not installed: name it
         from phasescope.extras import missing_extra
 
-        if missing_extra(error) is None:
+        message = missing_extra(error)
+        if message is None:
             raise
-        _print_error(missing_extra(error))
+        _print_error(message)
         sys.exit(2)
     except (FileExistsError, NotADirectoryError, IsADirectoryError, PermissionError) as error:
         _print_error(_path_problem(error))  # an output path that cannot be written (nothing was half-written)

@@ -9,6 +9,7 @@ import typer
 from rich.table import Table
 
 from phasescope.errors import PhasescopeError
+from phasescope.files import check_output_path
 from phasescope.progress import console, output
 from phasescope.signals import rerun_command, resumable
 
@@ -32,7 +33,6 @@ def lexicon_build(languages: str = typer.Option(None, "--languages", help="Comma
                   ) -> None:
     """Build the concept lexicon (CLDR names from emoji and babel, translation catalogs, or the given files)."""
     from phasescope.data.lexicon_sources import build_lexicon, lexicon_summary
-    from phasescope.run.atomic import check_output_path
 
     check_output_path(out, folder=False)
     codes = _languages(languages)
@@ -85,7 +85,6 @@ def corpus_build(source: str = typer.Option(..., "--from", help="Where the text 
     """Turn installed Debian documentation into a corpus folder (a folder per language, a manifest and the
     parallel index); installs nothing (scripts/setup-debian-docs.sh does)."""
     from phasescope.data.debian_docs import build_debian_docs
-    from phasescope.run.atomic import check_output_path
 
     if source != "debian-docs":
         raise PhasescopeError(f"--from must be debian-docs, got {source!r}")

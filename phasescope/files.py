@@ -1,4 +1,5 @@
-"""Reading the user's text files: UTF-8, and a one-line error naming the file where one is not."""
+"""The user's files: text read as UTF-8 (a one-line error naming a file that is not), config paths that
+exist, and output paths that can be written, each checked before any work."""
 
 from __future__ import annotations
 
@@ -39,3 +40,16 @@ def check_config_file(path: Path | str) -> Path:
     if not path.is_file():
         raise PhasescopeError(f"{path}: config file not found (expected a YAML file)")
     return path
+
+
+def check_output_path(path: Path | str, *, folder: bool) -> None:
+    """Refuse, in one line and before any work, an output path that cannot be written: a file where one of
+    its folders should be, or the path itself of the other kind (a folder where a file goes, or a file
+    where a folder goes)."""
+    path = Path(path)
+    for parent in reversed(path.parents):
+        if parent.exists() and not parent.is_dir():
+            raise PhasescopeError(f"{path}: {parent} is a file, not a folder")
+    if path.exists() and path.is_dir() != folder:
+        there, wanted = ("a file", "a folder") if folder else ("a folder", "a file")
+        raise PhasescopeError(f"{path}: {there} is there, where the output goes as {wanted}")

@@ -155,15 +155,3 @@ def remove_stale_temporaries(directory: Path) -> list[Path]:
                 removed.append(Path(parent) / name)
     return sorted(removed)
 
-
-def check_output_path(path: Path | str, *, folder: bool) -> None:
-    """Refuse, in one line and before any work, an output path that cannot be written: a file where one of
-    its folders should be, or the path itself of the other kind (a folder where a file goes, or a file
-    where a folder goes)."""
-    path = Path(path)
-    for parent in reversed(path.parents):
-        if parent.exists() and not parent.is_dir():
-            raise PhasescopeError(f"{path}: {parent} is a file, not a folder")
-    if path.exists() and path.is_dir() != folder:
-        there, wanted = ("a file", "a folder") if folder else ("a folder", "a file")
-        raise PhasescopeError(f"{path}: {there} is there, where the output goes as {wanted}")
